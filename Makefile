@@ -1,0 +1,44 @@
+# make demo / make test on a fresh machine: Python 3.11+ and make are all they assume.
+# The environment is created from the lock file (uv.lock) by uv, itself installed
+# into a private tools venv so that nothing global is touched.
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export LITELLM_TELEMETRY := False
+
+.PHONY: env demo test bench lint dashboard clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check 'uv>=0.5,<1'
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --extra dev --python $(PYTHON)
+	touch $@
+
+env: $(VENV)/.synced
+
+demo: env
+	$(VENV)/bin/amm demo
+	@echo
+	@echo "Open the report on this store:  $(VENV)/bin/amm dashboard"
+
+test: env
+	$(VENV)/bin/python -m pytest -q
+
+bench: env
+	$(VENV)/bin/python -m benchmarks
+
+lint: env
+	$(VENV)/bin/ruff check amm telemetry analytics dashboards tests
+	$(VENV)/bin/mypy
+
+dashboard: env
+	$(VENV)/bin/amm dashboard
+
+clean:
+	rm -rf $(VENV) $(TOOLS) data .pytest_cache

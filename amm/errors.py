@@ -1,0 +1,217 @@
+"""The errors amm raises. Every one is an :class:`APIModelError`::
+
+    APIModelError (base exception)
+    ├── RateLimitError                 429: retryable after ``retry_after_seconds``
+    ├── FailoverError                  every model tried failed; see ``failure_reasons``
+    ├── ModelUnavailableError          health checks say the model is down
+    ├── ConfigurationError             a bad registry file or setting (names file, model, field)
+    ├── AuthenticationError            401 / 403: bad, missing or forbidden key
+    ├── InvalidRequestError            400 and bad input to amm itself
+    │   ├── ContextWindowExceededError     the prompt does not fit the model
+    │   └── ModelNotFoundError             404: the provider does not know the model
+    ├── ProviderError                  5xx, malformed answers, connection failures
+    │   ├── ProviderTimeoutError           no answer within the timeout
+    │   └── QuotaExceededError             429 ``insufficient_quota``: permanent
+    ├── CacheError                     the response cache is corrupt or unwritable
+    ├── BudgetExceededError            the daily budget is spent
+    ├── QualityThresholdError          answers stayed below the quality threshold
+    └── PerformanceMonitorError        the performance store failed
+
+Exceptions of litellm are converted once, in :mod:`amm.api_client`, with
+``raise Mapped(...) from exc``. Constructing with a message alone works
+(``BudgetExceededError("Daily budget of $100 exceeded")``). No error text ever
+carries an API key: the client redacts known keys before building one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from amm.models import ErrorResponse
+
+__all__ = [
+    "APIModelError",
+    "AuthenticationError",
+    "BudgetExceededError",
+    "CacheError",
+    "ConfigurationError",
+    "ContextWindowExceededError",
+    "FailoverError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "ModelUnavailableError",
+    "PerformanceMonitorError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "QualityThresholdError",
+    "QuotaExceededError",
+    "RateLimitError",
+]
+
+
+class APIModelError(Exception):
+    """Base of every amm error.
+
+    Attributes: ``error_message``, ``model_id``, ``task_id``, ``is_retryable``,
+    ``attempted_models`` (in order), ``failure_reasons`` (model id -> why),
+    ``error_type`` (a short stable code, used as the span's ``error.type``) and
+    ``status_code`` (the provider's HTTP status, when there was one).
+    """
+
+    retryable_by_default = False
+
+    def __init__(
+        self,
+        error_message: str = "",
+        *,
+        model_id: str | None = None,
+        task_id: str | None = None,
+        is_retryable: bool | None = None,
+        attempted_models: Iterable[str] = (),
+        failure_reasons: Mapping[str, str] | None = None,
+        error_type: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        self.error_message = error_message or type(self).__name__
+        self.model_id = model_id
+        self.task_id = task_id
+        self.is_retryable = self.retryable_by_default if is_retryable is None else is_retryable
+        self.attempted_models: list[str] = list(attempted_models)
+        self.failure_reasons: dict[str, str] = dict(failure_reasons or {})
+        self.error_type = error_type or type(self).__name__
+        self.status_code = status_code
+        super().__init__(self.error_message)
+
+    def _details(self) -> list[str]:
+        parts = []
+        if self.model_id:
+            parts.append(f"model={self.model_id}")
+        if self.task_id:
+            parts.append(f"task={self.task_id}")
+        if self.status_code is not None:
+            parts.append(f"status={self.status_code}")
+        parts.append("retryable" if self.is_retryable else "permanent")
+        return parts
+
+    def __str__(self) -> str:
+        text = f"{self.error_message} [{', '.join(self._details())}]"
+        if self.failure_reasons:
+            tried = "; ".join(f"{m}: {r}" for m, r in self.failure_reasons.items())
+            text += f" tried: {tried}"
+        return text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.error_message!r}, model_id={self.model_id!r})"
+
+    def to_error_response(self) -> ErrorResponse:
+        """This error as the seed's :class:`~amm.models.ErrorResponse` record."""
+        from amm.models import ErrorResponse
+
+        return ErrorResponse(
+            error_type=self.error_type,
+            error_message=self.error_message,
+            model_id=self.model_id or "",
+            task_id=self.task_id or "",
+            is_retryable=self.is_retryable,
+            attempted_models=list(self.attempted_models),
+            failure_reasons=dict(self.failure_reasons),
+        )
+
+
+class RateLimitError(APIModelError):
+    """The provider (429) or amm's own limiter refused for now; retry after
+    ``retry_after_seconds`` (``None`` when the provider did not say)."""
+
+    retryable_by_default = True
+
+    def __init__(
+        self, error_message: str = "", *, retry_after_seconds: float | None = None, **kw: Any
+    ) -> None:
+        kw.setdefault("status_code", 429)
+        super().__init__(error_message, **kw)
+        self.retry_after_seconds = retry_after_seconds
+
+    def _details(self) -> list[str]:
+        parts = super()._details()
+        if self.retry_after_seconds is not None:
+            parts.append(f"retry after {self.retry_after_seconds:g}s")
+        return parts
+
+
+class FailoverError(APIModelError):
+    """Every model tried for a request failed. ``attempted_models`` and
+    ``failure_reasons`` say which and why."""
+
+
+class ModelUnavailableError(APIModelError):
+    """The model is marked unavailable (health checks) or nothing is available."""
+
+    retryable_by_default = True
+
+
+class ConfigurationError(APIModelError):
+    """A bad configuration. The message names the file, the model and the field,
+    e.g. ``config/model_registry.json: models[gpt-4].cost_per_1k_input_tokens: must be >= 0``."""
+
+    def __init__(
+        self,
+        error_message: str = "",
+        *,
+        path: str | None = None,
+        field: str | None = None,
+        **kw: Any,
+    ) -> None:
+        self.path = path
+        self.field = field
+        super().__init__(error_message, **kw)
+
+
+class AuthenticationError(APIModelError):
+    """The provider refused the key (401) or the access (403), or no key is set."""
+
+
+class InvalidRequestError(APIModelError):
+    """The request is malformed (400), or bad input was given to amm."""
+
+
+class ContextWindowExceededError(InvalidRequestError):
+    """The prompt plus ``max_tokens`` does not fit the model's context window."""
+
+
+class ModelNotFoundError(InvalidRequestError):
+    """The provider does not know this model (404)."""
+
+
+class ProviderError(APIModelError):
+    """The provider failed: 5xx, a malformed answer, a dropped connection."""
+
+    retryable_by_default = True
+
+
+class ProviderTimeoutError(ProviderError):
+    """No answer within the timeout."""
+
+
+class QuotaExceededError(ProviderError):
+    """429 with ``insufficient_quota``: the account's quota is spent. Permanent:
+    waiting does not help, another provider might."""
+
+    retryable_by_default = False
+
+
+class CacheError(APIModelError):
+    """The response cache is corrupt or unwritable; callers carry on without it."""
+
+
+class BudgetExceededError(APIModelError):
+    """The daily budget is spent and the policy is to refuse."""
+
+
+class QualityThresholdError(APIModelError):
+    """Responses stayed below the quality threshold on every model tried."""
+
+
+class PerformanceMonitorError(APIModelError):
+    """The performance store failed; callers carry on without metrics."""
