@@ -45,6 +45,8 @@ class SelectionEvent:
     experiment: str | None = None
     arm: str | None = None
     propensity: float = 1.0
+    start_time_ns: int = 0  # epoch ns; 0 = "now" (the recorder builds the span after the fact)
+    end_time_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,11 @@ class AttemptEvent:
     server_port: int | None = None
     request_max_tokens: int | None = None
     request_temperature: float | None = None
+    start_time_ns: int = 0  # epoch ns of the attempt's start and end (time.time_ns())
+    end_time_ns: int = 0
+    # Content, recorded only when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT asks.
+    input_messages: tuple[dict[str, object], ...] | None = None
+    output_text: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +123,8 @@ class QualityEvent:
     completeness: float
     relevance: float
     coherence: float
+    start_time_ns: int = 0
+    end_time_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
