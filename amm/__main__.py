@@ -1,0 +1,3 @@
+from amm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""The ``amm`` command line.
+
+    amm demo        run a multi-agent workload against the built-in simulator (no keys)
+    amm sim         serve the provider simulator on a port
+    amm models      the registry as a table
+    amm check       validate the config, check keys (never printed), health-check each model
+    amm report      the analytics summary of a store, in the terminal
+    amm dashboard   open the Streamlit report on a store
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+_DEFAULT_CONFIG = "config/model_registry.json"
+
+
+def _config_path(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("AMM_CONFIG", _DEFAULT_CONFIG))
+
+
+def _store_path(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("AMM_STORE", "data/amm.db"))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from amm.demo import run_demo
+
+    result = run_demo(requests=args.requests, concurrency=args.concurrency, seed=args.seed,
+                      data_dir=args.data_dir, budget=args.budget)
+    return 0 if result.succeeded > 0 else 1
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from amm.sim import Simulator, demo_profiles
+
+    Simulator.serve_forever(host=args.host, port=args.port, profiles=demo_profiles(), seed=args.seed)
+    return 0
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("{:<%d}" % w for w in widths)
+    out = [line.format(*header), line.format(*("-" * w for w in widths))]
+    out += [line.format(*map(str, r)) for r in rows]
+    return "\n".join(out)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from amm.registry import ModelRegistry
+
+    registry = ModelRegistry(_config_path(args.config))
+    rows = [
+        [m.id, m.provider, "yes" if m.enabled else "no", f"{m.cost_per_1k_input_tokens:g}",
+         f"{m.cost_per_1k_output_tokens:g}", f"{m.context_window:,}",
+         f"{m.rate_limits.requests_per_minute}", ",".join(m.capabilities)]
+        for m in registry.models()
+    ]
+    print(_table(rows, ["id", "provider", "enabled", "$/1k in", "$/1k out", "context", "rpm",
+                        "capabilities"]))
+    for exp in registry.experiments:
+        arms = ", ".join(f"{m} {w:.0%}" for m, w in exp.arms.items())
+        print(f"\nexperiment {exp.name} on {exp.agent_type}: {arms}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from amm.api_client import APIClientManager
+    from amm.api_key_manager import APIKeyManager
+    from amm.errors import APIModelError
+    from amm.health_checker import HealthChecker
+    from amm.registry import ModelRegistry
+
+    path = _config_path(args.config)
+    try:
+        registry = ModelRegistry(path)
+    except APIModelError as exc:
+        print(f"config: INVALID\n  {exc.error_message}")
+        return 2
+    print(f"config: {path} is valid ({len(registry.models())} models)")
+    keys = APIKeyManager()
+    keys.load_keys()
+    providers = sorted({m.provider for m in registry.models()})
+    for provider in providers:
+        state = "n/a (local)" if provider == "ollama" else (
+            "present" if keys.has_key(provider) else "MISSING")
+        print(f"key {provider}: {state}")
+    if args.no_health:
+        return 0
+
+    async def probe() -> int:
+        failures = 0
+        async with APIClientManager(keys, registry=registry, timeout_s=args.timeout) as client:
+            checker = HealthChecker(registry, api_client=client)
+            for model in registry.models():
+                if not model.enabled:
+                    continue
+                status = await checker.check_model_health(model.id)
+                mark = "ok" if status.is_available else f"FAILED: {status.error_message}"
+                failures += not status.is_available
+                print(f"health {model.id}: {mark} ({status.response_time_ms:.0f} ms)")
+        return failures
+
+    return 1 if asyncio.run(probe()) else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from analytics.report import report_text
+
+    store = _store_path(args.store)
+    if not store.exists():
+        print(f"no store at {store}: run `amm demo` first, or give --store", file=sys.stderr)
+        return 2
+    print(report_text(store))
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
+    env = {**os.environ, "AMM_STORE": str(_store_path(args.store).resolve())}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
+           "--server.address", args.host, "--browser.gatherUsageStats", "false"]
+    if args.headless:
+        cmd += ["--server.headless", "true"]
+    return subprocess.call(cmd, env=env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``amm`` (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="amm",
+        description="Route each LLM agent call to the best available model, and show why.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run a multi-agent workload against the built-in simulator")
+    p.add_argument("--requests", type=int, default=300, help="number of agent calls (default 300)")
+    p.add_argument("--concurrency", type=int, default=8, help="calls in flight at once (default 8)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the workload and the simulator")
+    p.add_argument("--data-dir", default="data", help="where the store is written (default data/)")
+    p.add_argument("--budget", type=float, default=5.0, help="daily budget in USD (default 5)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("sim", help="serve the provider simulator (OpenAI, Anthropic, Gemini, Ollama)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_sim)
+
+    p = sub.add_parser("models", help="show the registry as a table")
+    p.add_argument("--config", help=f"registry file (default $AMM_CONFIG or {_DEFAULT_CONFIG})")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("check", help="validate config, check keys, health-check each model once")
+    p.add_argument("--config", help=f"registry file (default $AMM_CONFIG or {_DEFAULT_CONFIG})")
+    p.add_argument("--no-health", action="store_true", help="skip the health checks")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per health check")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("report", help="print the analytics summary of a store")
+    p.add_argument("--store", help="SQLite store (default $AMM_STORE or data/amm.db)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("dashboard", help="open the Streamlit report on a store")
+    p.add_argument("--store", help="SQLite store (default $AMM_STORE or data/amm.db)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.set_defaults(func=_cmd_dashboard)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``amm`` command."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_TELEMETRY", "False")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

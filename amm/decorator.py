@@ -1,0 +1,259 @@
+"""``@managed_model``: give an agent function an ``llm`` handle routed by amm.
+
+>>> @managed_model(agent_type="implementation", capabilities=["code-generation"],
+...                max_cost_per_request=0.10)
+... async def implement(spec: str, *, llm) -> str:
+...     reply = await llm.complete(f"Implement: {spec}", max_tokens=800)
+...     return reply.content
+
+Each call opens an ``invoke_agent {agent_type}`` span (nested agents nest), binds
+``llm`` to the agent type, the constraints and a task id (the caller's ``task_id=``
+if given, else a new one), and runs on the manager given as ``manager=``, else the
+process default (:func:`configure`, else built from ``AMM_CONFIG`` or
+``config/model_registry.json``). Plain ``def`` functions get a blocking ``llm``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import os
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from amm.errors import ConfigurationError, InvalidRequestError
+from amm.models import ModelRequest, ModelResponse, Priority, SelectionConstraints
+
+__all__ = ["LLM", "SyncLLM", "configure", "get_default_manager", "managed_model"]
+
+T = TypeVar("T")
+
+_default_manager: Any = None
+_default_lock = threading.Lock()
+
+
+def configure(manager: Any = None, /, **from_config: Any) -> Any:
+    """Set the process-wide manager used by ``@managed_model`` without ``manager=``.
+
+    Give a built :class:`~amm.manager.ModelManager`, or the keyword arguments of
+    :meth:`ModelManager.from_config` (``config_path=``, ``data_dir=``, ...).
+    """
+    global _default_manager
+    if manager is None:
+        from amm.manager import ModelManager
+
+        manager = ModelManager.from_config(**from_config)
+    elif from_config:
+        raise InvalidRequestError("configure() takes a manager or from_config arguments, not both")
+    with _default_lock:
+        _default_manager = manager
+    return manager
+
+
+def get_default_manager() -> Any:
+    """The process default manager; built on first use from ``AMM_CONFIG`` or
+    ``config/model_registry.json`` (data in ``AMM_DATA_DIR``, default ``data``)."""
+    global _default_manager
+    with _default_lock:
+        if _default_manager is None:
+            from amm.manager import ModelManager
+
+            path = Path(os.environ.get("AMM_CONFIG", "config/model_registry.json"))
+            if not path.exists():
+                raise ConfigurationError(
+                    f"{path}: no registry file; set AMM_CONFIG or call amm.configure(...)",
+                    path=str(path),
+                )
+            _default_manager = ModelManager.from_config(
+                path, data_dir=os.environ.get("AMM_DATA_DIR", "data")
+            )
+        return _default_manager
+
+
+class LLM:
+    """The handle an async agent receives: ``await llm.complete(...)``."""
+
+    __slots__ = ("agent_type", "constraints", "priority", "task_id", "_manager")
+
+    def __init__(
+        self,
+        manager: Any,
+        agent_type: str,
+        task_id: str,
+        constraints: SelectionConstraints | None,
+        priority: Priority | None,
+    ) -> None:
+        self._manager = manager
+        self.agent_type = agent_type
+        self.task_id = task_id
+        self.constraints = constraints
+        self.priority = priority
+
+    def request(
+        self,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        **parameters: Any,
+    ) -> ModelRequest:
+        """The :class:`ModelRequest` that ``complete`` would send."""
+        if temperature is not None:
+            parameters["temperature"] = temperature
+        messages = None
+        if not isinstance(prompt, str):
+            messages, prompt = list(prompt), ""
+        return ModelRequest(
+            prompt=prompt, messages=messages, parameters=parameters, task_id=self.task_id,
+            agent_type=self.agent_type, max_tokens=max_tokens,
+            temperature=0.7 if temperature is None else temperature, priority=self.priority,
+        )
+
+    async def complete(
+        self,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        **parameters: Any,
+    ) -> ModelResponse:
+        """Send a prompt (or chat messages) through the manager's request path."""
+        request = self.request(prompt, max_tokens=max_tokens, temperature=temperature, **parameters)
+        return await self._manager.complete(request, self.constraints)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"LLM(agent_type={self.agent_type!r}, task_id={self.task_id!r})"
+
+
+class SyncLLM(LLM):
+    """The handle a plain ``def`` agent receives: ``llm.complete(...)`` blocks."""
+
+    __slots__ = ()
+
+    def complete(  # type: ignore[override]
+        self,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        **parameters: Any,
+    ) -> ModelResponse:
+        request = self.request(prompt, max_tokens=max_tokens, temperature=temperature, **parameters)
+        return _portal().run(self._manager.complete(request, self.constraints))
+
+
+class _Portal:
+    """One event loop on a daemon thread, where blocking callers run coroutines.
+
+    The caller's contextvars (the current span among them) travel with the
+    coroutine, so a sync agent's LLM calls nest under its ``invoke_agent`` span.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="amm-portal", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Awaitable[T]) -> T:
+        if threading.current_thread() is self._thread:
+            raise InvalidRequestError("a sync agent cannot be called from amm's own event loop")
+        ctx = contextvars.copy_context()
+        done: Future[T] = Future()
+
+        def start() -> None:
+            task = self._loop.create_task(coro, context=ctx)  # type: ignore[arg-type]
+
+            def finish(t: asyncio.Task[T]) -> None:
+                if t.cancelled():
+                    done.cancel()
+                elif t.exception() is not None:
+                    done.set_exception(t.exception())  # type: ignore[arg-type]
+                else:
+                    done.set_result(t.result())
+
+            task.add_done_callback(finish)
+
+        self._loop.call_soon_threadsafe(start)
+        return done.result()
+
+
+_portal_instance: _Portal | None = None
+
+
+def _portal() -> _Portal:
+    global _portal_instance
+    with _default_lock:
+        if _portal_instance is None:
+            _portal_instance = _Portal()
+        return _portal_instance
+
+
+def managed_model(
+    agent_type: str | None = None,
+    *,
+    capabilities: Sequence[str] | None = None,
+    required_capabilities: Sequence[str] | None = None,
+    max_cost_per_request: float | None = None,
+    excluded_providers: Sequence[str] | None = None,
+    max_latency_ms: float | None = None,
+    priority: Priority | str | None = None,
+    manager: Any = None,
+    agent_name: str | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate an agent function that takes a keyword ``llm``; amm injects it.
+
+    ``agent_type`` defaults to the function's name. ``capabilities`` is an alias of
+    ``required_capabilities``. Bad constraints raise ``InvalidRequestError`` here,
+    at decoration time.
+    """
+    if capabilities is not None and required_capabilities is not None:
+        raise InvalidRequestError("give capabilities or required_capabilities, not both")
+    caps = list(capabilities if capabilities is not None else required_capabilities or [])
+    constraints = SelectionConstraints(
+        max_cost_per_request=max_cost_per_request,
+        required_capabilities=caps,
+        excluded_providers=list(excluded_providers or []),
+        max_latency_ms=max_latency_ms,
+    )
+    prio = Priority.parse(priority) if priority is not None else None
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        params = inspect.signature(fn).parameters
+        if "llm" not in params:
+            raise InvalidRequestError(f"{fn.__qualname__} must accept a keyword argument 'llm'")
+        accepts_task_id = "task_id" in params
+        agent = agent_type or fn.__name__
+        name = agent_name or fn.__qualname__
+
+        def bind(kwargs: dict[str, Any], handle: type[LLM]) -> tuple[Any, LLM]:
+            task_id = kwargs.get("task_id") if accepts_task_id else kwargs.pop("task_id", None)
+            mgr = manager if manager is not None else get_default_manager()
+            llm = handle(mgr, agent, str(task_id or uuid.uuid4().hex), constraints, prio)
+            kwargs["llm"] = llm
+            return mgr, llm
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                mgr, llm = bind(kwargs, LLM)
+                with mgr.recorder.agent_span(agent, llm.task_id, agent_name=name):
+                    return await fn(*args, **kwargs)
+
+            return run_async
+
+        @functools.wraps(fn)
+        def run_sync(*args: Any, **kwargs: Any) -> Any:
+            mgr, llm = bind(kwargs, SyncLLM)
+            with mgr.recorder.agent_span(agent, llm.task_id, agent_name=name):
+                return fn(*args, **kwargs)
+
+        return run_sync
+
+    return decorate

@@ -1,0 +1,191 @@
+"""``amm demo``: a multi-agent workload against the built-in provider simulator.
+
+No keys needed. Five simulated models speak four wire protocols through litellm's
+real HTTP path: a healthy one, a flaky one, one that hits its rate limit, one whose
+quality degrades halfway, and a local (Ollama) one; the implementation agent runs
+an A/B experiment. Deterministic for a given ``--seed`` (the workload, the prompts
+and each simulated model's behaviour; wall-clock latencies differ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import sqlite3
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DemoResult", "run_demo"]
+
+DEMO_REGISTRY = Path(__file__).resolve().parent.parent / "config" / "demo_registry.json"
+
+_TOPICS = ["a rate limiter", "an LRU cache", "a retry policy", "a JSON parser", "a job queue",
+           "a config loader", "a CSV exporter", "a token bucket", "a priority scheduler",
+           "a URL shortener", "a bloom filter", "a circuit breaker"]
+
+_PROMPTS = {
+    "planning": "Plan the work to build {t}. List:\n1. the components\n2. the risks\n3. the milestones",
+    "implementation": "Implement {t} as a Python function with tests. Write the code.",
+    "review": "Review this design of {t} and list:\n- correctness issues\n- performance issues",
+    "research": "Research how production systems implement {t}. Summarise the main approaches "
+                "and their trade-offs for long documents.",
+}
+_AGENT_CAPS = {
+    "planning": ["reasoning"],
+    "implementation": ["code-generation"],
+    "review": ["analysis"],
+    "research": ["long-context"],
+}
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """What the demo did: counts for the summary and the tests."""
+
+    requests: int
+    succeeded: int
+    failed: Counter[str]
+    store_path: Path
+    elapsed_s: float
+    summary: str
+
+
+def _demo_profiles(requests: int) -> dict[str, Any]:
+    from amm.sim import demo_profiles
+
+    profiles = demo_profiles()
+    # The degrading model degrades once it has seen about half of its traffic.
+    gemini = profiles["sim-gemini"]
+    profiles["sim-gemini"] = dataclasses.replace(gemini, degrade_after=max(20, requests // 8))
+    return profiles
+
+
+async def _workload(manager: Any, requests: int, concurrency: int, seed: int,
+                    progress: Any) -> tuple[int, Counter[str]]:
+    from amm.decorator import managed_model
+    from amm.errors import APIModelError
+
+    agents = {}
+    for agent, caps in _AGENT_CAPS.items():
+        @managed_model(agent_type=agent, capabilities=caps, manager=manager)
+        async def run(prompt: str, temperature: float, *, llm: Any) -> str:
+            reply = await llm.complete(prompt, max_tokens=200, temperature=temperature)
+            return str(reply.content)
+
+        agents[agent] = run
+
+    rng = random.Random(seed)
+    plan = []
+    for i in range(requests):
+        agent = rng.choice(list(_PROMPTS))
+        topic = rng.choice(_TOPICS)
+        # A quarter of the traffic is deterministic (temperature 0) over a small
+        # pool of prompts: those repeat, and repeats are served from the cache.
+        if rng.random() < 0.25:
+            topic, temperature = _TOPICS[rng.randrange(4)], 0.0
+        else:
+            temperature = 0.7
+        plan.append((i, agent, _PROMPTS[agent].format(t=topic) + f" (request {i})"
+                     if temperature else _PROMPTS[agent].format(t=topic), temperature))
+
+    sem = asyncio.Semaphore(concurrency)
+    failed: Counter[str] = Counter()
+    ok = 0
+
+    async def one(i: int, agent: str, prompt: str, temperature: float) -> None:
+        nonlocal ok
+        async with sem:
+            try:
+                await agents[agent](prompt, temperature, task_id=f"{agent}-{seed}-{i:05d}")
+                ok += 1
+            except APIModelError as exc:
+                failed[type(exc).__name__] += 1
+            progress(ok + sum(failed.values()))
+
+    await asyncio.gather(*(one(*p) for p in plan))
+    return ok, failed
+
+
+def _progress_bar(total: int, out: Any) -> Any:
+    start = time.monotonic()
+
+    def show(done: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        rate = done / max(time.monotonic() - start, 1e-9)
+        out.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {done}/{total}  {rate:5.1f} req/s")
+        if done == total:
+            out.write("\n")
+        out.flush()
+
+    return show
+
+
+def run_demo(
+    *,
+    requests: int = 300,
+    concurrency: int = 8,
+    seed: int = 7,
+    data_dir: str | Path = "data",
+    budget: float = 5.0,
+    out: Any = None,
+) -> DemoResult:
+    """Run the demo workload; returns counts and the printed summary."""
+    out = out or sys.stdout
+    data_dir = Path(data_dir)
+    store = data_dir / "amm.db"
+    for suffix in ("", "-wal", "-shm"):  # a fresh store each run: the summary is this run's
+        Path(f"{store}{suffix}").unlink(missing_ok=True)
+    from amm.sim import Simulator
+
+    started = time.monotonic()
+    with Simulator(_demo_profiles(requests), seed=seed) as sim:
+        os.environ["AMM_SIM_URL"] = sim.base_url
+        out.write(f"amm demo: {requests} requests, concurrency {concurrency}, seed {seed}\n")
+        out.write(f"  provider simulator on {sim.base_url} (OpenAI, Anthropic, Gemini, Ollama protocols)\n")
+        ok, failed = asyncio.run(_run(requests, concurrency, seed, data_dir, budget, out))
+        billed = sim.billed()
+    from amm.report import demo_summary
+
+    summary = demo_summary(store, billed=billed, budget=budget)
+    out.write(summary + "\n")
+    out.write(f"\n  store: {store}\n")
+    out.write("  traces: set OTEL_EXPORTER_OTLP_ENDPOINT to export them to Jaeger or Tempo "
+              "(see deploy/README.md)\n")
+    return DemoResult(requests, ok, failed, store, time.monotonic() - started, summary)
+
+
+async def _run(requests: int, concurrency: int, seed: int, data_dir: Path, budget: float,
+               out: Any) -> tuple[int, Counter[str]]:
+    from amm.api_key_manager import APIKeyManager
+    from amm.manager import BudgetPolicy, ModelManager
+
+    keys = APIKeyManager()
+    for provider in ("openai", "anthropic", "google"):
+        keys.add_key(provider, f"sim-demo-key-{provider}-0123456789")
+    out.write("  loading litellm...\n")
+    out.flush()
+    manager = ModelManager.from_config(
+        DEMO_REGISTRY, data_dir=data_dir, daily_budget=budget,
+        budget_policy=BudgetPolicy.DOWNGRADE, key_manager=keys, start_health_checks=False,
+        base_backoff_seconds=0.05, timeout_s=10.0,
+    )
+    async with manager:
+        ok, failed = await _workload(manager, requests, concurrency, seed,
+                                     _progress_bar(requests, out))
+        for model in manager.registry.models():
+            await manager.performance_monitor.detect_degradation(model.id, threshold=0.8)
+    return ok, failed
+
+
+def ledger_total(store: Path) -> float:
+    """Total USD in the store's cost ledger."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+        row = conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM amm_cost_ledger").fetchone()
+    return float(row[0])

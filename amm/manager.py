@@ -1,0 +1,414 @@
+"""ModelManager: the composition root that orders the request path.
+
+It holds no policy of its own: each step is a call to one component::
+
+    complete(request)
+      cache lookup              CacheManager           (hit -> return, recorded)
+      budget check              CostTracker + BudgetPolicy (refuse or downgrade)
+      selection                 ModelSelector          (registry x health x limits x stats x experiment)
+      execute with failover     FailoverManager -> RateLimiter.acquire -> APIClientManager
+      quality evaluation        ResponseEvaluator      (low quality over the window demotes)
+      cache store               CacheManager
+
+Recording happens where each event occurs: every component reports to the one
+``Recorder``, which fans each event out to spans, metrics and its listeners (the
+cost ledger, rolling statistics, passive health, provider rate limits).
+
+>>> async with ModelManager.from_config("config/model_registry.json", data_dir="data") as m:
+...     reply = await m.complete(ModelRequest(prompt="Hi", task_id="t1", agent_type="research"))
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from amm.errors import BudgetExceededError, CacheError, ModelUnavailableError, RateLimitError
+from amm.models import ModelRequest, ModelResponse, SelectionConstraints
+from telemetry.events import ModelDemotedEvent, RateLimitedEvent
+
+if TYPE_CHECKING:
+    from amm.api_client import APIClientManager
+    from amm.cache_manager import CacheManager
+    from amm.cost_tracker import CostTracker
+    from amm.evaluator import ResponseEvaluator
+    from amm.failover_manager import FailoverManager
+    from amm.health_checker import HealthChecker
+    from amm.performance_monitor import PerformanceMonitor
+    from amm.rate_limiter import RateLimiter
+    from amm.registry import ModelRegistry
+    from amm.selector import ModelSelector
+    from telemetry.recorder import Recorder
+    from telemetry.setup import Telemetry
+
+__all__ = ["BudgetPolicy", "ManagerSettings", "ModelManager"]
+
+log = logging.getLogger("amm.manager")
+
+# Tokens per character of English text, for estimates made before a provider counts.
+_CHARS_PER_TOKEN = 4
+_DEFAULT_MAX_TOKENS = 1024
+
+
+class BudgetPolicy(str, enum.Enum):
+    """What ``complete`` does once the daily budget is spent."""
+
+    REFUSE = "refuse"  # raise BudgetExceededError
+    DOWNGRADE = "downgrade"  # route to the cheapest model that fits the request
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerSettings:
+    """Settings of the request path (not of any one component)."""
+
+    budget_policy: BudgetPolicy = BudgetPolicy.REFUSE
+    cache_enabled: bool = True
+    retries_per_model: int = 1  # transient retries on one model before failing over
+    demotion_seconds: float = 300.0  # how long a low-quality model stays demoted
+
+
+class ModelManager:
+    """Wires every component and runs the request path of one call.
+
+    Build it with :meth:`from_config` (one line, the seed's Example 8 wiring), or
+    from explicit components. ``async with manager:`` starts health checks and, on
+    exit, stops them and flushes the ledger, the stores and telemetry.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistry,
+        api_client: APIClientManager,
+        health_checker: HealthChecker,
+        rate_limiter: RateLimiter,
+        performance_monitor: PerformanceMonitor,
+        selector: ModelSelector,
+        failover_manager: FailoverManager,
+        evaluator: ResponseEvaluator,
+        cache_manager: CacheManager | None,
+        cost_tracker: CostTracker,
+        recorder: Recorder,
+        settings: ManagerSettings | None = None,
+        telemetry: Telemetry | None = None,
+        start_health_checks: bool = True,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.api_client = api_client
+        self.health_checker = health_checker
+        self.rate_limiter = rate_limiter
+        self.performance_monitor = performance_monitor
+        self.selector = selector
+        self.failover_manager = failover_manager
+        self.evaluator = evaluator
+        self.cache_manager = cache_manager
+        self.cost_tracker = cost_tracker
+        self.recorder = recorder
+        self.settings = settings or ManagerSettings()
+        self.telemetry = telemetry
+        self._start_health_checks = start_health_checks
+        self._clock = clock
+        self._demoted: dict[tuple[str, str], float] = {}  # (agent_type, model) -> until
+        self._started = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_config(
+        cls,
+        config_path: str | Path = "config/model_registry.json",
+        *,
+        data_dir: str | Path = "data",
+        daily_budget: float = 100.0,
+        budget_policy: BudgetPolicy | str = BudgetPolicy.REFUSE,
+        key_manager: Any = None,
+        telemetry: bool = True,
+        service_name: str | None = None,
+        health_check_interval_s: float = 60.0,
+        start_health_checks: bool = True,
+        base_backoff_seconds: float = 2.0,
+        max_failovers: int = 3,
+        quality_threshold: float = 0.7,
+        evaluation_window: int = 10,
+        cache_enabled: bool = True,
+        timeout_s: float = 60.0,
+    ) -> ModelManager:
+        """Build every component from one registry file and one data directory.
+
+        Everything durable goes to ``{data_dir}/amm.db`` (spans, cost ledger,
+        performance table, response cache), which the dashboard reads.
+        """
+        from amm.api_client import APIClientManager
+        from amm.api_key_manager import APIKeyManager
+        from amm.cache_manager import CacheManager
+        from amm.cost_tracker import CostTracker
+        from amm.evaluator import ResponseEvaluator
+        from amm.failover_manager import FailoverManager
+        from amm.health_checker import HealthChecker
+        from amm.performance_monitor import PerformanceMonitor
+        from amm.rate_limiter import RateLimiter
+        from amm.registry import ModelRegistry
+        from amm.selector import ModelSelector
+        from telemetry.recorder import Recorder
+
+        db_path = Path(data_dir) / "amm.db"
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        tel = None
+        if telemetry:
+            import telemetry as telemetry_pkg
+            from telemetry.setup import setup
+
+            tel = setup(service_name=service_name or "amm", store_path=db_path)
+            del telemetry_pkg
+        recorder = Recorder()
+
+        registry = ModelRegistry(Path(config_path))
+        keys = key_manager if key_manager is not None else APIKeyManager()
+        if key_manager is None:
+            keys.load_keys()
+        api_client = APIClientManager(keys, registry=registry, timeout_s=timeout_s, events=recorder)
+        health = HealthChecker(
+            registry, check_interval_seconds=int(health_check_interval_s),
+            api_client=api_client, events=recorder,
+        )
+        limiter = RateLimiter(registry, events=recorder)
+        perf = PerformanceMonitor(db_path, events=recorder)
+        costs = CostTracker(db_path, daily_budget=daily_budget, events=recorder)
+        cache = CacheManager(db_path, events=recorder) if cache_enabled else None
+        evaluator = ResponseEvaluator(
+            quality_threshold=quality_threshold, evaluation_window=evaluation_window, events=recorder
+        )
+        selector = ModelSelector(registry, health, limiter, perf, events=recorder)
+        failover = FailoverManager(
+            selector, max_retries=max_failovers, base_backoff_seconds=base_backoff_seconds,  # type: ignore[arg-type]
+            events=recorder,
+        )
+        for listener in (costs, perf, health, limiter):
+            recorder.add_listener(listener)
+        recorder.observe_budget(lambda: costs.current_spend() / costs.daily_budget * 100.0
+                                if costs.daily_budget else 0.0)
+        recorder.observe_availability(
+            lambda: {m.id: health.is_model_available(m.id) for m in registry.models()}
+        )
+        return cls(
+            registry=registry, api_client=api_client, health_checker=health, rate_limiter=limiter,
+            performance_monitor=perf, selector=selector, failover_manager=failover,
+            evaluator=evaluator, cache_manager=cache, cost_tracker=costs, recorder=recorder,
+            settings=ManagerSettings(
+                budget_policy=BudgetPolicy(budget_policy), cache_enabled=cache_enabled
+            ),
+            telemetry=tel, start_health_checks=start_health_checks,
+        )
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Start background work (health checks). Safe to call twice."""
+        if self._started:
+            return
+        self._started = True
+        self._closed = False
+        if self._start_health_checks:
+            await self.health_checker.start()
+
+    async def stop(self) -> None:
+        """Stop background work and flush every store and exporter. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._started = False
+        await self.health_checker.stop()
+        self.recorder.end_pending()
+        for component in (self.cost_tracker, self.performance_monitor, self.cache_manager):
+            if component is not None:
+                component.close()
+        await self.api_client.aclose()
+        if self.telemetry is not None:
+            self.telemetry.force_flush()
+
+    async def __aenter__(self) -> ModelManager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def flush(self) -> None:
+        """Write everything pending (ledger, performance rows, spans) now."""
+        self.cost_tracker.flush()
+        self.performance_monitor.flush()
+        if self.telemetry is not None:
+            self.telemetry.force_flush()
+
+    # -------------------------------------------------------------- request path
+
+    async def complete(
+        self, request: ModelRequest, constraints: SelectionConstraints | None = None
+    ) -> ModelResponse:
+        """Run one request: cache, budget, selection, failover, evaluation, cache store.
+
+        Returns a :class:`ModelResponse` or raises an :class:`amm.errors.APIModelError`
+        whose ``attempted_models`` and ``failure_reasons`` say what happened.
+        """
+        if not self._started:
+            await self.start()
+        with self.recorder.agent_span(request.agent_type, request.task_id):
+            cache_key = self._cache_key(request)
+            if cache_key is not None:
+                cached = await self._cache_get(cache_key)
+                if cached is not None:
+                    return cached
+            constraints = self._apply_budget(request, constraints)
+            selection = await self.selector.select_model(
+                request, request.agent_type, constraints, demoted=self._demoted_for(request.agent_type)
+            )
+            if selection is None:
+                raise ModelUnavailableError(
+                    f"no model matches the request of agent type {request.agent_type!r}",
+                    task_id=request.task_id,
+                )
+            response = await self.failover_manager.execute_with_failover(
+                selection.model_id, request, _Attempt(self, request),
+                agent_type=request.agent_type, constraints=constraints,
+            )
+            response = await self._evaluate(request, response)
+            if cache_key is not None:
+                await self._cache_set(cache_key, response)
+            return response
+
+    # ------------------------------------------------------------------- steps
+
+    def _cache_key(self, request: ModelRequest) -> str | None:
+        cache = self.cache_manager
+        if cache is None or not self.settings.cache_enabled or not cache.is_cacheable(request):
+            return None
+        return cache.generate_cache_key(request)
+
+    async def _cache_get(self, key: str) -> ModelResponse | None:
+        assert self.cache_manager is not None
+        try:
+            hit = await self.cache_manager.get(key)
+        except CacheError as exc:  # graceful degradation: carry on without the cache
+            log.warning("cache unavailable, continuing without it: %s", exc)
+            return None
+        if hit is None:
+            return None
+        return replace(hit.response, latency_ms=0.0, cost=0.0,
+                       metadata={**hit.response.metadata, "cache_hit": True})
+
+    async def _cache_set(self, key: str, response: ModelResponse) -> None:
+        assert self.cache_manager is not None
+        try:
+            await self.cache_manager.set(key, response)
+        except CacheError as exc:
+            log.warning("cache unavailable, response not cached: %s", exc)
+
+    def _apply_budget(
+        self, request: ModelRequest, constraints: SelectionConstraints | None
+    ) -> SelectionConstraints | None:
+        tracker = self.cost_tracker
+        if tracker.daily_budget <= 0 or tracker.current_spend() < tracker.daily_budget:
+            return constraints
+        spend = tracker.current_spend()
+        if self.settings.budget_policy is BudgetPolicy.REFUSE:
+            raise BudgetExceededError(
+                f"daily budget of ${tracker.daily_budget:.2f} exceeded (spent ${spend:.4f})",
+                task_id=request.task_id,
+            )
+        cheapest = self._cheapest_cost(request, constraints)
+        if cheapest is None:
+            raise BudgetExceededError(
+                f"daily budget of ${tracker.daily_budget:.2f} exceeded and no model fits the request",
+                task_id=request.task_id,
+            )
+        base = constraints or SelectionConstraints()
+        return replace(base, max_cost_per_request=cheapest * (1 + 1e-9))
+
+    def _cheapest_cost(
+        self, request: ModelRequest, constraints: SelectionConstraints | None
+    ) -> float | None:
+        """The estimated cost of the request on the cheapest enabled model that fits."""
+        need = set(constraints.required_capabilities) if constraints else set()
+        banned = set(constraints.excluded_providers) if constraints else set()
+        tokens_in = math.ceil(len(request.text()) / _CHARS_PER_TOKEN)
+        tokens_out = request.max_tokens or _DEFAULT_MAX_TOKENS
+        costs = [
+            m.estimate_cost(tokens_in, tokens_out)
+            for m in self.registry.models()
+            if m.enabled and need <= set(m.capabilities) and m.provider not in banned
+            and tokens_in + tokens_out <= m.context_window
+        ]
+        return min(costs) if costs else None
+
+    async def _evaluate(self, request: ModelRequest, response: ModelResponse) -> ModelResponse:
+        quality = await self.evaluator.evaluate_response(response, request)
+        agent = request.agent_type
+        self.evaluator.record_score(response.model_id, agent, quality.overall_score)
+        if self.evaluator.should_demote(response.model_id, agent):
+            key = (agent, response.model_id)
+            if key not in self._demoted or self._demoted[key] <= self._clock():
+                self._demoted[key] = self._clock() + self.settings.demotion_seconds
+                self.recorder.record(ModelDemotedEvent(
+                    model_id=response.model_id, agent_type=agent,
+                    reason=f"mean quality below {self.evaluator.quality_threshold:g} "
+                           f"over the last {self.evaluator.evaluation_window} answers",
+                ))
+        return replace(response, metadata={**response.metadata, "quality": quality.overall_score})
+
+    def _demoted_for(self, agent_type: str) -> frozenset[str]:
+        if not self._demoted:
+            return frozenset()
+        now = self._clock()
+        return frozenset(m for (a, m), until in self._demoted.items() if a == agent_type and until > now)
+
+    def demoted_models(self) -> Mapping[tuple[str, str], float]:
+        """(agent type, model) pairs demoted for low quality, with the monotonic time they end."""
+        return dict(self._demoted)
+
+
+class _Attempt:
+    """The request function given to the failover manager: one model, one request.
+
+    It reserves rate-limit headroom atomically first, so concurrent requests never
+    overshoot a model's limit; a model without headroom fails over at once.
+    """
+
+    __slots__ = ("_manager", "_request", "_tokens")
+
+    def __init__(self, manager: ModelManager, request: ModelRequest) -> None:
+        self._manager = manager
+        self._request = request
+        self._tokens = math.ceil(len(request.text()) / _CHARS_PER_TOKEN) + (
+            request.max_tokens or _DEFAULT_MAX_TOKENS
+        )
+
+    async def __call__(self, model_id: str) -> ModelResponse:
+        m = self._manager
+        reservation = m.rate_limiter.acquire(model_id, self._tokens)
+        if reservation is None:
+            retry = m.rate_limiter.get_time_until_reset(model_id)
+            m.recorder.record(RateLimitedEvent(
+                model_id=model_id, source="local", retry_after_s=retry,
+                agent_type=self._request.agent_type, task_id=self._request.task_id,
+            ))
+            raise RateLimitError(
+                f"{model_id} is at its local rate limit", model_id=model_id,
+                task_id=self._request.task_id, retry_after_seconds=retry, error_type="rate_limited_local",
+            )
+        try:
+            response = await m.api_client.send_request_with_retry(
+                model_id, self._request, max_retries=m.settings.retries_per_model
+            )
+        except BaseException:
+            reservation.settle(0)
+            raise
+        reservation.settle(response.token_usage.total_tokens or 0)
+        return response
