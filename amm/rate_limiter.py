@@ -1,0 +1,483 @@
+"""Local sliding-window rate limits per model, so amm stops short of the provider's 429.
+
+Each model has one exact sliding window (``window_s``, 60 s by default) of the requests
+it sent and the tokens they used, taken from ``registry.get_model(id).rate_limits``.
+A model is *limited* once either window reaches ``threshold`` (90 %) of its limit;
+the capacity is an integer, ``floor(threshold * limit)``, so with 10 requests/min the
+9th request is admitted and makes the model limited.
+
+Counting rule, one per request (nothing is counted twice):
+
+- ``acquire(model_id, estimated_tokens)`` checks and reserves in one step (so many
+  concurrent callers never overshoot); then ``reservation.settle(actual_tokens)``
+  once the answer is in, or ``reservation.release()`` if nothing was sent; or
+- ``check_rate_limit`` (a query, reserves nothing) then ``record_request`` after the call.
+
+Provider 429s come in as ``record_request(..., was_rate_limited=True)``,
+``provider_limited(model_id, retry_after_s)`` or, as a listener, a
+``RateLimitedEvent(source="provider")``: the model is limited until
+now + Retry-After (60 s when unknown); a longer Retry-After extends, a shorter one
+never shortens. ``update_from_headers`` believes the provider when it reports less
+remaining capacity than we estimate.
+
+Thread- and task-safe: one ``threading.Lock``, never held across an await.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from amm.errors import APIModelError, InvalidRequestError
+from amm.models import RateLimits, RateLimitStatus, utcnow
+from telemetry.events import NULL_SINK, Event, EventSink, RateLimitedEvent
+
+__all__ = ["DEFAULT_RETRY_AFTER_S", "RateLimiter", "Reservation"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETRY_AFTER_S = 60.0
+"""How long a provider 429 without a Retry-After keeps a model limited."""
+
+_INF = math.inf
+
+
+class _Entry:
+    """One request in a window: when it was sent, its tokens, and whether it still
+    counts as a request (a released reservation counts as nothing)."""
+
+    __slots__ = ("requests", "t", "tokens")
+
+    def __init__(self, t: float, tokens: int) -> None:
+        self.t = t
+        self.tokens = tokens
+        self.requests = 1
+
+
+class _Window:
+    """The sliding window of one model plus what the provider told us about it."""
+
+    __slots__ = (
+        "entries",
+        "extra_requests",
+        "extra_requests_until",
+        "extra_tokens",
+        "extra_tokens_until",
+        "limits",
+        "provider_until",
+        "request_cap",
+        "requests",
+        "token_cap",
+        "tokens",
+    )
+
+    def __init__(self) -> None:
+        self.entries: deque[_Entry] = deque()
+        self.requests = 0
+        self.tokens = 0
+        self.limits: RateLimits | None = None
+        self.request_cap = _INF
+        self.token_cap = _INF
+        # monotonic time until which the provider's 429 holds
+        self.provider_until = -_INF
+        # usage the provider reported beyond our own count, valid until its reset
+        self.extra_requests = 0
+        self.extra_requests_until = -_INF
+        self.extra_tokens = 0
+        self.extra_tokens_until = -_INF
+
+
+class Reservation:
+    """A request slot and its estimated tokens, taken by :meth:`RateLimiter.acquire`.
+
+    Call :meth:`settle` with the tokens actually used once the answer is in, or
+    :meth:`release` if nothing was sent. Either is safe to call more than once:
+    settling again corrects the tokens again; release after settle does nothing.
+    """
+
+    __slots__ = ("_entry", "_limiter", "_state", "estimated_tokens", "model_id")
+
+    def __init__(self, limiter: RateLimiter, model_id: str, entry: _Entry) -> None:
+        self._limiter = limiter
+        self._entry = entry
+        self._state = "open"
+        self.model_id = model_id
+        self.estimated_tokens = entry.tokens
+
+    def settle(self, actual_tokens: int) -> None:
+        """Replace the estimated tokens with the ``actual_tokens`` the call used."""
+        _check_tokens(actual_tokens, "actual_tokens")
+        if self._state == "released":
+            return
+        self._limiter._adjust(self.model_id, self._entry, actual_tokens, release=False)
+        self._state = "settled"
+
+    def release(self) -> None:
+        """Give the slot and its tokens back (nothing was sent)."""
+        if self._state != "open":
+            return
+        self._limiter._adjust(self.model_id, self._entry, 0, release=True)
+        self._state = "released"
+
+    @property
+    def state(self) -> str:
+        """``open``, ``settled`` or ``released``."""
+        return self._state
+
+    def __repr__(self) -> str:
+        return (
+            f"Reservation(model_id={self.model_id!r}, tokens={self._entry.tokens}, "
+            f"state={self._state})"
+        )
+
+
+def _check_tokens(value: object, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidRequestError(
+            f"{name} must be a non-negative integer; got {value!r}", error_type="invalid_tokens"
+        )
+
+
+def _cap(limit: int, threshold: float, window_s: float) -> float:
+    """Integer capacity of a window at the threshold; no limit when the limit is <= 0."""
+    if limit <= 0:
+        return _INF
+    # the epsilon keeps 0.9 * 10 from flooring to 8 through float error
+    return float(max(1, math.floor(threshold * limit * window_s / 60.0 + 1e-9)))
+
+
+def _wait(
+    entries: Iterable[_Entry],
+    amount: Callable[[_Entry], int],
+    used: int,
+    extra: int,
+    extra_until: float,
+    cap: float,
+    need: int,
+    now: float,
+    window_s: float,
+    empty_admits: bool,
+) -> float:
+    """Seconds from ``now`` until ``need`` more fits under ``cap`` in one dimension.
+
+    Walks the window from its oldest entry: the answer is the moment the entry whose
+    expiry makes room leaves the window; provider-reported extra usage vanishes at
+    ``extra_until``. ``empty_admits``: an empty window admits any size, so a request
+    larger than the cap is never starved forever.
+    """
+
+    def fits(u: int, x: int) -> bool:
+        return u + x + need <= cap or (empty_admits and u + x == 0)
+
+    def walk(x: int) -> float:
+        if fits(used, x):
+            return now
+        u = used
+        for e in entries:
+            u -= amount(e)
+            if fits(u, x):
+                return e.t + window_s
+        return _INF
+
+    if extra <= 0 or extra_until <= now:
+        return max(0.0, walk(0) - now)
+    with_extra = walk(extra)
+    without = max(walk(0), extra_until)
+    return max(0.0, min(with_extra, without) - now)
+
+
+class RateLimiter:
+    """Sliding-window limits of requests/min and tokens/min per model.
+
+    >>> limiter = RateLimiter(registry)
+    >>> reservation = limiter.acquire("gpt-4-turbo", estimated_tokens=1200)
+    >>> if reservation is not None:  # admitted; settle with what the call used
+    ...     reservation.settle(1050)
+    """
+
+    def __init__(
+        self,
+        registry: Any,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = utcnow,
+        threshold: float = 0.9,
+        window_s: float = 60.0,
+        events: EventSink = NULL_SINK,
+    ) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise InvalidRequestError(
+                f"threshold must be in (0, 1]; got {threshold!r}", error_type="invalid_threshold"
+            )
+        if window_s <= 0:
+            raise InvalidRequestError(
+                f"window_s must be > 0; got {window_s!r}", error_type="invalid_window"
+            )
+        self._registry = registry
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._threshold = threshold
+        self._window_s = float(window_s)
+        self._events = events
+        self._lock = threading.Lock()
+        self._windows: dict[str, _Window] = {}
+
+    # -- queries -------------------------------------------------------------------
+
+    async def check_rate_limit(self, model_id: str, estimated_tokens: int) -> RateLimitStatus:
+        """Would a request of ``estimated_tokens`` cross the 90 % line now? Reserves nothing.
+
+        ``requests_remaining``/``tokens_remaining`` count against the 90 % line (what
+        amm will still admit), not the provider's full limit. ``reset_time`` is the
+        exact wall time at which enough of the window expires to admit this request
+        (None when it is admitted now).
+        """
+        _check_tokens(estimated_tokens, "estimated_tokens")
+        with self._lock:
+            w, now = self._window_now(model_id, require_known=True)
+            wait = self._wait_locked(w, now, estimated_tokens)
+            status = RateLimitStatus(
+                model_id=model_id,
+                is_limited=wait > 0,
+                requests_remaining=self._remaining(w.requests, w.extra_requests,
+                                                   w.extra_requests_until, w.request_cap, now),
+                tokens_remaining=self._remaining(w.tokens, w.extra_tokens,
+                                                 w.extra_tokens_until, w.token_cap, now),
+                reset_time=self._wall_at(wait) if wait > 0 else None,
+            )
+        if status.is_limited:
+            self._events.record(RateLimitedEvent(model_id, "local", retry_after_s=wait))
+        return status
+
+    def is_rate_limited(self, model_id: str) -> bool:
+        """True while the model is at 90 % of either limit or under a provider 429.
+
+        Unknown models have no local limits: False unless a provider 429 said otherwise.
+        """
+        with self._lock:
+            w, now = self._window_now(model_id, require_known=False)
+            return self._wait_locked(w, now, 1) > 0
+
+    def get_time_until_reset(self, model_id: str) -> int | None:
+        """Whole seconds (rounded up) until the model stops being limited; None when it
+        is not limited now."""
+        with self._lock:
+            w, now = self._window_now(model_id, require_known=False)
+            wait = self._wait_locked(w, now, 1)
+        return math.ceil(wait) if wait > 0 else None
+
+    # -- counting ------------------------------------------------------------------
+
+    def acquire(self, model_id: str, estimated_tokens: int) -> Reservation | None:
+        """Check and reserve one request and ``estimated_tokens`` in one atomic step.
+
+        Returns None (and reserves nothing) when the request would cross the line.
+        """
+        _check_tokens(estimated_tokens, "estimated_tokens")
+        with self._lock:
+            w, now = self._window_now(model_id, require_known=True)
+            wait = self._wait_locked(w, now, estimated_tokens)
+            if wait <= 0:
+                entry = self._append(w, now, estimated_tokens)
+                return Reservation(self, model_id, entry)
+        self._events.record(RateLimitedEvent(model_id, "local", retry_after_s=wait))
+        return None
+
+    async def record_request(
+        self, model_id: str, tokens_used: int, was_rate_limited: bool = False
+    ) -> None:
+        """Count a request that was sent without :meth:`acquire` (the seed's flow).
+
+        ``was_rate_limited``: the provider answered 429, so the model is limited for
+        the default Retry-After (use :meth:`provider_limited` when it said how long).
+        """
+        _check_tokens(tokens_used, "tokens_used")
+        with self._lock:
+            w, now = self._window_now(model_id, require_known=False)
+            self._append(w, now, tokens_used)
+            if was_rate_limited:
+                self._limit_until(w, now, None)
+
+    def provider_limited(self, model_id: str, retry_after_s: float | None = None) -> None:
+        """The provider said 429: limited until now + ``retry_after_s`` (60 s when None).
+
+        A later, longer Retry-After extends the limit; a shorter one never shortens it.
+        """
+        if retry_after_s is not None and (
+            isinstance(retry_after_s, bool) or not isinstance(retry_after_s, int | float)
+            or retry_after_s < 0 or math.isnan(retry_after_s)
+        ):
+            raise InvalidRequestError(
+                f"retry_after_s must be a non-negative number; got {retry_after_s!r}",
+                model_id=model_id, error_type="invalid_retry_after",
+            )
+        with self._lock:
+            w, now = self._window_now(model_id, require_known=False)
+            self._limit_until(w, now, retry_after_s)
+
+    def update_from_headers(
+        self,
+        model_id: str,
+        remaining_requests: int | None = None,
+        remaining_tokens: int | None = None,
+        reset_requests_s: float | None = None,
+        reset_tokens_s: float | None = None,
+    ) -> None:
+        """Correct the local estimate from the provider's ``x-ratelimit-*`` headers.
+
+        When the provider reports less remaining capacity than we count, the
+        difference is held as extra usage until its reset (a window when not given);
+        when it reports more, our own count stands (it is the safer one).
+        """
+        for name, value in (("remaining_requests", remaining_requests),
+                            ("remaining_tokens", remaining_tokens)):
+            if value is not None:
+                _check_tokens(value, name)
+        for name, secs in (("reset_requests_s", reset_requests_s),
+                           ("reset_tokens_s", reset_tokens_s)):
+            if secs is not None and (not isinstance(secs, int | float) or secs < 0):
+                raise InvalidRequestError(
+                    f"{name} must be a non-negative number; got {secs!r}",
+                    model_id=model_id, error_type="invalid_reset",
+                )
+        with self._lock:
+            w, now = self._window_now(model_id, require_known=False)
+            limits = w.limits
+            if limits is None:
+                return
+            if remaining_requests is not None and limits.requests_per_minute > 0:
+                used = limits.requests_per_minute - remaining_requests
+                w.extra_requests = max(0, used - w.requests)
+                w.extra_requests_until = now + (
+                    self._window_s if reset_requests_s is None else reset_requests_s)
+            if remaining_tokens is not None and limits.tokens_per_minute > 0:
+                used = limits.tokens_per_minute - remaining_tokens
+                w.extra_tokens = max(0, used - w.tokens)
+                w.extra_tokens_until = now + (
+                    self._window_s if reset_tokens_s is None else reset_tokens_s)
+
+    def record(self, event: Event) -> None:
+        """Listener: a provider ``RateLimitedEvent`` limits the model. Never raises.
+
+        Local events are this limiter's own and AttemptEvents are not counted here
+        (callers count through acquire/settle or record_request), so nothing is
+        counted twice.
+        """
+        if isinstance(event, RateLimitedEvent) and event.source == "provider":
+            try:
+                self.provider_limited(event.model_id, event.retry_after_s)
+            except Exception:  # a listener must never fail the recorder
+                logger.warning("ignored a bad RateLimitedEvent for %s", event.model_id,
+                               exc_info=True)
+
+    # -- internals (called with the lock held unless said otherwise) ---------------
+
+    def _adjust(self, model_id: str, entry: _Entry, tokens: int, *, release: bool) -> None:
+        """Settle or release a reservation (takes the lock)."""
+        with self._lock:
+            w = self._windows[model_id]
+            now = self._clock()
+            self._prune(w, now)
+            # After pruning, an entry is still in the window iff it is younger than the
+            # window; one that already left no longer counts for anything.
+            if entry.t > now - self._window_s:
+                w.tokens += tokens - entry.tokens
+                if release:
+                    w.requests -= entry.requests
+                    entry.requests = 0
+            entry.tokens = tokens
+
+    def _window_now(self, model_id: str, *, require_known: bool) -> tuple[_Window, float]:
+        limits = self._limits_of(model_id)
+        if limits is None and require_known:
+            raise InvalidRequestError(
+                f"unknown model {model_id!r}: not in the registry", model_id=model_id,
+                error_type="unknown_model",
+            )
+        w = self._windows.get(model_id)
+        if w is None:
+            w = self._windows[model_id] = _Window()
+        if limits is not w.limits:
+            w.limits = limits
+            if limits is None:
+                w.request_cap = w.token_cap = _INF
+            else:
+                w.request_cap = _cap(limits.requests_per_minute, self._threshold, self._window_s)
+                w.token_cap = _cap(limits.tokens_per_minute, self._threshold, self._window_s)
+        now = self._clock()
+        self._prune(w, now)
+        return w, now
+
+    def _limits_of(self, model_id: str) -> RateLimits | None:
+        try:
+            model = self._registry.get_model(model_id)
+        except (KeyError, APIModelError):
+            return None
+        return None if model is None else model.rate_limits
+
+    def _prune(self, w: _Window, now: float) -> None:
+        cutoff = now - self._window_s
+        entries = w.entries
+        while entries and entries[0].t <= cutoff:
+            e = entries.popleft()
+            w.requests -= e.requests
+            w.tokens -= e.tokens
+
+    def _append(self, w: _Window, now: float, tokens: int) -> _Entry:
+        entry = _Entry(now, tokens)
+        w.entries.append(entry)
+        w.requests += 1
+        w.tokens += tokens
+        return entry
+
+    def _limit_until(self, w: _Window, now: float, retry_after_s: float | None) -> None:
+        secs = DEFAULT_RETRY_AFTER_S if retry_after_s is None else float(retry_after_s)
+        w.provider_until = max(w.provider_until, now + secs)
+
+    def _wait_locked(self, w: _Window, now: float, tokens: int) -> float:
+        wait = max(0.0, w.provider_until - now)
+        if w.limits is None:
+            return wait
+        req = _wait(w.entries, lambda e: e.requests, w.requests, w.extra_requests,
+                    w.extra_requests_until, w.request_cap, 1, now, self._window_s, False)
+        tok = _wait(w.entries, lambda e: e.tokens, w.tokens, w.extra_tokens,
+                    w.extra_tokens_until, w.token_cap, tokens, now, self._window_s, True)
+        return max(wait, req, tok)
+
+    @staticmethod
+    def _remaining(used: int, extra: int, extra_until: float, cap: float, now: float) -> int:
+        if cap == _INF:
+            return 2**31 - 1
+        if extra_until <= now:
+            extra = 0
+        return max(0, int(cap) - used - extra)
+
+    def _wall_at(self, wait_s: float) -> datetime | None:
+        if wait_s == _INF:
+            return None
+        return self._wall_clock() + timedelta(seconds=wait_s)
+
+    def __repr__(self) -> str:
+        with self._lock:
+            now = self._clock()
+            parts = []
+            for model_id, w in self._windows.items():
+                self._prune(w, now)
+                held = max(0.0, w.provider_until - now)
+                parts.append(
+                    f"{model_id}: {w.requests}/{_fmt(w.request_cap)} req, "
+                    f"{w.tokens}/{_fmt(w.token_cap)} tok"
+                    + (f", 429 for {held:.1f}s" if held > 0 else "")
+                )
+        return f"RateLimiter(threshold={self._threshold}, window_s={self._window_s:g}, " \
+               f"[{'; '.join(parts)}])"
+
+
+def _fmt(cap: float) -> str:
+    return "inf" if cap == _INF else str(int(cap))
