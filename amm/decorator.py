@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from amm.errors import ConfigurationError, InvalidRequestError
+from amm.manager import ACTIVE_AGENT
 from amm.models import ModelRequest, ModelResponse, Priority, SelectionConstraints
 
 __all__ = ["LLM", "SyncLLM", "configure", "get_default_manager", "managed_model"]
@@ -243,16 +244,24 @@ def managed_model(
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 mgr, llm = bind(kwargs, LLM)
-                with mgr.recorder.agent_span(agent, llm.task_id, agent_name=name):
-                    return await fn(*args, **kwargs)
+                token = ACTIVE_AGENT.set((agent, llm.task_id))
+                try:
+                    with mgr.recorder.agent_span(agent, llm.task_id, agent_name=name):
+                        return await fn(*args, **kwargs)
+                finally:
+                    ACTIVE_AGENT.reset(token)
 
             return run_async
 
         @functools.wraps(fn)
         def run_sync(*args: Any, **kwargs: Any) -> Any:
             mgr, llm = bind(kwargs, SyncLLM)
-            with mgr.recorder.agent_span(agent, llm.task_id, agent_name=name):
-                return fn(*args, **kwargs)
+            token = ACTIVE_AGENT.set((agent, llm.task_id))
+            try:
+                with mgr.recorder.agent_span(agent, llm.task_id, agent_name=name):
+                    return fn(*args, **kwargs)
+            finally:
+                ACTIVE_AGENT.reset(token)
 
         return run_sync
 

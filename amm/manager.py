@@ -20,6 +20,8 @@ cost ledger, rolling statistics, passive health, provider rate limits).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import enum
 import logging
 import math
@@ -47,7 +49,14 @@ if TYPE_CHECKING:
     from telemetry.recorder import Recorder
     from telemetry.setup import Telemetry
 
-__all__ = ["BudgetPolicy", "ManagerSettings", "ModelManager"]
+__all__ = ["ACTIVE_AGENT", "BudgetPolicy", "ManagerSettings", "ModelManager"]
+
+#: (agent type, task id) of the agent invocation whose span is open in this context.
+#: ``@managed_model`` sets it; ``complete`` then records under that span instead of
+#: opening a second ``invoke_agent`` span for the same call.
+ACTIVE_AGENT: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "amm_active_agent", default=None
+)
 
 log = logging.getLogger("amm.manager")
 
@@ -260,7 +269,7 @@ class ModelManager:
         """
         if not self._started:
             await self.start()
-        with self.recorder.agent_span(request.agent_type, request.task_id):
+        with self._request_span(request):
             cache_key = self._cache_key(request)
             if cache_key is not None:
                 cached = await self._cache_get(cache_key)
@@ -285,6 +294,11 @@ class ModelManager:
             return response
 
     # ------------------------------------------------------------------- steps
+
+    def _request_span(self, request: ModelRequest) -> contextlib.AbstractContextManager[Any]:
+        if ACTIVE_AGENT.get() == (request.agent_type, request.task_id):
+            return contextlib.nullcontext()
+        return self.recorder.agent_span(request.agent_type, request.task_id)
 
     def _cache_key(self, request: ModelRequest) -> str | None:
         cache = self.cache_manager

@@ -12,4 +12,5 @@ os.environ.setdefault("OTEL_SDK_DISABLED", "false")
 # Fixture modules, one per area; each helper owns its own module.
 pytest_plugins = [
     "amm.sim.pytest_plugin",
+    "tests.fixtures_manager",
 ]

@@ -1,0 +1,112 @@
+"""The ``amm`` command line, run as subprocesses the way a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_manager import model_entry
+
+ROOT = Path(__file__).resolve().parent.parent
+AMM = [sys.executable, "-m", "amm"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
+        cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*AMM, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def test_help_lists_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("demo", "sim", "models", "check", "report", "dashboard"):
+        assert command in out.stdout
+
+
+def test_models_prints_the_registry_as_a_table():
+    out = run("models", "--config", str(ROOT / "config" / "model_registry.json"))
+    assert out.returncode == 0, out.stderr
+    assert "gpt-4-turbo" in out.stdout and "claude-3.5-sonnet" in out.stdout
+    assert "$/1k in" in out.stdout
+
+
+def test_check_reports_an_invalid_config_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"models": [{"id": "x"}]}))
+    out = run("check", "--config", str(bad), "--no-health")
+    assert out.returncode == 2
+    assert "INVALID" in out.stdout and "bad.json" in out.stdout
+    assert "Traceback" not in out.stderr
+
+
+def test_check_tells_which_keys_are_present_without_printing_them(tmp_path):
+    secret = "sk-test-secret-value-0123456789abcdef"
+    env = {"OPENAI_API_KEY": secret, "ANTHROPIC_API_KEY": "", "GOOGLE_API_KEY": "",
+           "GEMINI_API_KEY": ""}
+    out = run("check", "--config", str(ROOT / "config" / "model_registry.json"), "--no-health",
+              env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "key openai: present" in out.stdout
+    assert "key anthropic: MISSING" in out.stdout
+    assert secret not in out.stdout + out.stderr
+
+
+def test_check_health_checks_each_model_against_the_simulator(tmp_path, make_simulator):
+    from amm.sim import ModelProfile
+
+    sim = make_simulator({"up": ModelProfile(latency_ms=1), "down": ModelProfile(error_rate=1.0)})
+    models = [model_entry("up", api_base=sim.api_base("openai")),
+              model_entry("down", api_base=sim.api_base("openai"))]
+    config = tmp_path / "registry.json"
+    config.write_text(json.dumps({"models": models}))
+    out = run("check", "--config", str(config), env={"OPENAI_API_KEY": "sk-sim-0123456789abcdefgh"})
+    assert out.returncode == 1  # one model failed its check
+    assert "health up: ok" in out.stdout
+    assert "health down: FAILED" in out.stdout
+
+
+def test_sim_serves_until_stopped():
+    proc = subprocess.Popen([*AMM, "sim", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        url = None
+        deadline = time.monotonic() + 30
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            found = re.search(r"http://127\.0\.0\.1:\d+", line)
+            url = found.group(0) if found else None
+        assert url, "the simulator did not print its URL"
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_demo_then_report_on_its_store(tmp_path):
+    data = tmp_path / "data"
+    demo = run("demo", "--requests", "60", "--concurrency", "6", "--data-dir", str(data),
+               timeout=300)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "requests" in demo.stdout.lower()
+    assert (data / "amm.db").exists()
+    report = run("report", "--store", str(data / "amm.db"))
+    assert report.returncode == 0, report.stderr
+    assert "impl-gpt4o-vs-claude" in report.stdout
+
+
+def test_report_without_a_store_says_how_to_get_one(tmp_path):
+    out = run("report", "--store", str(tmp_path / "missing.db"))
+    assert out.returncode == 2
+    assert "amm demo" in out.stderr
