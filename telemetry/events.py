@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "NULL_SINK",
     "AttemptEvent",
     "BudgetAlertEvent",
     "CacheEvent",
@@ -23,7 +24,6 @@ __all__ = [
     "FailoverEvent",
     "HealthChangeEvent",
     "ModelDemotedEvent",
-    "NULL_SINK",
     "NullSink",
     "QualityEvent",
     "RateLimitedEvent",

@@ -12,5 +12,6 @@ os.environ.setdefault("OTEL_SDK_DISABLED", "false")
 # Fixture modules, one per area; each helper owns its own module.
 pytest_plugins = [
     "amm.sim.pytest_plugin",
+    "tests.fixtures_telemetry",
     "tests.fixtures_manager",
 ]

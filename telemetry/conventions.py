@@ -1,0 +1,311 @@
+"""Every telemetry name amm uses, once: attributes, spans, events, metrics, env vars.
+
+GenAI names follow the OpenTelemetry GenAI semantic conventions (newest:
+``gen_ai.provider.name``, never the deprecated ``gen_ai.system``); what they do
+not cover lives under ``amm.*``. This module imports nothing, so anyone can use
+the names (analytics reads stored spans by them).
+
+List-valued selection attributes (so a trace UI shows them as readable lists):
+
+* ``amm.selection.candidates``: ``["gpt-4o=0.8123", "claude=0.7710"]``, every scored
+  candidate as ``"model=score"`` (score with 4 decimals), best first;
+* ``amm.selection.excluded``: ``["gemini-pro: unavailable", ...]``, every excluded
+  model as ``"model: reason"``.
+
+Configuration precedence everywhere (as the OpenTelemetry SDK): explicit argument >
+``OTEL_*`` environment variable > the documented default.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AMM_AGENT_TYPE",
+    "AMM_ATTEMPT",
+    "AMM_BUDGET_ALERT",
+    "AMM_BUDGET_CURRENT_SPEND",
+    "AMM_BUDGET_DAILY",
+    "AMM_BUDGET_THRESHOLD_PERCENT",
+    "AMM_BUDGET_UTILIZATION_PERCENT",
+    "AMM_CACHE_HIT",
+    "AMM_CACHE_RESULT",
+    "AMM_COST_USD",
+    "AMM_DEGRADATION",
+    "AMM_DEGRADATION_BASELINE",
+    "AMM_DEGRADATION_CURRENT",
+    "AMM_DEGRADATION_METRIC",
+    "AMM_DEGRADATION_THRESHOLD",
+    "AMM_ERROR_MESSAGE",
+    "AMM_EXPERIMENT_ARM",
+    "AMM_EXPERIMENT_NAME",
+    "AMM_FAILOVER",
+    "AMM_FAILOVER_FROM",
+    "AMM_FAILOVER_REASON",
+    "AMM_FAILOVER_TO",
+    "AMM_HEALTH_AVAILABLE",
+    "AMM_HEALTH_CHANGE",
+    "AMM_HEALTH_CONSECUTIVE_FAILURES",
+    "AMM_HEALTH_ERROR",
+    "AMM_MODEL_DEMOTED",
+    "AMM_MODEL_ID",
+    "AMM_RATE_LIMITED",
+    "AMM_RATE_LIMIT_RETRY_AFTER_S",
+    "AMM_RATE_LIMIT_SOURCE",
+    "AMM_REASON",
+    "AMM_SELECTION_CANDIDATES",
+    "AMM_SELECTION_CHOSEN",
+    "AMM_SELECTION_EXCLUDED",
+    "AMM_SELECTION_PROPENSITY",
+    "AMM_SELECTION_REASON",
+    "AMM_TASK_ID",
+    "CONTENT_EVENT_ONLY",
+    "CONTENT_NO_CONTENT",
+    "CONTENT_SPAN_AND_EVENT",
+    "CONTENT_SPAN_ONLY",
+    "DURATION_BUCKETS_S",
+    "ENV_CAPTURE_MESSAGE_CONTENT",
+    "ENV_METRICS_EXPORTER",
+    "ENV_OTLP_ENDPOINT",
+    "ENV_OTLP_METRICS_ENDPOINT",
+    "ENV_OTLP_PROTOCOL",
+    "ENV_OTLP_TRACES_ENDPOINT",
+    "ENV_RESOURCE_ATTRIBUTES",
+    "ENV_SDK_DISABLED",
+    "ENV_SERVICE_NAME",
+    "ENV_TRACES_EXPORTER",
+    "ENV_TRACES_SAMPLER",
+    "ENV_TRACES_SAMPLER_ARG",
+    "ERROR_TYPE",
+    "ERROR_TYPE_OTHER",
+    "EVAL_NAMES",
+    "GEN_AI_AGENT_NAME",
+    "GEN_AI_EVALUATION_EXPLANATION",
+    "GEN_AI_EVALUATION_NAME",
+    "GEN_AI_EVALUATION_RESULT",
+    "GEN_AI_EVALUATION_SCORE_LABEL",
+    "GEN_AI_EVALUATION_SCORE_VALUE",
+    "GEN_AI_INFERENCE_DETAILS",
+    "GEN_AI_INPUT_MESSAGES",
+    "GEN_AI_OPERATION_NAME",
+    "GEN_AI_OUTPUT_MESSAGES",
+    "GEN_AI_PROVIDER_NAME",
+    "GEN_AI_REQUEST_MAX_TOKENS",
+    "GEN_AI_REQUEST_MODEL",
+    "GEN_AI_REQUEST_TEMPERATURE",
+    "GEN_AI_RESPONSE_FINISH_REASONS",
+    "GEN_AI_RESPONSE_ID",
+    "GEN_AI_RESPONSE_MODEL",
+    "GEN_AI_TOKEN_TYPE",
+    "GEN_AI_USAGE_INPUT_TOKENS",
+    "GEN_AI_USAGE_OUTPUT_TOKENS",
+    "INSTRUMENTATION_SCOPE",
+    "METRIC_BUDGET_UTILIZATION",
+    "METRIC_CACHE_REQUESTS",
+    "METRIC_COST",
+    "METRIC_FAILOVERS",
+    "METRIC_MODEL_AVAILABLE",
+    "METRIC_OPERATION_DURATION",
+    "METRIC_QUALITY_SCORE",
+    "METRIC_SPANS_DROPPED",
+    "METRIC_TOKEN_USAGE",
+    "OP_CHAT",
+    "OP_INVOKE_AGENT",
+    "QUALITY_BUCKETS",
+    "SERVER_ADDRESS",
+    "SERVER_PORT",
+    "SPAN_EVALUATE",
+    "SPAN_SELECT",
+    "TOKEN_BUCKETS",
+    "TOKEN_TYPE_INPUT",
+    "TOKEN_TYPE_OUTPUT",
+    "agent_span_name",
+    "chat_span_name",
+    "provider_name",
+]
+
+INSTRUMENTATION_SCOPE = "amm"
+"""Name of amm's tracer and meter (the span's instrumentation scope)."""
+
+# --- GenAI semantic conventions -------------------------------------------------
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+GEN_AI_AGENT_NAME = "gen_ai.agent.name"
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+GEN_AI_INFERENCE_DETAILS = "gen_ai.client.inference.operation.details"
+"""Event carrying the messages when content capture includes events."""
+TOKEN_TYPE_INPUT = "input"
+TOKEN_TYPE_OUTPUT = "output"
+
+GEN_AI_EVALUATION_RESULT = "gen_ai.evaluation.result"
+"""Event name of one quality score, on the evaluated ``chat`` span."""
+GEN_AI_EVALUATION_NAME = "gen_ai.evaluation.name"
+GEN_AI_EVALUATION_SCORE_VALUE = "gen_ai.evaluation.score.value"
+GEN_AI_EVALUATION_SCORE_LABEL = "gen_ai.evaluation.score.label"
+GEN_AI_EVALUATION_EXPLANATION = "gen_ai.evaluation.explanation"
+EVAL_NAMES = ("overall", "completeness", "relevance", "coherence")
+"""The ``gen_ai.evaluation.name`` values amm emits, one event each."""
+
+OP_CHAT = "chat"
+OP_INVOKE_AGENT = "invoke_agent"
+
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+ERROR_TYPE_OTHER = "_OTHER"
+
+# --- amm attributes ---------------------------------------------------------------
+AMM_TASK_ID = "amm.task_id"
+AMM_AGENT_TYPE = "amm.agent_type"
+AMM_MODEL_ID = "amm.model_id"
+AMM_COST_USD = "amm.cost_usd"
+AMM_CACHE_HIT = "amm.cache.hit"
+AMM_CACHE_RESULT = "amm.cache.result"
+"""Attribute of ``amm.cache.requests``: ``hit`` or ``miss``."""
+AMM_ATTEMPT = "amm.attempt"
+AMM_ERROR_MESSAGE = "amm.error.message"
+AMM_REASON = "amm.reason"
+AMM_SELECTION_CHOSEN = "amm.selection.chosen"
+AMM_SELECTION_REASON = "amm.selection.reason"
+AMM_SELECTION_PROPENSITY = "amm.selection.propensity"
+AMM_SELECTION_CANDIDATES = "amm.selection.candidates"
+AMM_SELECTION_EXCLUDED = "amm.selection.excluded"
+AMM_EXPERIMENT_NAME = "amm.experiment.name"
+AMM_EXPERIMENT_ARM = "amm.experiment.arm"
+
+AMM_FAILOVER_FROM = "amm.failover.from"
+AMM_FAILOVER_TO = "amm.failover.to"
+AMM_FAILOVER_REASON = "amm.failover.reason"
+AMM_RATE_LIMIT_SOURCE = "amm.rate_limit.source"
+AMM_RATE_LIMIT_RETRY_AFTER_S = "amm.rate_limit.retry_after_s"
+AMM_BUDGET_THRESHOLD_PERCENT = "amm.budget.threshold_percent"
+AMM_BUDGET_UTILIZATION_PERCENT = "amm.budget.utilization_percent"
+AMM_BUDGET_CURRENT_SPEND = "amm.budget.current_spend_usd"
+AMM_BUDGET_DAILY = "amm.budget.daily_budget_usd"
+AMM_HEALTH_AVAILABLE = "amm.health.available"
+AMM_HEALTH_CONSECUTIVE_FAILURES = "amm.health.consecutive_failures"
+AMM_HEALTH_ERROR = "amm.health.error"
+AMM_DEGRADATION_METRIC = "amm.degradation.metric"
+AMM_DEGRADATION_CURRENT = "amm.degradation.current_value"
+AMM_DEGRADATION_BASELINE = "amm.degradation.baseline_value"
+AMM_DEGRADATION_THRESHOLD = "amm.degradation.threshold"
+
+# --- spans and span events --------------------------------------------------------
+SPAN_SELECT = "amm.select"
+SPAN_EVALUATE = "amm.evaluate"
+AMM_FAILOVER = "amm.failover"
+AMM_RATE_LIMITED = "amm.rate_limited"
+AMM_BUDGET_ALERT = "amm.budget.alert"
+AMM_DEGRADATION = "amm.degradation"
+AMM_HEALTH_CHANGE = "amm.health.change"
+AMM_MODEL_DEMOTED = "amm.model.demoted"
+
+
+def agent_span_name(agent: str) -> str:
+    """``invoke_agent {agent}``: the span of one managed agent call."""
+    return f"{OP_INVOKE_AGENT} {agent}"
+
+
+def chat_span_name(model: str) -> str:
+    """``chat {model}``: the CLIENT span of one provider attempt."""
+    return f"{OP_CHAT} {model}"
+
+
+# --- metrics ----------------------------------------------------------------------
+METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"
+METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"
+METRIC_COST = "amm.cost"
+METRIC_FAILOVERS = "amm.failovers"
+METRIC_CACHE_REQUESTS = "amm.cache.requests"
+METRIC_QUALITY_SCORE = "amm.quality.score"
+METRIC_BUDGET_UTILIZATION = "amm.budget.utilization"
+METRIC_MODEL_AVAILABLE = "amm.model.available"
+METRIC_SPANS_DROPPED = "amm.telemetry.spans_dropped"
+
+DURATION_BUCKETS_S: tuple[float, ...] = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)
+"""Advised buckets of ``gen_ai.client.operation.duration`` (seconds)."""
+TOKEN_BUCKETS: tuple[float, ...] = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)
+"""Advised buckets of ``gen_ai.client.token.usage``."""
+QUALITY_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+"""amm's buckets of ``amm.quality.score`` (scores are in [0, 1])."""
+
+# --- providers ----------------------------------------------------------------------
+_PROVIDER_NAMES = {
+    "openai": "openai",
+    "azure": "azure.ai.openai",
+    "anthropic": "anthropic",
+    "google": "gcp.gemini",
+    "gemini": "gcp.gemini",
+    "vertex_ai": "gcp.vertex_ai",
+    "ollama": "ollama",
+    "ollama_chat": "ollama",
+    "mistral": "mistral_ai",
+    "groq": "groq",
+    "cohere": "cohere",
+    "deepseek": "deepseek",
+}
+
+
+def provider_name(provider: str) -> str:
+    """The ``gen_ai.provider.name`` value of an amm provider.
+
+    >>> provider_name("google")
+    'gcp.gemini'
+
+    Unknown providers are passed through lower-cased (the convention allows custom
+    values), so nothing is lost.
+    """
+    key = provider.strip().lower()
+    return _PROVIDER_NAMES.get(key, key)
+
+
+# --- content capture ------------------------------------------------------------------
+CONTENT_NO_CONTENT = "NO_CONTENT"
+CONTENT_SPAN_ONLY = "SPAN_ONLY"
+CONTENT_EVENT_ONLY = "EVENT_ONLY"
+CONTENT_SPAN_AND_EVENT = "SPAN_AND_EVENT"
+
+# --- environment variables ------------------------------------------------------------
+ENV_SERVICE_NAME = "OTEL_SERVICE_NAME"
+"""Service name of the resource; default ``"amm"`` (``setup(service_name=...)`` wins)."""
+ENV_RESOURCE_ATTRIBUTES = "OTEL_RESOURCE_ATTRIBUTES"
+"""Extra resource attributes, ``key=value,key2=value2`` (read by the SDK's Resource)."""
+ENV_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+"""OTLP base endpoint; OTLP export is on only when this (or a per-signal one) is set.
+gRPC: ``http://localhost:4317``; HTTP: ``http://localhost:4318`` (``/v1/traces`` is
+appended for traces and ``/v1/metrics`` for metrics)."""
+ENV_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+"""OTLP endpoint of traces only; for HTTP the full URL (nothing is appended)."""
+ENV_OTLP_METRICS_ENDPOINT = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+"""OTLP endpoint of metrics only; for HTTP the full URL (nothing is appended)."""
+ENV_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
+"""``grpc`` or ``http/protobuf``; default ``grpc`` when the endpoint port is 4317,
+``http/protobuf`` when it is 4318, else ``grpc``."""
+ENV_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
+"""Comma list of ``otlp``, ``console``, ``none``; default ``otlp`` (active only with an
+endpoint)."""
+ENV_METRICS_EXPORTER = "OTEL_METRICS_EXPORTER"
+"""Comma list of ``otlp``, ``console``, ``none``; default ``otlp`` (active only with an
+endpoint)."""
+ENV_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
+"""``always_on``, ``always_off``, ``traceidratio``, ``parentbased_*``; default
+``parentbased_always_on``."""
+ENV_TRACES_SAMPLER_ARG = "OTEL_TRACES_SAMPLER_ARG"
+"""Argument of the sampler, e.g. ``0.1`` for ``traceidratio``."""
+ENV_SDK_DISABLED = "OTEL_SDK_DISABLED"
+"""``true`` disables tracing and metrics export (listeners still learn)."""
+ENV_CAPTURE_MESSAGE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+"""``NO_CONTENT`` (default), ``SPAN_ONLY``, ``EVENT_ONLY``, ``SPAN_AND_EVENT``;
+``true`` means ``SPAN_AND_EVENT`` and ``false`` means ``NO_CONTENT``."""

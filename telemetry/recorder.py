@@ -1,0 +1,389 @@
+"""The one recorder: each event is fanned out, in one call, to spans, metrics and listeners.
+
+Span tree of one managed call (parent > children)::
+
+    invoke_agent {agent}            agent_span(); gen_ai.operation.name=invoke_agent
+    ├── amm.select                  SelectionEvent (built after the fact)
+    ├── chat {model}  (CLIENT)      AttemptEvent, one per attempt; failed: error.type + ERROR
+    │     events: gen_ai.evaluation.result x4 (overall, completeness, relevance, coherence)
+    └── amm.evaluate                QualityEvent (built after the fact)
+
+The successful attempt's ``chat`` span is kept open until the matching
+``QualityEvent`` (same task and model) arrives, so the evaluation events land on
+it; it is then ended with the attempt's own end time. A span still pending is
+ended when its enclosing :meth:`Recorder.agent_span` ends or on
+:meth:`Recorder.end_pending`. Pending spans live in a holder set by
+``agent_span`` in a context variable, so concurrent tasks never mix them.
+
+Listeners (rolling stats, cost ledger, health, rate limiter) get every event even
+when tracing is sampled off or disabled; a listener that raises is logged and
+never breaks the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+
+from telemetry import conventions as c
+from telemetry.content import ContentPolicy, content_attributes
+from telemetry.events import (
+    AttemptEvent,
+    BudgetAlertEvent,
+    CacheEvent,
+    DegradationEvent,
+    Event,
+    EventSink,
+    FailoverEvent,
+    HealthChangeEvent,
+    ModelDemotedEvent,
+    QualityEvent,
+    RateLimitedEvent,
+    SelectionEvent,
+)
+from telemetry.instruments import Instruments
+
+__all__ = ["AgentSpan", "Recorder"]
+
+_log = logging.getLogger("amm.telemetry")
+
+# Pending chat spans kept outside any agent span (a caller that records without
+# agent_span); beyond this many the oldest is ended, so memory stays bounded.
+_MAX_UNSCOPED_PENDING = 256
+
+
+class _Pending:
+    """The chat spans of one agent scope still waiting for their quality event."""
+
+    __slots__ = ("lock", "spans")
+
+    def __init__(self) -> None:
+        self.spans: dict[tuple[str, str], tuple[Span, int]] = {}
+        self.lock = threading.Lock()
+
+    def put(self, key: tuple[str, str], span: Span, end_ns: int, limit: int | None = None) -> None:
+        with self.lock:
+            older = self.spans.pop(key, None)
+            self.spans[key] = (span, end_ns)
+            oldest = None
+            if limit is not None and len(self.spans) > limit:
+                oldest = self.spans.pop(next(iter(self.spans)))
+        for stale in (older, oldest):
+            if stale is not None:
+                stale[0].end(end_time=stale[1])
+
+    def pop(self, key: tuple[str, str]) -> tuple[Span, int] | None:
+        with self.lock:
+            return self.spans.pop(key, None)
+
+    def end_all(self) -> None:
+        with self.lock:
+            pending, self.spans = list(self.spans.values()), {}
+        for span, end_ns in pending:
+            span.end(end_time=end_ns)
+
+
+class AgentSpan:
+    """Context manager of one ``invoke_agent {agent}`` span (from :meth:`Recorder.agent_span`)."""
+
+    __slots__ = ("_attrs", "_ctx_token", "_name", "_pending_token", "_recorder", "span")
+
+    def __init__(self, recorder: Recorder, name: str, attrs: dict[str, Any]) -> None:
+        self._recorder = recorder
+        self._name = name
+        self._attrs = attrs
+        self.span: Span = trace.INVALID_SPAN
+        self._ctx_token: object = None
+        self._pending_token: Token[_Pending | None] | None = None
+
+    def __enter__(self) -> Span:
+        rec = self._recorder
+        self.span = rec._tracer.start_span(self._name, kind=SpanKind.INTERNAL, attributes=self._attrs)
+        self._ctx_token = otel_context.attach(trace.set_span_in_context(self.span))
+        self._pending_token = rec._scope.set(_Pending())
+        return self.span
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        rec = self._recorder
+        scope = rec._scope.get()
+        if scope is not None:
+            scope.end_all()
+        if self._pending_token is not None:
+            rec._scope.reset(self._pending_token)
+        if exc is not None and self.span.is_recording():
+            error_type = getattr(exc, "error_type", None) or type(exc).__name__
+            self.span.set_attribute(c.ERROR_TYPE, str(error_type))
+            self.span.set_status(Status(StatusCode.ERROR, _short(str(exc))))
+        otel_context.detach(self._ctx_token)  # type: ignore[arg-type]
+        self.span.end()
+
+
+class Recorder:
+    """Implements :class:`~telemetry.events.EventSink`; fans each event out once.
+
+    >>> rec = Recorder(listeners=[performance_monitor, cost_tracker])
+    >>> with rec.agent_span("implementation", "task-1"):
+    ...     rec.record(SelectionEvent(...)); rec.record(AttemptEvent(...))
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        listeners: Iterable[EventSink] = (),
+        capture_content: str | bool | None = None,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        tp = tracer_provider or trace.get_tracer_provider()
+        mp = meter_provider or otel_metrics.get_meter_provider()
+        self._tracer = tp.get_tracer(c.INSTRUMENTATION_SCOPE)
+        self._instruments = Instruments(mp)
+        self._listeners: tuple[EventSink, ...] = tuple(listeners)
+        self._content = ContentPolicy.resolve(capture_content)
+        self._clock_ns = clock_ns
+        self._scope: ContextVar[_Pending | None] = ContextVar(f"amm_pending_{id(self)}", default=None)
+        self._unscoped = _Pending()
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            SelectionEvent: self._on_selection,
+            AttemptEvent: self._on_attempt,
+            QualityEvent: self._on_quality,
+            FailoverEvent: self._on_failover,
+            RateLimitedEvent: self._on_rate_limited,
+            CacheEvent: self._on_cache,
+            BudgetAlertEvent: self._on_budget_alert,
+            HealthChangeEvent: self._on_health_change,
+            DegradationEvent: self._on_degradation,
+            ModelDemotedEvent: self._on_demoted,
+        }
+
+    def __repr__(self) -> str:
+        return f"Recorder(listeners={len(self._listeners)}, content={self._content.mode})"
+
+    # --- public ---------------------------------------------------------------------
+    def add_listener(self, listener: EventSink) -> None:
+        """Add a listener that gets every recorded event (``listener.record(event)``)."""
+        self._listeners = (*self._listeners, listener)
+
+    def record(self, event: Event) -> None:
+        """Fan ``event`` out to the current span, the metrics and every listener. Never raises."""
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            try:
+                handler(event)
+            except Exception:  # telemetry must never fail the request
+                _log.exception("recording %s failed", type(event).__name__)
+        for listener in self._listeners:
+            try:
+                listener.record(event)
+            except Exception:  # a broken listener must never break the call
+                _log.exception("listener %r failed on %s", listener, type(event).__name__)
+
+    def agent_span(self, agent_type: str, task_id: str, *, agent_name: str | None = None) -> AgentSpan:
+        """Context manager opening ``invoke_agent {agent}``; yields the span.
+
+        Nested use nests spans; an exception sets error status and ``error.type``
+        (the exception's ``error_type`` if it has one, else its class name) and re-raises.
+        """
+        name = agent_name or agent_type
+        attrs = {c.GEN_AI_OPERATION_NAME: c.OP_INVOKE_AGENT, c.GEN_AI_AGENT_NAME: name,
+                 c.AMM_AGENT_TYPE: agent_type, c.AMM_TASK_ID: task_id}
+        return AgentSpan(self, c.agent_span_name(name), attrs)
+
+    def end_pending(self) -> None:
+        """End every chat span still waiting for a quality event (this scope and unscoped)."""
+        scope = self._scope.get()
+        if scope is not None:
+            scope.end_all()
+        self._unscoped.end_all()
+
+    def observe_budget(self, source: Callable[[], float | None]) -> None:
+        """Report ``source()`` (percent of the daily budget) as ``amm.budget.utilization``."""
+        self._instruments.observe_budget(source)
+
+    def observe_availability(self, source: Callable[[], Mapping[str, bool]]) -> None:
+        """Report ``source()`` ({model: available}) as ``amm.model.available``."""
+        self._instruments.observe_availability(source)
+
+    # --- handlers -------------------------------------------------------------------
+    def _times(self, start_ns: int, end_ns: int) -> tuple[int, int]:
+        now = self._clock_ns()
+        return (start_ns or now), (end_ns or now)
+
+    def _on_selection(self, e: SelectionEvent) -> None:
+        start, end = self._times(e.start_time_ns, e.end_time_ns)
+        attrs: dict[str, Any] = {
+            c.AMM_AGENT_TYPE: e.agent_type,
+            c.AMM_TASK_ID: e.task_id,
+            c.AMM_SELECTION_REASON: e.reason,
+            c.AMM_SELECTION_PROPENSITY: float(e.propensity),
+            c.AMM_SELECTION_CANDIDATES: [
+                f"{m}={s:.4f}" for m, s in sorted(e.scores.items(), key=lambda kv: -kv[1])],
+            c.AMM_SELECTION_EXCLUDED: [f"{m}: {r}" for m, r in e.excluded.items()],
+        }
+        if e.chosen is not None:
+            attrs[c.AMM_SELECTION_CHOSEN] = e.chosen
+        if e.experiment is not None:
+            attrs[c.AMM_EXPERIMENT_NAME] = e.experiment
+        if e.arm is not None:
+            attrs[c.AMM_EXPERIMENT_ARM] = e.arm
+        span = self._tracer.start_span(c.SPAN_SELECT, attributes=attrs, start_time=start)
+        if e.chosen is None:
+            span.set_status(Status(StatusCode.ERROR, _short(e.reason)))
+        span.end(end_time=end)
+
+    def _on_attempt(self, e: AttemptEvent) -> None:
+        provider = c.provider_name(e.provider)
+        self._instruments.attempt(e, provider)
+        start, end = self._times(e.start_time_ns, e.end_time_ns)
+        if not e.start_time_ns and e.latency_ms:
+            start = end - int(e.latency_ms * 1e6)
+        attrs: dict[str, Any] = {
+            c.GEN_AI_OPERATION_NAME: c.OP_CHAT,
+            c.GEN_AI_PROVIDER_NAME: provider,
+            c.GEN_AI_REQUEST_MODEL: e.model_id,
+            c.AMM_TASK_ID: e.task_id,
+            c.AMM_AGENT_TYPE: e.agent_type,
+            c.AMM_ATTEMPT: e.attempt,
+            c.AMM_CACHE_HIT: False,
+            c.AMM_COST_USD: float(e.cost_usd),
+            c.GEN_AI_USAGE_INPUT_TOKENS: e.input_tokens,
+            c.GEN_AI_USAGE_OUTPUT_TOKENS: e.output_tokens,
+        }
+        if e.response_model:
+            attrs[c.GEN_AI_RESPONSE_MODEL] = e.response_model
+        if e.response_id:
+            attrs[c.GEN_AI_RESPONSE_ID] = e.response_id
+        if e.finish_reason:
+            attrs[c.GEN_AI_RESPONSE_FINISH_REASONS] = [e.finish_reason]
+        if e.request_max_tokens is not None:
+            attrs[c.GEN_AI_REQUEST_MAX_TOKENS] = e.request_max_tokens
+        if e.request_temperature is not None:
+            attrs[c.GEN_AI_REQUEST_TEMPERATURE] = float(e.request_temperature)
+        if e.server_address:
+            attrs[c.SERVER_ADDRESS] = e.server_address
+        if e.server_port is not None:
+            attrs[c.SERVER_PORT] = e.server_port
+        if not e.success:
+            attrs[c.ERROR_TYPE] = e.error_type or c.ERROR_TYPE_OTHER
+        if self._content.on_span:
+            attrs.update(content_attributes(e))
+        span = self._tracer.start_span(c.chat_span_name(e.model_id), kind=SpanKind.CLIENT,
+                                       attributes=attrs, start_time=start)
+        if self._content.on_event and span.is_recording():
+            span.add_event(c.GEN_AI_INFERENCE_DETAILS, content_attributes(e), timestamp=end)
+        if not e.success:
+            span.set_status(Status(StatusCode.ERROR, _short(e.error_message or e.error_type or "")))
+            span.end(end_time=end)
+        elif not span.is_recording():
+            span.end(end_time=end)
+        else:
+            scope = self._scope.get()
+            if scope is None:
+                self._unscoped.put((e.task_id, e.model_id), span, end, _MAX_UNSCOPED_PENDING)
+            else:
+                scope.put((e.task_id, e.model_id), span, end)
+
+    def _on_quality(self, e: QualityEvent) -> None:
+        self._instruments.quality_score(e)
+        start, end = self._times(e.start_time_ns, e.end_time_ns)
+        scores = {"overall": e.overall, "completeness": e.completeness,
+                  "relevance": e.relevance, "coherence": e.coherence}
+        key = (e.task_id, e.model_id)
+        scope = self._scope.get()
+        pending = (scope.pop(key) if scope is not None else None) or self._unscoped.pop(key)
+        if pending is not None:
+            chat, chat_end = pending
+            for name, value in scores.items():
+                chat.add_event(c.GEN_AI_EVALUATION_RESULT, {
+                    c.GEN_AI_EVALUATION_NAME: name,
+                    c.GEN_AI_EVALUATION_SCORE_VALUE: float(value),
+                }, timestamp=end)
+            chat.end(end_time=chat_end)
+        attrs: dict[str, Any] = {
+            c.GEN_AI_REQUEST_MODEL: e.model_id, c.AMM_AGENT_TYPE: e.agent_type,
+            c.AMM_TASK_ID: e.task_id,
+            **{f"amm.quality.{name}": float(value) for name, value in scores.items()},
+        }
+        self._tracer.start_span(c.SPAN_EVALUATE, attributes=attrs, start_time=start).end(end_time=end)
+
+    def _on_failover(self, e: FailoverEvent) -> None:
+        self._instruments.failover(e)
+        self._span_event(c.AMM_FAILOVER, {
+            c.AMM_FAILOVER_FROM: e.from_model,
+            c.AMM_FAILOVER_TO: e.to_model or "",
+            c.AMM_FAILOVER_REASON: e.reason,
+        })
+
+    def _on_rate_limited(self, e: RateLimitedEvent) -> None:
+        attrs: dict[str, Any] = {c.AMM_MODEL_ID: e.model_id, c.AMM_RATE_LIMIT_SOURCE: e.source}
+        if e.retry_after_s is not None:
+            attrs[c.AMM_RATE_LIMIT_RETRY_AFTER_S] = float(e.retry_after_s)
+        self._span_event(c.AMM_RATE_LIMITED, attrs)
+
+    def _on_cache(self, e: CacheEvent) -> None:
+        self._instruments.cache_lookup(e)
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(c.AMM_CACHE_HIT, e.hit)
+
+    def _on_budget_alert(self, e: BudgetAlertEvent) -> None:
+        _log.warning("budget alert: %.0f%% of $%.2f used ($%.2f)", e.utilization_percent,
+                     e.daily_budget, e.current_spend)
+        self._span_event(c.AMM_BUDGET_ALERT, {
+            c.AMM_BUDGET_THRESHOLD_PERCENT: float(e.threshold_percent),
+            c.AMM_BUDGET_UTILIZATION_PERCENT: float(e.utilization_percent),
+            c.AMM_BUDGET_CURRENT_SPEND: float(e.current_spend),
+            c.AMM_BUDGET_DAILY: float(e.daily_budget),
+        })
+
+    def _on_health_change(self, e: HealthChangeEvent) -> None:
+        _log.info("model %s is now %s", e.model_id, "available" if e.is_available else "unavailable")
+        attrs: dict[str, Any] = {c.AMM_MODEL_ID: e.model_id, c.AMM_HEALTH_AVAILABLE: e.is_available,
+                                 c.AMM_HEALTH_CONSECUTIVE_FAILURES: e.consecutive_failures}
+        if e.error:
+            attrs[c.AMM_HEALTH_ERROR] = _short(e.error)
+        self._span_event(c.AMM_HEALTH_CHANGE, attrs)
+
+    def _on_degradation(self, e: DegradationEvent) -> None:
+        _log.warning("model %s degraded on %s: %.4g vs baseline %.4g", e.model_id, e.metric,
+                     e.current_value, e.baseline_value)
+        attrs: dict[str, Any] = {
+            c.AMM_MODEL_ID: e.model_id, c.AMM_DEGRADATION_METRIC: e.metric,
+            c.AMM_DEGRADATION_CURRENT: float(e.current_value),
+            c.AMM_DEGRADATION_BASELINE: float(e.baseline_value),
+            c.AMM_DEGRADATION_THRESHOLD: float(e.threshold),
+        }
+        if e.agent_type:
+            attrs[c.AMM_AGENT_TYPE] = e.agent_type
+        self._span_event(c.AMM_DEGRADATION, attrs)
+
+    def _on_demoted(self, e: ModelDemotedEvent) -> None:
+        _log.warning("model %s demoted for %s: %s", e.model_id, e.agent_type, e.reason)
+        self._span_event(c.AMM_MODEL_DEMOTED, {c.AMM_MODEL_ID: e.model_id,
+                                               c.AMM_AGENT_TYPE: e.agent_type, c.AMM_REASON: e.reason})
+
+    def _span_event(self, name: str, attrs: dict[str, Any], *, standalone: bool = True) -> None:
+        """Add an event to the current span; with none (and ``standalone``), to a short span."""
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(name, attrs)
+        elif standalone:
+            with self._tracer.start_as_current_span(name, attributes=attrs) as own:
+                own.add_event(name, attrs)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,243 @@
+"""Rolling statistics per (model, agent type) over a sliding window, in bounded memory.
+
+The window is a ring of time buckets (``window_s / bucket_s`` of them, 60 by
+default); each bucket holds counts, sums and a sparse log-bucket latency
+histogram. Running totals per key are kept beside the ring (a bucket leaving the
+window is subtracted), so a snapshot costs a scan of at most ``_BINS`` histogram
+bins, and it is cached until the key changes or the bucket tick moves.
+
+Latency percentiles come from fixed logarithmic bins of ratio ``GAMMA = 1.1``
+between 0.1 ms and about 10^7 ms; a percentile is reported as its bin's geometric
+midpoint, so its relative error is at most ``sqrt(1.1) - 1``, i.e. <= 4.9 %.
+Latency percentiles include failed attempts (a fast failure is still a latency the
+caller saw); ``success_rate`` says how many failed.
+
+Memory per key is bounded by ``n_buckets x _BINS`` whatever the traffic.
+``at`` timestamps are in the clock's units (seconds): pass ``time.time`` as the
+clock when observations are replayed from wall-clock records.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from telemetry.events import StatsSnapshot
+
+__all__ = ["GAMMA", "RollingStats"]
+
+GAMMA = 1.1
+"""Ratio between consecutive latency bins (relative error <= sqrt(GAMMA) - 1)."""
+_MIN_MS = 0.1
+_LOG_GAMMA = math.log(GAMMA)
+_BINS = 200  # 0.1 ms * 1.1**200 ~ 1.9e7 ms (5 h): anything longer lands in the last bin
+
+
+def _bin(latency_ms: float) -> int:
+    if latency_ms <= _MIN_MS:
+        return 0
+    return min(_BINS - 1, int(math.log(latency_ms / _MIN_MS) / _LOG_GAMMA))
+
+
+def _bin_value(index: int) -> float:
+    return _MIN_MS * GAMMA ** (index + 0.5)
+
+
+@dataclass(slots=True)
+class _Agg:
+    """Counts and sums of one bucket, or the running total of one key."""
+
+    count: int = 0
+    successes: int = 0
+    latency_sum: float = 0.0
+    quality_sum: float = 0.0
+    quality_count: int = 0
+    cost: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    bins: dict[int, int] = field(default_factory=dict)
+
+    def add(self, other: _Agg, sign: int) -> None:
+        self.count += sign * other.count
+        self.successes += sign * other.successes
+        self.latency_sum += sign * other.latency_sum
+        self.quality_sum += sign * other.quality_sum
+        self.quality_count += sign * other.quality_count
+        self.cost += sign * other.cost
+        self.input_tokens += sign * other.input_tokens
+        self.output_tokens += sign * other.output_tokens
+        for target, source in ((self.errors, other.errors), (self.bins, other.bins)):
+            for k, v in source.items():
+                n = target.get(k, 0) + sign * v
+                if n:
+                    target[k] = n
+                else:
+                    target.pop(k, None)
+
+
+class _Series:
+    """The ring and running total of one key."""
+
+    __slots__ = ("cached", "cached_tick", "cached_version", "slots", "total", "version")
+
+    def __init__(self) -> None:
+        self.slots: dict[int, _Agg] = {}
+        self.total = _Agg()
+        self.version = 0
+        self.cached: StatsSnapshot | None = None
+        self.cached_tick = -1
+        self.cached_version = -1
+
+    def expire(self, oldest_kept: int) -> None:
+        for tick in [t for t in self.slots if t < oldest_kept]:
+            self.total.add(self.slots.pop(tick), -1)
+            self.version += 1
+
+    def slot(self, tick: int) -> _Agg:
+        agg = self.slots.get(tick)
+        if agg is None:
+            agg = self.slots[tick] = _Agg()
+        return agg
+
+
+class RollingStats:
+    """Sliding-window statistics per (model_id, agent_type). Thread-safe.
+
+    >>> stats = RollingStats(window_s=900, bucket_s=15)
+    >>> stats.observe_attempt("gpt-4o", "review", 812.0, True, cost_usd=0.01)
+    >>> stats.snapshot("gpt-4o").p95_latency_ms
+    """
+
+    def __init__(self, window_s: float = 900.0, bucket_s: float = 15.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if bucket_s <= 0 or window_s < bucket_s:
+            raise ValueError(f"need 0 < bucket_s <= window_s, got bucket_s={bucket_s}, "
+                             f"window_s={window_s}")
+        self.window_s = window_s
+        self.bucket_s = bucket_s
+        self._n = math.ceil(window_s / bucket_s)
+        self._clock = clock
+        self._series: dict[tuple[str, str | None], _Series] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"RollingStats(window_s={self.window_s}, bucket_s={self.bucket_s}, "
+                f"keys={len(self._series)})")
+
+    def _tick(self, at: float | None) -> int:
+        return int((self._clock() if at is None else at) // self.bucket_s)
+
+    def _slots_for(self, model_id: str, agent_type: str, tick: int) -> list[_Agg]:
+        """The buckets an observation at ``tick`` goes to (the key and the all-agents key)."""
+        now = self._tick(None)
+        if tick <= now - self._n:
+            return []  # older than the window: it would expire at once
+        out = []
+        for key in ((model_id, agent_type), (model_id, None)):
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _Series()
+            series.expire(now - self._n + 1)
+            series.version += 1
+            out.append(series.slot(tick))
+        return out
+
+    def observe_attempt(self, model_id: str, agent_type: str, latency_ms: float, success: bool,
+                        error_type: str | None = None, cost_usd: float = 0.0,
+                        input_tokens: int = 0, output_tokens: int = 0,
+                        at: float | None = None) -> None:
+        """Count one attempt (``at``: when, in the clock's seconds; None = now)."""
+        tick = self._tick(at)
+        b = _bin(latency_ms)
+        with self._lock:
+            series_keys = ((model_id, agent_type), (model_id, None))
+            for agg, key in zip(self._slots_for(model_id, agent_type, tick), series_keys, strict=False):
+                total = self._series[key].total
+                for target in (agg, total):
+                    target.count += 1
+                    target.latency_sum += latency_ms
+                    target.bins[b] = target.bins.get(b, 0) + 1
+                    target.cost += cost_usd
+                    target.input_tokens += input_tokens
+                    target.output_tokens += output_tokens
+                    if success:
+                        target.successes += 1
+                    else:
+                        et = error_type or "_OTHER"
+                        target.errors[et] = target.errors.get(et, 0) + 1
+
+    def observe_quality(self, model_id: str, agent_type: str, score: float,
+                        at: float | None = None) -> None:
+        """Count one quality score in [0, 1]."""
+        tick = self._tick(at)
+        with self._lock:
+            series_keys = ((model_id, agent_type), (model_id, None))
+            for agg, key in zip(self._slots_for(model_id, agent_type, tick), series_keys, strict=False):
+                for target in (agg, self._series[key].total):
+                    target.quality_sum += score
+                    target.quality_count += 1
+
+    def snapshot(self, model_id: str, agent_type: str | None = None) -> StatsSnapshot | None:
+        """Statistics of the window; ``agent_type`` None merges every agent type.
+
+        None when nothing was observed for the key within the window.
+        """
+        now = self._tick(None)
+        with self._lock:
+            series = self._series.get((model_id, agent_type))
+            if series is None:
+                return None
+            if series.cached_tick == now and series.cached_version == series.version:
+                return series.cached
+            series.expire(now - self._n + 1)
+            snap = _snapshot(model_id, agent_type, series.total)
+            series.cached, series.cached_tick, series.cached_version = snap, now, series.version
+            return snap
+
+    def models(self) -> list[str]:
+        """Every model observed within the window."""
+        with self._lock:
+            return sorted({m for (m, a), s in self._series.items() if a is None and s.slots})
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._series.clear()
+
+
+def _snapshot(model_id: str, agent_type: str | None, t: _Agg) -> StatsSnapshot | None:
+    if t.count == 0 and t.quality_count == 0:
+        return None
+    return StatsSnapshot(
+        model_id=model_id,
+        agent_type=agent_type,
+        count=t.count,
+        successes=t.successes,
+        success_rate=t.successes / t.count if t.count else 0.0,
+        mean_latency_ms=t.latency_sum / t.count if t.count else 0.0,
+        p50_latency_ms=_percentile(t.bins, t.count, 0.50),
+        p95_latency_ms=_percentile(t.bins, t.count, 0.95),
+        p99_latency_ms=_percentile(t.bins, t.count, 0.99),
+        mean_quality=t.quality_sum / t.quality_count if t.quality_count else None,
+        quality_count=t.quality_count,
+        cost_usd=t.cost,
+        input_tokens=t.input_tokens,
+        output_tokens=t.output_tokens,
+        errors=dict(t.errors),
+    )
+
+
+def _percentile(bins: dict[int, int], count: int, q: float) -> float:
+    if count == 0:
+        return 0.0
+    rank = max(1, math.ceil(q * count))
+    seen = 0
+    for index in sorted(bins):
+        seen += bins[index]
+        if seen >= rank:
+            return _bin_value(index)
+    return _bin_value(max(bins))
