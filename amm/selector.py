@@ -1,0 +1,424 @@
+"""Model selection: which registered model should serve this request, and why.
+
+:meth:`ModelSelector.select_model` runs the seed's algorithm:
+
+1. **filter** every registered model, recording why each one is out: already tried
+   in this request, disabled, provider excluded, missing a required capability,
+   context window smaller than prompt + ``max_tokens``, estimated cost above
+   ``max_cost_per_request``, unavailable (health), rate-limited, latency above
+   ``max_latency_ms`` (the measured p95 once the model has ``min_samples`` requests,
+   else the registry's ``average_response_time_ms``), demoted for the agent type
+   (demoted models are used only when nothing else is eligible);
+2. **score** the eligible ones with the scorer (:mod:`amm.scoring`: capability 30 %,
+   cost 25 %, performance 25 %, availability 20 %, shifted by the task priority);
+3. an **experiment** on the agent type (:mod:`amm.experiments`) decides first: its
+   arm is taken when eligible, else the best-scoring model is, and the selection
+   records the assigned arm and why it was not honoured;
+4. return the highest score (ties broken by model id), or None when nothing is eligible.
+
+Prompt tokens are estimated as ``ceil(len(text) / 4)`` (about four characters per
+token in English; cheap and close enough for filtering); output tokens as
+``max_tokens``, or :data:`DEFAULT_OUTPUT_TOKENS` when the request sets none.
+
+Everything that depends only on the registry (capability sets, prices, providers)
+is indexed once per ``registry.version``; a selection does no awaits and calls only
+the components' cheap synchronous queries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable
+from typing import Any
+
+from amm.errors import InvalidRequestError
+from amm.experiments import Assigner, HashAssigner, logging_propensity
+from amm.models import ModelMetadata, ModelRequest, ModelSelection, PerformanceMetrics
+from amm.scoring import (
+    PRIOR_QUALITY,
+    PRIOR_SUCCESS_RATE,
+    Candidate,
+    ScoreBreakdown,
+    ScoreContext,
+    Scorer,
+    WeightedScorer,
+)
+from telemetry.events import NULL_SINK, EventSink, SelectionEvent, StatsSnapshot
+
+__all__ = ["DEFAULT_OUTPUT_TOKENS", "ModelSelector", "estimate_prompt_tokens"]
+
+DEFAULT_OUTPUT_TOKENS = 1024
+"""Output tokens assumed for cost estimates when a request sets no ``max_tokens``."""
+
+_EMPTY: frozenset[str] = frozenset()
+
+
+def estimate_prompt_tokens(task: ModelRequest) -> int:
+    """``ceil(len(text) / 4)``: a cheap token estimate of the request's text."""
+    return (len(task.text()) + 3) // 4
+
+
+class _Entry:
+    """What selection needs of one registered model, derived once per registry version."""
+
+    __slots__ = ("caps", "enabled", "id", "in_price", "latency", "model", "out_price", "provider",
+                 "window")
+
+    def __init__(self, model: ModelMetadata) -> None:
+        self.model = model
+        self.id = model.id
+        self.provider = model.provider
+        self.caps = frozenset(model.capabilities)
+        self.in_price = model.cost_per_1k_input_tokens / 1000.0
+        self.out_price = model.cost_per_1k_output_tokens / 1000.0
+        self.window = model.context_window
+        self.latency = model.average_response_time_ms
+        self.enabled = model.enabled
+
+
+class _Request:
+    """Per-request values the filter needs, computed once per selection."""
+
+    __slots__ = ("agent_type", "demoted", "exclude", "max_cost", "max_latency", "needed_context",
+                 "out_tokens", "prompt_tokens", "providers", "required")
+
+    def __init__(self, task: ModelRequest, agent_type: str, constraints: Any,
+                 exclude: Collection[str], demoted: Collection[str]) -> None:
+        if not isinstance(task, ModelRequest):
+            raise InvalidRequestError(f"task must be a ModelRequest; got {type(task).__name__}")
+        if not isinstance(agent_type, str):
+            raise InvalidRequestError(f"agent_type must be a str; got {agent_type!r}",
+                                      task_id=task.task_id or None)
+        self.agent_type = agent_type
+        self.prompt_tokens = estimate_prompt_tokens(task)
+        self.out_tokens = task.max_tokens or DEFAULT_OUTPUT_TOKENS
+        self.needed_context = self.prompt_tokens + (task.max_tokens or 0)
+        self.exclude = exclude
+        self.demoted = demoted
+        if constraints is None:
+            self.required, self.providers = _EMPTY, _EMPTY
+            self.max_cost = self.max_latency = None
+        else:
+            self.required = frozenset(constraints.required_capabilities)
+            self.providers = frozenset(constraints.excluded_providers)
+            self.max_cost = constraints.max_cost_per_request
+            self.max_latency = constraints.max_latency_ms
+
+
+class ModelSelector:
+    """Chooses the model for each request and says why (see the module docstring).
+
+    >>> selection = await selector.select_model(request, "implementation")
+    """
+
+    def __init__(
+        self,
+        registry: Any,
+        health_checker: Any,
+        rate_limiter: Any,
+        performance_monitor: Any,
+        *,
+        scorer: Scorer | None = None,
+        assigner: Assigner | None = None,
+        events: EventSink = NULL_SINK,
+        min_samples: int = 5,
+        demotion: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        """``demotion(model_id, agent_type)`` (e.g. ``ResponseEvaluator.should_demote``)
+        marks models to use only when nothing else is eligible, like ``demoted=``."""
+        if not isinstance(min_samples, int) or min_samples < 1:
+            raise InvalidRequestError(f"min_samples must be an int >= 1; got {min_samples!r}")
+        self.registry = registry
+        self.health_checker = health_checker
+        self.rate_limiter = rate_limiter
+        self.performance_monitor = performance_monitor
+        self.scorer: Scorer = scorer if scorer is not None else WeightedScorer()
+        self.assigner: Assigner = assigner if assigner is not None else HashAssigner()
+        self.min_samples = min_samples
+        self._events = events
+        self._demotion = demotion
+        # Optional richer queries, looked up once: absent ones mean "no information".
+        self._snapshot_fn: Callable[..., StatsSnapshot | None] | None = getattr(
+            performance_monitor, "snapshot", None)
+        self._headroom_fn: Callable[[str], float] | None = getattr(rate_limiter, "headroom", None)
+        self._status_fn: Callable[[str], Any] | None = getattr(
+            health_checker, "get_model_status", None)
+        self._reset_fn: Callable[[str], int | None] | None = getattr(
+            rate_limiter, "get_time_until_reset", None)
+        self._index_version: int | None = None
+        self._entries: tuple[_Entry, ...] = ()
+        self._by_id: dict[str, _Entry] = {}
+
+    # -- registry index -----------------------------------------------------------------
+
+    def _index(self) -> tuple[_Entry, ...]:
+        version = self.registry.version
+        if version != self._index_version:
+            self._entries = tuple(_Entry(m) for m in self.registry.models())
+            self._by_id = {e.id: e for e in self._entries}
+            self._index_version = version
+        return self._entries
+
+    def _entry(self, model: ModelMetadata) -> _Entry:
+        self._index()
+        entry = self._by_id.get(model.id)
+        return entry if entry is not None and entry.model is model else _Entry(model)
+
+    # -- filtering ----------------------------------------------------------------------
+
+    def _examine(self, e: _Entry, rq: _Request) -> Candidate | str:
+        """The candidate for ``e``, or why it is excluded (cheapest checks first)."""
+        mid = e.id
+        if mid in rq.exclude:
+            return "already tried"
+        if not e.enabled:
+            return "disabled"
+        if e.provider in rq.providers:
+            return f"provider {e.provider} excluded"
+        if rq.required and not rq.required <= e.caps:
+            return "missing capabilities: " + ", ".join(sorted(rq.required - e.caps))
+        if rq.needed_context > e.window:
+            return f"context window {e.window} < {rq.needed_context} tokens needed"
+        cost = rq.prompt_tokens * e.in_price + rq.out_tokens * e.out_price
+        if rq.max_cost is not None and cost > rq.max_cost:
+            return f"estimated cost ${cost:.4f} > max ${rq.max_cost:.4f}"
+        if not self.health_checker.is_model_available(mid):
+            return "unavailable"
+        if self.rate_limiter.is_rate_limited(mid):
+            reset = self._reset_fn(mid) if self._reset_fn is not None else None
+            return f"rate-limited (resets in {reset}s)" if reset else "rate-limited"
+        cand = self._candidate(e, cost, rq.agent_type)
+        if rq.max_latency is not None and cand.p95_latency_ms > rq.max_latency:
+            source = "measured p95" if cand.measured else "expected"
+            return (f"latency {source} {cand.p95_latency_ms:.0f} ms > "
+                    f"max {rq.max_latency:.0f} ms")
+        return cand
+
+    def _candidate(self, e: _Entry, cost: float, agent_type: str | None,
+                   performance_data: PerformanceMetrics | None = None) -> Candidate:
+        """The scorer's view of ``e``: measured statistics when there are enough, else priors."""
+        snap = None
+        if performance_data is None and self._snapshot_fn is not None:
+            snap = self._snapshot_fn(e.id, agent_type)
+            if (snap is None or snap.count < self.min_samples) and agent_type is not None:
+                snap = self._snapshot_fn(e.id, None)  # all agent types: more samples
+        if snap is not None and snap.count >= self.min_samples:
+            quality = snap.mean_quality if snap.mean_quality is not None else PRIOR_QUALITY
+            cand = Candidate(e.model, e.caps, cost, snap.p50_latency_ms, snap.success_rate,
+                             quality, True, snap.p95_latency_ms)
+        elif performance_data is not None and performance_data.total_requests >= self.min_samples:
+            pd = performance_data
+            # The seed's PerformanceMetrics has success_rate in percent and 0.0 quality for "none".
+            quality = pd.average_quality_score if pd.average_quality_score > 0 else PRIOR_QUALITY
+            cand = Candidate(e.model, e.caps, cost, pd.p50_latency_ms, pd.success_rate / 100.0,
+                             quality, True, pd.p95_latency_ms)
+        else:
+            cand = Candidate(e.model, e.caps, cost, e.latency, PRIOR_SUCCESS_RATE,
+                             PRIOR_QUALITY, False, e.latency)
+        if self._headroom_fn is not None:
+            cand.headroom = self._headroom_fn(e.id)
+        if self._status_fn is not None:
+            status = self._status_fn(e.id)
+            cand.consecutive_failures = getattr(status, "consecutive_failures", 0) or 0
+        return cand
+
+    def check_eligibility(self, model_id: str, task: ModelRequest, agent_type: str = "",
+                          constraints: Any = None) -> str | None:
+        """None if ``model_id`` would pass the filters for this request, else why not."""
+        rq = _Request(task, agent_type, constraints, (), ())
+        self._index()
+        entry = self._by_id.get(model_id)
+        if entry is None:
+            return "not in the registry"
+        result = self._examine(entry, rq)
+        return result if isinstance(result, str) else None
+
+    # -- selection ----------------------------------------------------------------------
+
+    async def select_model(
+        self,
+        task: ModelRequest,
+        agent_type: str,
+        constraints: Any = None,
+        *,
+        exclude: Collection[str] = (),
+        demoted: Collection[str] = (),
+    ) -> ModelSelection | None:
+        """The best eligible model for ``task``, or None when no model passes the filters.
+
+        ``exclude``: models already tried for this request (never chosen again).
+        ``demoted``: models to use only when nothing else is eligible.
+        Emits one :class:`~telemetry.events.SelectionEvent`, also when returning None.
+        """
+        start = time.time_ns()
+        rq = _Request(task, agent_type, constraints, exclude, demoted)
+        selection, reason, excluded, experiment, arm = self._select(task, rq)
+        self._events.record(SelectionEvent(
+            agent_type=agent_type, task_id=task.task_id,
+            chosen=selection.model_id if selection else None, reason=reason,
+            scores=selection.scores if selection else {}, excluded=excluded,
+            experiment=experiment, arm=arm,
+            propensity=selection.propensity if selection else 1.0,
+            start_time_ns=start, end_time_ns=time.time_ns(),
+        ))
+        return selection
+
+    def _select(self, task: ModelRequest, rq: _Request) -> tuple[
+            ModelSelection | None, str, dict[str, str], str | None, str | None]:
+        excluded: dict[str, str] = {}
+        eligible: list[Candidate] = []
+        held_back: list[Candidate] = []  # demoted: a last resort
+        demotion = self._demotion
+        for e in self._index():
+            result = self._examine(e, rq)
+            if isinstance(result, str):
+                excluded[e.id] = result
+            elif e.id in rq.demoted or (demotion is not None and demotion(e.id, rq.agent_type)):
+                held_back.append(result)
+            else:
+                eligible.append(result)
+        note = ""
+        if held_back:
+            if eligible:
+                for c in held_back:
+                    excluded[c.model.id] = f"demoted for {rq.agent_type or 'this agent type'}"
+            else:
+                eligible = held_back
+                note = "; only demoted models were eligible"
+
+        experiment = self.registry.experiment_for(rq.agent_type) if task.task_id else None
+        arm = self.assigner.assign(experiment, task.task_id) if experiment is not None else None
+        exp_name = experiment.name if experiment is not None else None
+        if not eligible:
+            reason = "no eligible model: " + (_summarise(excluded, limit=5)
+                                              or "no models registered")
+            return None, reason, excluded, exp_name, arm
+
+        context = self._context(eligible, rq.required, task)
+        scorer = self.scorer
+        scores: dict[str, float] = {}
+        # (-score, id) sorts best first with ties broken by id; ids are unique, so the
+        # candidate and breakdown in the tuple are never compared.
+        ranked: list[tuple[float, str, Candidate, ScoreBreakdown]] = []
+        for cand in eligible:
+            b = scorer.score(cand, context)
+            mid = cand.model.id
+            total = b.total
+            scores[mid] = total
+            ranked.append((-total, mid, cand, b))
+        ranked.sort()
+        best = ranked[0]
+        chosen = best
+        propensity = 1.0
+        if experiment is not None and arm is not None:
+            arm_ids = experiment.arms
+            ineligible = [a for a in arm_ids if a not in scores]
+            if arm in scores:
+                chosen = next(r for r in ranked if r[1] == arm)
+            propensity = logging_propensity(arm_ids, chosen[1], ineligible, best[1])
+        _, cid, chosen_cand, b = chosen
+        why = f"score {b.total:.2f} ({b.describe()})"
+        if experiment is not None and arm is not None:
+            if cid == arm:
+                head = f"experiment {exp_name}: arm {arm} (propensity {propensity:.2f}); {why}"
+            else:
+                head = (f"experiment {exp_name}: arm {arm} unavailable: "
+                        f"{excluded.get(arm, 'not eligible')}; fell back to highest {why}")
+        else:
+            head = f"highest {why}: {_traits(chosen_cand, context)}"
+        others = _summarise(excluded, limit=3, skip=arm)
+        reason = head + note + (f"; {others}" if others else "")
+        selection = ModelSelection(
+            model_id=cid, model_metadata=chosen_cand.model, suitability_score=b.total,
+            alternatives=[r[1] for r in ranked if r[1] != cid],
+            selection_reason=reason, scores=scores, excluded=excluded,
+            experiment=exp_name, arm=arm, propensity=propensity,
+        )
+        return selection, reason, excluded, exp_name, arm
+
+    @staticmethod
+    def _context(cands: list[Candidate], required: frozenset[str], task: ModelRequest
+                 ) -> ScoreContext:
+        return ScoreContext(
+            required_capabilities=required,
+            priority=task.effective_priority,
+            min_cost=min(c.estimated_cost for c in cands),
+            max_cost=max(c.estimated_cost for c in cands),
+            fastest_latency_ms=min(c.latency_ms for c in cands),
+            max_capability_count=max(len(c.capabilities) for c in cands),
+        )
+
+    # -- pure scoring -------------------------------------------------------------------
+
+    def rank_models(self, models: Iterable[ModelMetadata], task: ModelRequest
+                    ) -> list[tuple[ModelMetadata, float]]:
+        """Score ``models`` against each other for ``task`` (no filtering), best first,
+        ties broken by id. Measured statistics are used where there are enough."""
+        rq = _Request(task, task.agent_type, None, (), ())
+        cands = [self._candidate(e, rq.prompt_tokens * e.in_price + rq.out_tokens * e.out_price,
+                                 task.agent_type or None)
+                 for e in (self._entry(m) for m in models)]
+        if not cands:
+            return []
+        context = self._context(cands, _EMPTY, task)
+        scored = [(c.model, self.scorer.score(c, context).total) for c in cands]
+        scored.sort(key=lambda pair: (-pair[1], pair[0].id))
+        return scored
+
+    def calculate_suitability_score(self, model: ModelMetadata, task: ModelRequest,
+                                    performance_data: PerformanceMetrics | None = None) -> float:
+        """``model``'s score for ``task`` relative to the enabled registry models.
+
+        The cost and latency bounds come from the registry (prices at this request's
+        token counts, ``average_response_time_ms``); ``performance_data`` (the seed's
+        :class:`PerformanceMetrics`) is used when it has ``min_samples`` requests, else
+        the monitor's rolling snapshot, else the priors.
+        """
+        rq = _Request(task, task.agent_type, None, (), ())
+        entry = self._entry(model)
+        cand = self._candidate(entry, rq.prompt_tokens * entry.in_price
+                               + rq.out_tokens * entry.out_price, task.agent_type or None,
+                               performance_data)
+        peers = [e for e in self._index() if e.enabled] or [entry]
+        costs = [rq.prompt_tokens * e.in_price + rq.out_tokens * e.out_price for e in peers]
+        context = ScoreContext(
+            required_capabilities=_EMPTY,
+            priority=task.effective_priority,
+            min_cost=min(*costs, cand.estimated_cost),
+            max_cost=max(*costs, cand.estimated_cost),
+            fastest_latency_ms=min(*(e.latency for e in peers), cand.latency_ms),
+            max_capability_count=max(*(len(e.caps) for e in peers), len(entry.caps)),
+        )
+        return self.scorer.score(cand, context).total
+
+    def __repr__(self) -> str:
+        return (f"ModelSelector(models={len(self._entries)}, registry_version="
+                f"{self._index_version}, scorer={self.scorer!r}, min_samples={self.min_samples})")
+
+
+def _traits(chosen: Candidate, context: ScoreContext) -> str:
+    """What sets the chosen model apart, e.g. ``cheapest with code-generation``."""
+    traits = []
+    if chosen.estimated_cost <= context.min_cost:
+        traits.append("cheapest")
+    if chosen.latency_ms <= context.fastest_latency_ms:
+        traits.append("fastest")
+    if len(chosen.capabilities) >= context.max_capability_count:
+        traits.append("broadest capabilities")
+    text = " and ".join(traits) if traits else "best balance"
+    if context.required_capabilities:
+        text += " with " + ", ".join(sorted(context.required_capabilities))
+    return text
+
+
+def _summarise(excluded: dict[str, str], *, limit: int, skip: str | None = None) -> str:
+    """``a excluded: rate-limited; b excluded: disabled; +3 more excluded`` ('' if none)."""
+    parts = []
+    for mid, why in excluded.items():
+        if mid == skip:
+            continue
+        if len(parts) == limit:
+            parts.append(f"+{len(excluded) - limit - (skip in excluded)} more excluded")
+            break
+        parts.append(f"{mid} excluded: {why}")
+    return "; ".join(parts)
