@@ -1,0 +1,414 @@
+"""The response cache: L1 in memory (an LRU of live entries), L2 in SQLite.
+
+A key (:func:`cache_key`) is the SHA-256 of the request's content: its messages (a
+prompt is the same as one user message), ``max_tokens``, the effective temperature and
+the other ``parameters`` (``priority`` is routing, not content), plus a ``model_id``
+when given. The manager asks without a model id, so its cache is model-agnostic per
+agent request: a hit returns what any model answered to the same request.
+
+``get`` looks in L1 (microseconds, the hot path), then L2 (one primary-key read);
+each hit counts in ``hit_count`` and refreshes the entry's last access. Those
+access updates are written to L2 in batches (at the next write, eviction or close),
+so an L1 hit never touches the disk. ``set`` writes L1 and L2 at once (one short
+autocommit in WAL mode). Entries live ``default_ttl_seconds`` unless ``set`` says
+otherwise; expired entries are misses. When the stored payloads pass ``max_size_mb``
+the least recently used entries go until 90 % of it is left.
+
+Responses are stored as JSON (never pickle) in the table ``amm_cache``; the file may
+hold other components' tables. A corrupt or unwritable file raises
+:class:`~amm.errors.CacheError`: callers carry on without the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cachetools import LRUCache
+
+from amm.errors import CacheError, InvalidRequestError
+from amm.models import CachedResponse, ModelRequest, ModelResponse, TokenUsage
+from telemetry.events import NULL_SINK, CacheEvent, EventSink
+
+__all__ = ["CACHE_TABLE", "CacheManager", "cache_key"]
+
+logger = logging.getLogger(__name__)
+
+CACHE_TABLE = "amm_cache"
+"""The L2 table; the file may be shared with other components' tables."""
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (
+    key TEXT PRIMARY KEY,
+    payload TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    cached_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    last_access REAL NOT NULL,
+    hit_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS {CACHE_TABLE}_expires ON {CACHE_TABLE} (expires_at);
+CREATE INDEX IF NOT EXISTS {CACHE_TABLE}_access ON {CACHE_TABLE} (last_access);
+"""
+
+_MB = 1024 * 1024
+_KEY_VERSION = "amm-cache-v1"
+_NOT_CONTENT = frozenset({"priority", "temperature"})  # temperature enters as effective
+_TOUCH_BATCH = 256  # L1 hits whose access updates wait before one L2 write
+_T = TypeVar("_T")
+
+
+# One encoder, built once: json.dumps with options builds a new one per call.
+_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                         default=str).encode
+
+
+def cache_key(request: ModelRequest, model_id: str | None = None) -> str:
+    """SHA-256 hex key of a request's content (and ``model_id`` when given).
+
+    Parameter order does not matter; a different temperature, ``max_tokens``, message
+    or parameter gives a different key. The common shape (a prompt or one user
+    message, no extra parameters) skips JSON entirely.
+    """
+    params = request.parameters
+    extra = ""
+    if params and not params.keys() <= _NOT_CONTENT:
+        extra = _json({k: v for k, v in params.items() if k not in _NOT_CONTENT})
+    msgs = request.messages
+    if not msgs:
+        body = "p" + request.prompt
+    elif (len(msgs) == 1 and len(msgs[0]) == 2 and msgs[0].get("role") == "user"
+          and isinstance(msgs[0].get("content"), str)):
+        body = "p" + msgs[0]["content"]  # the same request as a prompt
+    else:
+        body = "m" + _json([m if type(m) is dict else dict(m) for m in msgs])
+    # Only the last field may hold a NUL (JSON escapes them, repr quotes the id), so
+    # the fields cannot run into each other.
+    material = (f"{_KEY_VERSION}\x00{model_id!r}\x00{request.max_tokens}\x00"
+                f"{float(request.effective_temperature)!r}\x00{extra}\x00{body}")
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _dump(response: ModelResponse) -> str:
+    usage = response.token_usage
+    return _json({
+        "content": response.content, "model_id": response.model_id,
+        "token_usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                        "total_tokens": usage.total_tokens},
+        "latency_ms": response.latency_ms, "cost": response.cost, "metadata": response.metadata,
+    })
+
+
+def _load(payload: str) -> ModelResponse:
+    data = json.loads(payload)
+    return ModelResponse(
+        content=data["content"], model_id=data["model_id"],
+        token_usage=TokenUsage(**data["token_usage"]), latency_ms=float(data["latency_ms"]),
+        cost=float(data["cost"]), metadata=dict(data["metadata"]),
+    )
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class _Entry:
+    """One live L1 entry; ``hits`` is its hit count, the same as L2's."""
+
+    __slots__ = ("cached_at", "expires_at", "expires_ts", "hits", "response")
+
+    def __init__(self, response: ModelResponse, cached_ts: float, expires_ts: float,
+                 hits: int) -> None:
+        self.response = response
+        self.cached_at = _utc(cached_ts)
+        self.expires_ts = expires_ts
+        self.expires_at = _utc(expires_ts)
+        self.hits = hits
+
+
+class CacheManager:
+    """Two-level response cache (L1 memory, L2 SQLite) with TTL and LRU eviction.
+
+    >>> cache = CacheManager(Path("data/cache.db"), max_size_mb=1000, default_ttl_seconds=3600)
+    >>> key = cache.generate_cache_key(request)
+    >>> hit = await cache.get(key)   # None on a miss
+    >>> await cache.set(key, response)
+    """
+
+    def __init__(
+        self,
+        db_path: Path | str,
+        max_size_mb: float = 1000,
+        default_ttl_seconds: float = 3600,
+        *,
+        l1_max_entries: int = 1024,
+        clock: Callable[[], float] = time.time,
+        events: EventSink = NULL_SINK,
+        cache_nondeterministic: bool = False,
+    ) -> None:
+        if max_size_mb <= 0 or default_ttl_seconds <= 0:
+            raise InvalidRequestError(
+                f"max_size_mb and default_ttl_seconds must be > 0; got {max_size_mb!r}, "
+                f"{default_ttl_seconds!r}", error_type="invalid_cache_settings")
+        self._path = Path(db_path)
+        self._max_bytes = max_size_mb * _MB
+        self._ttl = float(default_ttl_seconds)
+        self._clock = clock
+        self._events = events
+        self._nondeterministic = cache_nondeterministic
+        # _db_lock guards the connection and the size; _l1_lock the memory level. An
+        # L1 hit takes only _l1_lock, so it never waits for a disk write or eviction.
+        # Order: _db_lock before _l1_lock.
+        self._db_lock = threading.Lock()
+        self._l1_lock = threading.Lock()
+        self._l1: LRUCache[str, _Entry] | None = (
+            LRUCache(maxsize=l1_max_entries) if l1_max_entries > 0 else None)
+        self._touched: dict[str, tuple[float, int]] = {}  # key -> (last access, hits)
+        self._conn: sqlite3.Connection | None = None
+        self._conn = self._open()
+        self._size = int(self._sql(lambda c: c.execute(
+            f"SELECT COALESCE(SUM(size_bytes), 0) FROM {CACHE_TABLE}").fetchone()[0]))
+
+    # -- keys --------------------------------------------------------------------------
+
+    def generate_cache_key(self, request: ModelRequest, model_id: str | None = None) -> str:
+        """The request's cache key (see :func:`cache_key`)."""
+        return cache_key(request, model_id)
+
+    def is_cacheable(self, request: ModelRequest) -> bool:
+        """Deterministic requests (temperature 0) only, unless ``cache_nondeterministic``."""
+        return self._nondeterministic or request.effective_temperature == 0
+
+    # -- lookups and stores -------------------------------------------------------------
+
+    async def get(self, cache_key: str, *, agent_type: str = "",
+                  task_id: str = "") -> CachedResponse | None:
+        """The live entry for ``cache_key`` (its ``hit_count`` counts this hit), or None.
+
+        Records a ``CacheEvent``. Raises CacheError when L2 is corrupt or unreadable.
+        """
+        hit: CachedResponse | None = None
+        try:
+            hit = self._get(cache_key)
+        finally:
+            self._events.record(CacheEvent(
+                hit=hit is not None, agent_type=agent_type,
+                model_id=hit.response.model_id if hit is not None else None, task_id=task_id))
+        return hit
+
+    def _get(self, key: str) -> CachedResponse | None:
+        now = self._clock()
+        flush = False
+        if self._l1 is not None:
+            with self._l1_lock:
+                entry = self._l1.get(key)
+                if entry is not None:
+                    if entry.expires_ts <= now:
+                        del self._l1[key]
+                        return None  # L2 holds the same expiry
+                    entry.hits += 1
+                    self._touched[key] = (now, entry.hits)
+                    flush = len(self._touched) >= _TOUCH_BATCH
+                    hit = CachedResponse(entry.response, entry.cached_at, entry.expires_at,
+                                         entry.hits)
+            if entry is not None:
+                if flush:
+                    self._sql(self._write_touches)
+                return hit
+        return self._sql(lambda c: self._get_l2(c, key, now))
+
+    def _get_l2(self, conn: sqlite3.Connection, key: str, now: float) -> CachedResponse | None:
+        row = conn.execute(
+            f"SELECT payload, cached_at, expires_at, hit_count FROM {CACHE_TABLE} WHERE key = ?",
+            (key,)).fetchone()
+        if row is None or row[2] <= now:
+            return None
+        payload, cached_ts, expires_ts, hits = row
+        try:
+            response = _load(payload)
+        except (ValueError, KeyError, TypeError) as exc:
+            conn.execute(f"DELETE FROM {CACHE_TABLE} WHERE key = ?", (key,))
+            raise CacheError(f"cache {self._path}: entry {key[:12]} is corrupt; "
+                             f"removed: {exc}") from exc
+        hits += 1
+        conn.execute(f"UPDATE {CACHE_TABLE} SET last_access = ?, hit_count = ? WHERE key = ?",
+                     (now, hits, key))
+        entry = _Entry(response, cached_ts, expires_ts, hits)
+        if self._l1 is not None:
+            with self._l1_lock:
+                self._l1[key] = entry
+        return CachedResponse(response, entry.cached_at, entry.expires_at, hits)
+
+    async def set(self, cache_key: str, response: ModelResponse,
+                  ttl_seconds: float | None = None) -> None:
+        """Store ``response`` under ``cache_key`` for ``ttl_seconds`` (default TTL when None).
+
+        Raises CacheError when L2 cannot be written.
+        """
+        ttl = self._ttl if ttl_seconds is None else ttl_seconds
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+            raise InvalidRequestError(f"ttl_seconds must be > 0; got {ttl_seconds!r}",
+                                      error_type="invalid_ttl")
+        payload = _dump(response)
+        size = len(payload.encode("utf-8", "surrogatepass"))
+        now = self._clock()
+        expires = now + ttl
+
+        def write(conn: sqlite3.Connection) -> None:
+            self._write_touches(conn)
+            old = conn.execute(f"SELECT size_bytes FROM {CACHE_TABLE} WHERE key = ?",
+                               (cache_key,)).fetchone()
+            conn.execute(
+                f"INSERT OR REPLACE INTO {CACHE_TABLE} VALUES (?, ?, ?, ?, ?, ?, 0)",
+                (cache_key, payload, size, now, expires, now))
+            self._size += size - (old[0] if old else 0)
+            if self._l1 is not None:
+                with self._l1_lock:
+                    self._l1[cache_key] = _Entry(response, now, expires, 0)
+            if self._size > self._max_bytes:
+                self._evict_lru(conn, self._max_bytes * 0.9)
+
+        self._sql(write)
+
+    # -- maintenance -------------------------------------------------------------------
+
+    async def evict_expired(self) -> int:
+        """Remove every expired entry; returns how many."""
+        now = self._clock()
+
+        def evict(conn: sqlite3.Connection) -> int:
+            self._write_touches(conn)
+            gone = conn.execute(f"DELETE FROM {CACHE_TABLE} WHERE expires_at <= ? "
+                                f"RETURNING key, size_bytes", (now,)).fetchall()
+            self._size -= sum(size for _, size in gone)
+            keys = {key for key, _ in gone}
+            if self._l1 is not None:
+                with self._l1_lock:
+                    stale = [k for k, e in self._l1.items() if e.expires_ts <= now]
+                    for k in stale:
+                        del self._l1[k]
+                keys.update(stale)
+            return len(keys)
+
+        return await asyncio.to_thread(self._sql, evict)
+
+    async def evict_lru(self, target_size_mb: float) -> int:
+        """Remove the least recently used entries until the payloads fit in
+        ``target_size_mb`` (MiB); returns how many were removed."""
+        if isinstance(target_size_mb, bool) or not isinstance(target_size_mb, int | float) \
+                or target_size_mb < 0:
+            raise InvalidRequestError(f"target_size_mb must be >= 0; got {target_size_mb!r}",
+                                      error_type="invalid_target_size")
+
+        def evict(conn: sqlite3.Connection) -> int:
+            self._write_touches(conn)
+            return self._evict_lru(conn, target_size_mb * _MB)
+
+        return await asyncio.to_thread(self._sql, evict)
+
+    def _evict_lru(self, conn: sqlite3.Connection, target_bytes: float) -> int:
+        total = conn.execute(
+            f"SELECT COALESCE(SUM(size_bytes), 0) FROM {CACHE_TABLE}").fetchone()[0]
+        victims: list[str] = []
+        for key, size in conn.execute(
+                f"SELECT key, size_bytes FROM {CACHE_TABLE} ORDER BY last_access, key"):
+            if total <= target_bytes:
+                break
+            victims.append(key)
+            total -= size
+        conn.executemany(f"DELETE FROM {CACHE_TABLE} WHERE key = ?", [(k,) for k in victims])
+        self._size = total
+        if self._l1 is not None:
+            with self._l1_lock:
+                for key in victims:
+                    self._l1.pop(key, None)
+        return len(victims)
+
+    def size_bytes(self) -> int:
+        """Bytes of the stored payloads (read from the file: other instances count too)."""
+        def total(conn: sqlite3.Connection) -> int:
+            self._size = int(conn.execute(
+                f"SELECT COALESCE(SUM(size_bytes), 0) FROM {CACHE_TABLE}").fetchone()[0])
+            return self._size
+        return self._sql(total)
+
+    def __len__(self) -> int:
+        return int(self._sql(
+            lambda c: c.execute(f"SELECT COUNT(*) FROM {CACHE_TABLE}").fetchone()[0]))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write pending access updates and close the file. Idempotent."""
+        with self._db_lock:
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                self._write_touches(conn)
+            except sqlite3.Error:
+                logger.warning("cache %s: access times lost at close", self._path, exc_info=True)
+            finally:
+                conn.close()
+
+    def __enter__(self) -> CacheManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> CacheManager:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        l1 = len(self._l1) if self._l1 is not None else 0
+        return (f"CacheManager({str(self._path)!r}, l1_entries={l1}, "
+                f"size={self._size}B of {int(self._max_bytes)}B)")
+
+    # -- the database ------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None,
+                                   timeout=5.0)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
+        except (sqlite3.Error, OSError) as exc:
+            raise CacheError(f"cache {self._path}: cannot open: {exc}") from exc
+        return conn
+
+    def _sql(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` on the connection, mapping database failures to CacheError."""
+        with self._db_lock:
+            if self._conn is None:
+                raise CacheError(f"cache {self._path} is closed")
+            try:
+                return work(self._conn)
+            except sqlite3.Error as exc:
+                raise CacheError(f"cache {self._path}: {exc}") from exc
+
+    def _write_touches(self, conn: sqlite3.Connection) -> None:
+        with self._l1_lock:
+            touched, self._touched = self._touched, {}
+        if touched:
+            conn.executemany(
+                f"UPDATE {CACHE_TABLE} SET last_access = ?, hit_count = ? WHERE key = ?",
+                [(at, hits, key) for key, (at, hits) in touched.items()])
