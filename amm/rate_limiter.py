@@ -236,7 +236,8 @@ class RateLimiter:
         ``requests_remaining``/``tokens_remaining`` count against the 90 % line (what
         amm will still admit), not the provider's full limit. ``reset_time`` is the
         exact wall time at which enough of the window expires to admit this request
-        (None when it is admitted now).
+        (None when it is admitted now). A refusal is recorded as a
+        ``RateLimitedEvent(source="local")``.
         """
         _check_tokens(estimated_tokens, "estimated_tokens")
         with self._lock:
@@ -277,17 +278,24 @@ class RateLimiter:
     def acquire(self, model_id: str, estimated_tokens: int) -> Reservation | None:
         """Check and reserve one request and ``estimated_tokens`` in one atomic step.
 
-        Returns None (and reserves nothing) when the request would cross the line.
+        Returns None (and reserves nothing) when the request would cross the line. It
+        records no event: its caller has the request's agent and task and records the
+        refusal (``RateLimitedEvent(source="local")``), as ``ModelManager`` does.
         """
         _check_tokens(estimated_tokens, "estimated_tokens")
         with self._lock:
             w, now = self._window_now(model_id, require_known=True)
-            wait = self._wait_locked(w, now, estimated_tokens)
-            if wait <= 0:
-                entry = self._append(w, now, estimated_tokens)
-                return Reservation(self, model_id, entry)
-        self._events.record(RateLimitedEvent(model_id, "local", retry_after_s=wait))
-        return None
+            if self._wait_locked(w, now, estimated_tokens) > 0:
+                return None
+            return Reservation(self, model_id, self._append(w, now, estimated_tokens))
+
+    def wait_time(self, model_id: str, estimated_tokens: int = 1) -> float:
+        """Exact seconds until a request of ``estimated_tokens`` would be admitted (0.0:
+        now). Unknown models have no local limits."""
+        _check_tokens(estimated_tokens, "estimated_tokens")
+        with self._lock:
+            w, now = self._window_now(model_id, require_known=False)
+            return self._wait_locked(w, now, estimated_tokens)
 
     async def record_request(
         self, model_id: str, tokens_used: int, was_rate_limited: bool = False

@@ -248,17 +248,29 @@ async def test_settling_an_expired_reservation_changes_nothing(
     assert (await limiter.check_rate_limit("tokens", 0)).tokens_remaining == 900
 
 
-async def test_refused_admission_emits_one_local_rate_limited_event(
+async def test_a_refusing_check_emits_a_local_event_and_acquire_leaves_it_to_its_caller(
     limiter: RateLimiter, sink: ListSink
 ) -> None:
     for _ in range(9):
         assert limiter.acquire("small", 1) is not None
-    assert sink.events == []
+    assert (await limiter.check_rate_limit("tokens", 1)).is_limited is False
     assert limiter.acquire("small", 1) is None
+    assert sink.events == []
+    assert (await limiter.check_rate_limit("small", 1)).is_limited
     (event,) = sink.events
     assert isinstance(event, RateLimitedEvent)
     assert event.source == "local" and event.model_id == "small"
     assert event.retry_after_s == pytest.approx(60.0)
+
+
+async def test_wait_time_is_exact_for_the_requested_size(
+    limiter: RateLimiter, clock: FakeClock
+) -> None:
+    await limiter.record_request("tokens", tokens_used=500)
+    clock.t += 15
+    assert limiter.wait_time("tokens", 400) == 0.0
+    assert limiter.wait_time("tokens", 401) == pytest.approx(45.0)
+    assert limiter.wait_time("unknown-model", 10**9) == 0.0
 
 
 def test_listener_limits_on_provider_events_only(limiter: RateLimiter) -> None:
