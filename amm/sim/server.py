@@ -1,0 +1,332 @@
+"""The simulator's HTTP server: aiohttp on 127.0.0.1, in a thread with its own loop.
+
+Running in its own thread makes one server usable from sync code, pytest fixtures,
+an async demo (whose loop it never blocks) and the ``amm sim`` command alike.
+
+>>> with Simulator({"sim-gpt": ModelProfile()}, seed=7) as sim:
+...     base = sim.api_base("openai")   # give this to litellm as api_base
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from amm.errors import ConfigurationError
+from amm.sim.behaviour import Decision, Fault, ModelState, model_seed
+from amm.sim.profile import PROTOCOLS, ModelProfile, demo_profiles
+from amm.sim.protocols import PROTOCOL_CLASSES
+from amm.sim.text import count_tokens, generate_text, truncate_tokens
+from amm.sim.wire import Answer, WireError, WireProtocol, error_message
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = ["Simulator"]
+
+_SHUTDOWN_TIMEOUT_S = 0.25
+"""How long stop() lets in-flight answers finish before cancelling them (hung ones)."""
+
+_API_BASE_SUFFIX = {"openai": "/v1", "anthropic": "", "ollama": "", "google": "/v1beta"}
+
+
+class Simulator:
+    """A local provider that speaks the OpenAI, Anthropic, Ollama and Gemini protocols.
+
+    ``profiles`` maps the model name on the wire to its :class:`ModelProfile`;
+    unknown names get the provider's 404 unless ``default_profile`` is given.
+    ``clock`` (monotonic seconds) drives the rpm window, so tests move time by hand.
+    """
+
+    def __init__(
+        self,
+        profiles: Mapping[str, ModelProfile] | None = None,
+        *,
+        seed: int = 0,
+        default_profile: ModelProfile | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._seed = seed
+        self._default_profile = default_profile
+        self._host = host
+        self._port = port
+        self._clock = clock
+        # One lock guards all model state: the server thread decides and records under
+        # it, callers read counters and swap profiles under it; it is held for microseconds.
+        self._lock = threading.Lock()
+        self._states: dict[str, ModelState] = {}
+        for name, profile in (profiles or {}).items():
+            self._states[name] = ModelState(name, profile, model_seed(seed, name))
+        self._protocols = {name: cls() for name, cls in PROTOCOL_CLASSES.items()}
+        self._lifecycle = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._base_url: str | None = None
+        self._start_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        state = self._base_url or "stopped"
+        return f"<Simulator {state} models={sorted(self._states)} seed={self._seed}>"
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> str:
+        """Start serving (idempotent) and return the base URL ``http://127.0.0.1:PORT``."""
+        with self._lifecycle:
+            if self._base_url is not None:
+                return self._base_url
+            ready = threading.Event()
+            self._start_error = None
+            self._thread = threading.Thread(target=self._run, args=(ready,),
+                                            name="amm-sim", daemon=True)
+            self._thread.start()
+            ready.wait()
+            if self._start_error is not None:
+                self._thread.join()
+                self._thread = None
+                raise self._start_error
+            assert self._base_url is not None
+            return self._base_url
+
+    def stop(self) -> None:
+        """Stop serving and join the server thread (idempotent). Hung answers are cut."""
+        with self._lifecycle:
+            thread, loop = self._thread, self._loop
+            if thread is None or loop is None:
+                return
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            self._thread = self._loop = self._base_url = None
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Simulator:
+        self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        # Joining the server thread can take up to the shutdown timeout: keep the
+        # caller's loop free meanwhile.
+        await asyncio.to_thread(self.stop)
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the running server."""
+        if self._base_url is None:
+            raise ConfigurationError("Simulator.base_url: the simulator is not started")
+        return self._base_url
+
+    def api_base(self, protocol: str) -> str:
+        """The ``api_base`` to give litellm for ``protocol`` (openai, anthropic, ollama,
+        google): ``openai/<m>`` needs ``<base>/v1``, ``gemini/<m>`` ``<base>/v1beta``."""
+        if protocol not in _API_BASE_SUFFIX:
+            raise ConfigurationError(
+                f"Simulator.api_base: protocol must be one of {', '.join(PROTOCOLS)}, "
+                f"got {protocol!r}", field="protocol")
+        return self.base_url + _API_BASE_SUFFIX[protocol]
+
+    @classmethod
+    def serve_forever(cls, host: str = "127.0.0.1", port: int = 0,
+                      profiles: Mapping[str, ModelProfile] | None = None, seed: int = 0) -> None:
+        """Serve until interrupted (``amm sim``); prints the URL and each model's api_base."""
+        profiles = demo_profiles() if profiles is None else profiles
+        sim = cls(profiles, seed=seed, host=host, port=port)
+        base = sim.start()
+        print(f"amm provider simulator listening on {base}", flush=True)
+        for name, profile in sorted(profiles.items()):
+            print(f"  {name:<16} {profile.protocol:<10} api_base={sim.api_base(profile.protocol)}",
+                  flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sim.stop()
+
+    # -- behaviour and counters ----------------------------------------------------
+
+    def set_profile(self, model: str, profile: ModelProfile) -> None:
+        """Change ``model``'s behaviour from the next request on (thread-safe)."""
+        with self._lock:
+            state = self._states.get(model)
+            if state is None:
+                self._states[model] = ModelState(model, profile, model_seed(self._seed, model))
+            else:
+                state.profile = profile
+
+    def profiles(self) -> dict[str, ModelProfile]:
+        """The configured profiles by model name."""
+        with self._lock:
+            return {name: s.profile for name, s in self._states.items() if s.profile is not None}
+
+    def billed(self) -> dict[str, tuple[int, int]]:
+        """(input, output) tokens per model over the 200 answers that carried usage."""
+        with self._lock:
+            return {name: (s.input_tokens, s.output_tokens)
+                    for name, s in self._states.items() if s.billed_answers}
+
+    def request_count(self, model: str | None = None) -> int:
+        """Requests received, for one model or all (unparseable ones count under "")."""
+        with self._lock:
+            if model is not None:
+                state = self._states.get(model)
+                return state.received if state else 0
+            return sum(s.received for s in self._states.values())
+
+    def status_counts(self, model: str | None = None) -> dict[int, int]:
+        """Answers sent by HTTP status, for one model or all."""
+        with self._lock:
+            states = [self._states[model]] if model in self._states else (
+                [] if model is not None else list(self._states.values()))
+            total: Counter[int] = Counter()
+            for state in states:
+                total.update(state.statuses)
+            return dict(total)
+
+    def reset(self) -> None:
+        """Counters, request indices and rpm windows back to zero; profiles stay."""
+        with self._lock:
+            for state in self._states.values():
+                state.reset()
+
+    def _state_for(self, model: str) -> ModelState:
+        state = self._states.get(model)
+        if state is None:
+            state = ModelState(model, self._default_profile, model_seed(self._seed, model))
+            self._states[model] = state
+        return state
+
+    # -- the server thread -----------------------------------------------------------
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            runner = loop.run_until_complete(self._open())
+        except BaseException as exc:  # reported to start()'s caller, in its thread
+            self._start_error = exc
+            loop.close()
+            ready.set()
+            return
+        self._loop = loop
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
+
+    async def _open(self) -> web.AppRunner:
+        from aiohttp import web  # 0.3 s to import: paid when a server starts, not at import
+
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        for path, name in (("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic"),
+                           ("/api/chat", "ollama"), ("/v1beta/models/{target}", "google")):
+            app.router.add_post(path, self._handler(self._protocols[name]))
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port, backlog=1024)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        self._base_url = f"http://{host}:{port}"
+        return runner
+
+    async def _health(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        return web.json_response({"status": "ok", "models": sorted(self.profiles())})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "amm-sim"}
+                for name in sorted(self.profiles())]
+        return web.json_response({"object": "list", "data": data})
+
+    def _handler(self, protocol: WireProtocol) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self._answer(protocol, request)
+        return handle
+
+    async def _answer(self, protocol: WireProtocol, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        body = await request.read()
+        path_model = None
+        if "target" in request.match_info:
+            path_model, _, action = request.match_info["target"].rpartition(":")
+            if action != "generateContent":
+                return self._bad_request(protocol, path_model, f"unsupported method {action!r}: "
+                                         "the simulator serves generateContent only")
+        try:
+            parsed = protocol.parse(body, request.headers, path_model, request.query)
+        except WireError as exc:
+            return self._bad_request(protocol, path_model or "", str(exc))
+
+        with self._lock:
+            state = self._state_for(parsed.model)
+            decision = state.decide(api_key=parsed.api_key, prompt_tokens=parsed.prompt_tokens,
+                                    now=self._clock())
+        rng = random.Random(decision.rng_seed)
+        headers = protocol.headers(decision, rng)
+        if decision.fault is not None:
+            self._record(state, decision.status)
+            message = error_message(decision)
+            return web.json_response(protocol.error(decision, message),
+                                     status=decision.status, headers=headers)
+        if decision.delay_s > 0:
+            await asyncio.sleep(decision.delay_s)
+        if decision.malformed:
+            self._record(state, 200)
+            return web.Response(body=protocol.malformed(decision), headers=headers,
+                                content_type="application/json")
+        answer = self._generate(parsed.prompt, parsed.prompt_tokens, parsed.max_tokens,
+                                decision, rng)
+        self._record(state, 200, answer.input_tokens, answer.output_tokens, billed=True)
+        return web.json_response(protocol.success(decision, answer, rng), headers=headers)
+
+    @staticmethod
+    def _generate(prompt: str, prompt_tokens: int, max_tokens: int | None, decision: Decision,
+                  rng: random.Random) -> Answer:
+        text = generate_text(prompt, good=decision.good, rng=rng)
+        truncated = False
+        if max_tokens is not None:
+            text, truncated = truncate_tokens(text, max_tokens)
+        return Answer(text, prompt_tokens, count_tokens(text), truncated)
+
+    def _bad_request(self, protocol: WireProtocol, model: str, message: str) -> web.Response:
+        from aiohttp import web
+
+        with self._lock:
+            state = self._states.get(model) or self._state_for("")
+            state.received_unparsed += 1
+            state.record(400)
+        decision = Decision(model, -1, 400, Fault.BAD_REQUEST)
+        return web.json_response(protocol.error(decision, message), status=400)
+
+    def _record(self, state: ModelState, status: int, input_tokens: int = 0,
+                output_tokens: int = 0, *, billed: bool = False) -> None:
+        with self._lock:
+            state.record(status, input_tokens, output_tokens, billed=billed)
