@@ -10,6 +10,8 @@ import asyncio
 import json
 import random
 import re
+import subprocess
+import sys
 
 import aiohttp
 import httpx
@@ -53,6 +55,20 @@ async def post_concurrently(url: str, n: int, concurrency: int = 64) -> list[tup
 def _close_http_client():
     yield
     _HTTP.close()
+
+
+def test_public_surface_of_amm_sim() -> None:
+    import amm.sim
+
+    assert set(amm.sim.__all__) == {
+        "PROTOCOLS", "ModelProfile", "Simulator", "count_tokens", "demo_profiles"}
+
+
+def test_importing_amm_sim_does_not_import_aiohttp_or_litellm() -> None:
+    code = "import sys, amm.sim; print(sorted({'aiohttp', 'litellm'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
 
 
 # -- text ---------------------------------------------------------------------------

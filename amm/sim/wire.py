@@ -83,7 +83,8 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def chat_request(data: dict[str, Any], system: Any, max_tokens: Any, key: str | None) -> ParsedRequest:
+def chat_request(data: dict[str, Any], system: Any, max_tokens: Any,
+                 key: str | None) -> ParsedRequest:
     """The common shape: ``model`` plus ``messages`` with role/content."""
     model = data.get("model")
     messages = data.get("messages")
