@@ -29,9 +29,12 @@ Each factor is normalised to [0, 1] before weighting:
   values are used once a model has ``min_samples`` requests; before that the priors:
   success :data:`PRIOR_SUCCESS_RATE`, the registry's ``average_response_time_ms``,
   quality :data:`PRIOR_QUALITY`.
-- **availability** = headroom factor / (1 + consecutive health-check failures);
-  headroom factor = min(1, rate-limit headroom / :data:`HEADROOM_COMFORT`), so a
-  model is at full availability until less than 20 % of its window remains.
+- **availability** = headroom x reliability / (1 + consecutive health-check
+  failures); headroom = min(1, rate-limit headroom / :data:`HEADROOM_COMFORT`), so a
+  model is at full availability until less than 20 % of its window remains;
+  reliability = the measured success rate (1.0 until measured). Recent failures thus
+  count twice, in performance and in availability: a model that fails most requests
+  must not win on price alone.
 """
 
 from __future__ import annotations
@@ -253,7 +256,8 @@ class WeightedScorer:
 
         headroom = candidate.headroom / HEADROOM_COMFORT
         headroom = 0.0 if headroom < 0.0 else (1.0 if headroom > 1.0 else headroom)
-        availability = headroom / (1 + candidate.consecutive_failures)
+        reliability = candidate.success_rate if candidate.measured else 1.0
+        availability = headroom * reliability / (1 + candidate.consecutive_failures)
 
         return _new_breakdown(ScoreBreakdown, (
             w_cap * capability, w_cost * cost, w_perf * performance, w_avail * availability,
