@@ -12,8 +12,8 @@ Two views of the same observations:
 Counting rule (no double counting): every ``AttemptEvent`` is one request, every
 ``QualityEvent`` one quality score; ``record_performance(...)`` is exactly one
 attempt plus one quality score. Wire the monitor as a listener of the recorder
-*or* call ``record_performance`` for a request, not both. An ``AttemptEvent``
-delivered twice (same task, model and attempt number) is counted once.
+*or* call ``record_performance`` for a request, not both, and register it once.
+(Events are not de-duplicated by task: one task may make several calls.)
 
 >>> monitor = PerformanceMonitor(Path("data/amm.db"))
 >>> await monitor.record_performance("gpt-4o", "review", 812.0, True, 0.9, "task-1")
@@ -28,7 +28,6 @@ import math
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -74,7 +73,6 @@ _INSERT = ("INSERT INTO amm_performance (ts, model_id, agent_type, task_id, late
 _Row = tuple[float, str, str, str, float | None, int | None, str | None, float, int, int, float | None]
 
 _MAX_PENDING = 100_000  # rows kept while the store fails; beyond, the oldest are dropped
-_SEEN_ATTEMPTS = 4096  # recent (task, model, attempt) keys remembered for de-duplication
 
 
 class PerformanceMonitor:
@@ -102,8 +100,7 @@ class PerformanceMonitor:
         self._events = events
         self._flush_interval_s = flush_interval_s
         self._pending: list[_Row] = []
-        self._seen: OrderedDict[tuple[str, str, int], None] = OrderedDict()
-        self._lock = threading.Lock()  # guards _pending and _seen
+        self._lock = threading.Lock()  # guards _pending
         self._db_lock = threading.Lock()  # one writer/reader of the connection at a time
         self._wake = threading.Event()
         self._closed = False
@@ -144,14 +141,6 @@ class PerformanceMonitor:
     def record(self, event: Event) -> None:
         """Listener: learn from ``AttemptEvent`` and ``QualityEvent``; ignore the rest."""
         if isinstance(event, AttemptEvent):
-            key = (event.task_id, event.model_id, event.attempt)
-            if event.task_id:
-                with self._lock:
-                    if key in self._seen:
-                        return
-                    self._seen[key] = None
-                    if len(self._seen) > _SEEN_ATTEMPTS:
-                        self._seen.popitem(last=False)
             now = self._clock()
             self._stats.observe_attempt(
                 event.model_id, event.agent_type, event.latency_ms, event.success,

@@ -98,6 +98,10 @@ class SpanStoreExporter(SpanExporter):
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self.exported = 0  # spans handed to SQLite (duplicates included)
+        try:  # create the table now, so readers (the dashboard) can open the file at once
+            self._connection()
+        except (sqlite3.Error, OSError):
+            _log.exception("span store %s cannot be opened yet; will retry on export", self.path)
 
     def __repr__(self) -> str:
         return f"SpanStoreExporter({str(self.path)!r}, exported={self.exported})"
