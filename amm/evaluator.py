@@ -114,7 +114,9 @@ class ResponseEvaluator:
         window = window[-self.evaluation_window:]
         if len(window) < min(self.evaluation_window, MIN_SCORES_TO_SWITCH):
             return False
-        return sum(window) / len(window) < self.quality_threshold
+        # The tolerance keeps a mean that equals the threshold in decimals (0.65, 0.75,
+        # 0.70 -> 0.6999999999999998 in binary) from counting as below it.
+        return sum(window) / len(window) < self.quality_threshold - 1e-9
 
     def record_score(self, model_id: str, agent_type: str, score: float | QualityScore) -> None:
         """Add ``score`` (overall, in [0, 1]) to the (model, agent type) window."""
