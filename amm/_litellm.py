@@ -1,0 +1,248 @@
+"""amm's built-in provider adapter: one request through litellm, nothing more.
+
+litellm is imported on first use (it costs seconds), set up once for offline,
+quiet use (:func:`load_litellm`), and told never to retry: amm's retry loop in
+:mod:`amm.api_client` is the only one. Its exceptions are mapped to
+:mod:`amm.errors` in :mod:`amm._provider_errors`.
+
+The adapter owns its HTTP clients and hands them to litellm (``client=``): a shared
+``AsyncOpenAI`` per (base URL, key) for OpenAI-compatible endpoints and one
+``AsyncHTTPHandler`` for the others. That halves litellm's per-call overhead here
+(no client-cache lookup per call) and lets :meth:`LiteLLMAdapter.aclose` close exactly
+what amm opened, without touching litellm's process-wide cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from types import ModuleType
+from typing import Any
+
+from amm._provider_errors import map_provider_error, rate_limit_info, server_of
+from amm.errors import APIModelError
+from amm.models import ModelMetadata, ModelRequest, ModelResponse, TokenUsage
+
+__all__ = ["DEFAULT_MAX_TOKENS", "PASSTHROUGH_PARAMETERS", "LiteLLMAdapter", "load_litellm"]
+
+DEFAULT_MAX_TOKENS = 1024
+"""``max_tokens`` sent when a request sets none: providers then bill a known ceiling
+(Anthropic via litellm would otherwise get the model's maximum)."""
+
+PASSTHROUGH_PARAMETERS = frozenset({
+    "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format", "user",
+})
+"""``ModelRequest.parameters`` given to litellm as they are (``temperature`` and
+``priority`` are amm's own: the first is sent once, the second never)."""
+
+_litellm: ModuleType | None = None
+_setup_lock = threading.Lock()
+
+
+def load_litellm() -> ModuleType:
+    """Import litellm once, offline and quiet: local price map, no telemetry, no callbacks."""
+    global _litellm
+    if _litellm is None:
+        with _setup_lock:
+            if _litellm is None:
+                # Must be set before the import, or litellm fetches its price map online.
+                os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+                os.environ.setdefault("LITELLM_TELEMETRY", "False")
+                import litellm
+
+                litellm.telemetry = False
+                litellm.suppress_debug_info = True
+                litellm.drop_params = True  # a parameter a provider lacks is dropped, not fatal
+                litellm.callbacks = []
+                litellm.success_callback = []
+                litellm.failure_callback = []
+                _litellm = litellm
+    return _litellm
+
+
+class _Clients:
+    """The HTTP clients of one event loop (httpx pools cannot cross loops)."""
+
+    __slots__ = ("handler", "httpx", "loop", "openai")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.httpx: Any = None  # httpx.AsyncClient shared by every AsyncOpenAI
+        self.openai: dict[tuple[str | None, str | None], Any] = {}
+        self.handler: Any = None  # litellm AsyncHTTPHandler for the other providers
+
+    async def aclose(self) -> None:
+        if self.handler is not None:
+            await self.handler.close()
+        if self.httpx is not None:
+            await self.httpx.aclose()
+        self.openai.clear()
+        self.handler = self.httpx = None
+
+
+class LiteLLMAdapter:
+    """Sends one chat request through ``litellm.acompletion`` (a ProviderAdapter)."""
+
+    __slots__ = ("_clients",)
+
+    def __init__(self) -> None:
+        self._clients: _Clients | None = None
+
+    async def complete(
+        self, model: ModelMetadata, request: ModelRequest, *, api_key: str | None, timeout_s: float
+    ) -> ModelResponse:
+        """One attempt, no retries; raises :mod:`amm.errors` exceptions."""
+        litellm = load_litellm()
+        litellm_model = model.litellm_model or model.id
+        kwargs: dict[str, Any] = {
+            name: value for name, value in request.parameters.items() if name in PASSTHROUGH_PARAMETERS
+        }
+        kwargs.update(
+            model=litellm_model,
+            messages=request.chat_messages(),
+            max_tokens=request.max_tokens or DEFAULT_MAX_TOKENS,
+            temperature=request.effective_temperature,
+            timeout=timeout_s,
+            max_retries=0,
+            drop_params=True,
+        )
+        if api_key is not None:
+            kwargs["api_key"] = api_key
+        if model.api_base:
+            kwargs["api_base"] = model.api_base
+        client = self._client_for(litellm_model, model.api_base, api_key, timeout_s)
+        if client is not None:
+            kwargs["client"] = client
+        try:
+            raw = await litellm.acompletion(**kwargs)
+        except APIModelError:
+            raise
+        except Exception as exc:
+            raise map_provider_error(
+                exc, model_id=model.id, task_id=request.task_id, secret=api_key
+            ) from exc
+        return _to_response(litellm, raw, model, litellm_model)
+
+    def _client_for(
+        self, litellm_model: str, api_base: str | None, api_key: str | None, timeout_s: float
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        clients = self._clients
+        if clients is None or clients.loop is not loop:
+            # A new loop (or the first call): the old loop's pools cannot be used here.
+            clients = self._clients = _Clients(loop)
+        prefix = litellm_model.split("/", 1)[0] if "/" in litellm_model else "openai"
+        if prefix == "openai":
+            client = clients.openai.get((api_base, api_key))
+            if client is None:
+                import httpx
+                import openai
+
+                if clients.httpx is None:
+                    clients.httpx = httpx.AsyncClient(timeout=timeout_s)
+                client = openai.AsyncOpenAI(
+                    api_key=api_key or "none", base_url=api_base, max_retries=0,
+                    timeout=timeout_s, http_client=clients.httpx,
+                )
+                clients.openai[(api_base, api_key)] = client
+            return client
+        if prefix in ("anthropic", "gemini", "ollama_chat", "ollama"):
+            if clients.handler is None:
+                from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+                clients.handler = AsyncHTTPHandler(timeout=timeout_s)
+            return clients.handler
+        return None  # other providers: litellm's own client handling
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients this adapter opened (idempotent)."""
+        clients, self._clients = self._clients, None
+        if clients is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is clients.loop:
+            await clients.aclose()
+            await _stop_logging_worker()
+        elif not clients.loop.is_closed() and not clients.loop.is_running():
+            clients.loop.run_until_complete(clients.aclose())
+        # else: their loop is gone, and with it every connection it held.
+
+    def close(self) -> None:
+        """Close from sync code: done now when no loop runs; else scheduled on that loop."""
+        clients = self._clients
+        if clients is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is None:
+            self._clients = None
+            if not clients.loop.is_closed() and not clients.loop.is_running():
+                clients.loop.run_until_complete(clients.aclose())
+        elif running is clients.loop:
+            self._clients = None
+            task = running.create_task(clients.aclose())
+            _closing.add(task)  # keep it referenced until done
+            task.add_done_callback(_closing.discard)
+        else:
+            self._clients = None
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _stop_logging_worker() -> None:
+    """Stop the logging task litellm started on this loop for our calls; litellm
+    restarts it on its next call, so other users of litellm lose nothing."""
+    from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
+
+    await GLOBAL_LOGGING_WORKER.stop(timeout=1.0)
+
+
+def _to_response(litellm: ModuleType, raw: Any, model: ModelMetadata, litellm_model: str) -> ModelResponse:
+    choice = raw.choices[0] if raw.choices else None
+    message = getattr(choice, "message", None)
+    content = getattr(message, "content", None) or ""
+    usage = getattr(raw, "usage", None)
+    input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+    output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    hidden: dict[str, Any] = getattr(raw, "_hidden_params", None) or {}
+    api_base = hidden.get("api_base") or model.api_base
+    address, port = server_of(model.provider, api_base)
+    metadata: dict[str, Any] = {
+        "finish_reason": getattr(choice, "finish_reason", None),
+        "response_id": getattr(raw, "id", None),
+        "response_model": getattr(raw, "model", None),
+        "provider": model.provider,
+        "server_address": address,
+        "server_port": port,
+    }
+    if api_base:
+        metadata["api_base"] = api_base
+    limits = rate_limit_info(hidden.get("additional_headers") or {})
+    if limits:
+        metadata["rate_limit"] = limits
+    return ModelResponse(
+        content=content,
+        model_id=model.id,
+        token_usage=TokenUsage(input_tokens, output_tokens),
+        latency_ms=0.0,  # the client measures the whole attempt
+        cost=_price_map_cost(litellm, litellm_model, input_tokens, output_tokens),
+        metadata=metadata,
+    )
+
+
+def _price_map_cost(litellm: ModuleType, litellm_model: str, input_tokens: int, output_tokens: int) -> float:
+    """Cost from litellm's local price map; used only for models the registry lacks."""
+    try:
+        prompt, completion = litellm.cost_per_token(
+            model=litellm_model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+        )
+    except Exception:  # a model litellm has no price for costs what we know: nothing
+        return 0.0
+    return float(prompt) + float(completion)
