@@ -29,10 +29,12 @@ Each factor is normalised to [0, 1] before weighting:
   values are used once a model has ``min_samples`` requests; before that the priors:
   success :data:`PRIOR_SUCCESS_RATE`, the registry's ``average_response_time_ms``,
   quality :data:`PRIOR_QUALITY`.
-- **availability** = headroom x reliability / (1 + consecutive health-check
-  failures); headroom = min(1, rate-limit headroom / :data:`HEADROOM_COMFORT`), so a
-  model is at full availability until less than 20 % of its window remains;
-  reliability = the measured success rate (1.0 until measured). Recent failures thus
+- **availability** = headroom x reliability (unhealthy and rate-limited models are
+  already filtered out); headroom = min(1, rate-limit headroom /
+  :data:`HEADROOM_COMFORT`), so a model is at full availability until less than 20 %
+  of its window remains (headroom is 1.0 unless the rate limiter reports it, see
+  :class:`~amm.selector.ModelSelector`); reliability = the measured success rate
+  (1.0 until measured). Recent failures thus
   count twice, in performance and in availability: a model that fails most requests
   must not win on price alone.
 """
@@ -113,7 +115,7 @@ class Candidate:
 
     # A plain slotted class: built once per eligible model per request, so it must be cheap.
     __slots__ = (
-        "capabilities", "consecutive_failures", "estimated_cost", "headroom", "latency_ms",
+        "capabilities", "estimated_cost", "headroom", "latency_ms",
         "measured", "model", "p95_latency_ms", "quality", "success_rate",
     )
 
@@ -128,7 +130,6 @@ class Candidate:
         measured: bool,
         p95_latency_ms: float = 0.0,
         headroom: float = 1.0,
-        consecutive_failures: int = 0,
     ) -> None:
         self.model = model
         self.capabilities = capabilities
@@ -139,7 +140,6 @@ class Candidate:
         self.measured = measured
         self.p95_latency_ms = p95_latency_ms or latency_ms
         self.headroom = headroom
-        self.consecutive_failures = consecutive_failures
 
     def __repr__(self) -> str:
         return (f"Candidate({self.model.id!r}, cost={self.estimated_cost:.6f}, "
@@ -257,7 +257,7 @@ class WeightedScorer:
         headroom = candidate.headroom / HEADROOM_COMFORT
         headroom = 0.0 if headroom < 0.0 else (1.0 if headroom > 1.0 else headroom)
         reliability = candidate.success_rate if candidate.measured else 1.0
-        availability = headroom * reliability / (1 + candidate.consecutive_failures)
+        availability = headroom * reliability
 
         return _new_breakdown(ScoreBreakdown, (
             w_cap * capability, w_cost * cost, w_perf * performance, w_avail * availability,

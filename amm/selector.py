@@ -20,6 +20,12 @@ Prompt tokens are estimated as ``ceil(len(text) / 4)`` (about four characters pe
 token in English; cheap and close enough for filtering); output tokens as
 ``max_tokens``, or :data:`DEFAULT_OUTPUT_TOKENS` when the request sets none.
 
+Optional queries are used when the components offer them: the health checker's
+``get_model_status(model_id).last_error`` (for the reason of an unavailable model)
+and a rate limiter's cheap ``headroom(model_id) -> float`` (the fraction of its
+window left, for the availability factor; without it headroom counts as full, and
+models at the limiter's line are filtered out anyway).
+
 Everything that depends only on the registry (capability sets, prices, providers)
 is indexed once per ``registry.version``; a selection does no awaits and calls only
 the components' cheap synchronous queries.
@@ -183,7 +189,10 @@ class ModelSelector:
         if rq.max_cost is not None and cost > rq.max_cost:
             return f"estimated cost ${cost:.4f} > max ${rq.max_cost:.4f}"
         if not self.health_checker.is_model_available(mid):
-            return "unavailable"
+            # Only for the unavailable few: get_model_status is not a hot-path query.
+            status = self._status_fn(mid) if self._status_fn is not None else None
+            error = getattr(status, "last_error", None)
+            return f"unavailable: {error}" if error else "unavailable"
         if self.rate_limiter.is_rate_limited(mid):
             reset = self._reset_fn(mid) if self._reset_fn is not None else None
             return f"rate-limited (resets in {reset}s)" if reset else "rate-limited"
@@ -217,9 +226,6 @@ class ModelSelector:
                              PRIOR_QUALITY, False, e.latency)
         if self._headroom_fn is not None:
             cand.headroom = self._headroom_fn(e.id)
-        if self._status_fn is not None:
-            status = self._status_fn(e.id)
-            cand.consecutive_failures = getattr(status, "consecutive_failures", 0) or 0
         return cand
 
     def check_eligibility(self, model_id: str, task: ModelRequest, agent_type: str = "",
@@ -413,7 +419,7 @@ def _traits(chosen: Candidate, context: ScoreContext) -> str:
 
 def _summarise(excluded: dict[str, str], *, limit: int, skip: str | None = None) -> str:
     """``a excluded: rate-limited; b excluded: disabled; +3 more excluded`` ('' if none)."""
-    parts = []
+    parts: list[str] = []
     for mid, why in excluded.items():
         if mid == skip:
             continue

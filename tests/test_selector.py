@@ -230,6 +230,35 @@ async def test_unavailable_model_is_excluded_with_reason():
     assert selection.excluded == {"cheap": "unavailable"}
 
 
+async def test_unavailable_reason_quotes_the_health_checkers_last_error():
+    from amm.models import ModelAvailability
+
+    class Health(FakeHealth):
+        def get_model_status(self, model_id: str) -> ModelAvailability:
+            return ModelAvailability(model_id, False, 3, last_error="HTTP 503")
+
+    registry = ModelRegistry.from_models([CHEAP, DEAR])
+    selector = ModelSelector(registry, Health(["cheap"]), RateLimiter(registry), FakeMonitor())
+    selection = await selector.select_model(request(), "implementation")
+    assert selection.excluded == {"cheap": "unavailable: HTTP 503"}
+
+
+async def test_rate_limit_headroom_lowers_availability_when_the_limiter_reports_it():
+    class Limiter:
+        def is_rate_limited(self, model_id: str) -> bool:
+            return False
+
+        def headroom(self, model_id: str) -> float:
+            return {"cheap": 0.05, "dear": 0.5}[model_id]
+
+    registry = ModelRegistry.from_models([CHEAP, DEAR])
+    selector = ModelSelector(registry, FakeHealth(), Limiter(), FakeMonitor())
+    selection = await selector.select_model(request(), "implementation")
+    # cheap: 5 % left of a comfortable 20 % -> availability 0.25; dear: above 20 % -> full
+    assert selection.scores["cheap"] == pytest.approx(0.30 + 0.25 + 0.25 * 0.905 + 0.20 * 0.25)
+    assert selection.scores["dear"] == pytest.approx(0.30 * 0.9 + 0.25 * 0.755 + 0.20)
+
+
 async def test_rate_limited_model_is_excluded_with_reason_and_reset_time():
     selector, limiter, _ = build([CHEAP, DEAR])
     limiter.provider_limited("cheap", retry_after_s=12)
