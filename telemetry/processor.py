@@ -12,9 +12,10 @@ Configuration: explicit argument > ``OTEL_BSP_*`` environment variable > default
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from telemetry import conventions as c
@@ -74,20 +75,40 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             self._counter = meter_provider.get_meter(c.INSTRUMENTATION_SCOPE).create_counter(
                 c.METRIC_SPANS_DROPPED, unit="{span}",
                 description="Spans dropped because the export queue was full")
-        # The SDK's queue is a bounded deque that discards its oldest entry on
-        # overflow; we look at it to count what it is about to discard.
-        self._queue = self._batch_processor._queue
-        self._capacity = self._batch_processor._max_queue_size
         self._exporter_name = type(exporter).__name__
+        # The SDK reports each span it drops to its processor-metrics object, exactly
+        # where it drops it; wrapping that object counts drops without guessing.
+        batch = self._batch_processor
+        batch._metrics = _DropCounter(batch._metrics, self)
+        self._queue = batch._queue
+        self._capacity = batch._max_queue_size
 
     def __repr__(self) -> str:
         return (f"CountingBatchSpanProcessor({self._exporter_name}, queued={len(self._queue)}, "
                 f"capacity={self._capacity}, dropped={self.dropped})")
 
-    def on_end(self, span: ReadableSpan) -> None:
-        """Queue ``span`` for export; count a drop when the queue is full."""
-        if span.context and span.context.trace_flags.sampled and len(self._queue) >= self._capacity:
-            self.dropped += 1
-            if self._counter is not None:
-                self._counter.add(1, {"exporter": self._exporter_name})
-        super().on_end(span)
+    def _count_drops(self, count: int) -> None:
+        self.dropped += count
+        if self._counter is not None:
+            self._counter.add(count, {"exporter": self._exporter_name})
+
+
+class _DropCounter:
+    """Delegates to the SDK's processor metrics and counts queue-full drops."""
+
+    __slots__ = ("_inner", "_owner")
+
+    def __init__(self, inner: Any, owner: CountingBatchSpanProcessor) -> None:
+        self._inner = inner
+        self._owner = owner
+
+    def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
+        self._inner.register_queue_size(get_queue_size)
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        if error_type == "queue_full":
+            self._owner._count_drops(count)
+        self._inner.drop_items(count, error_type)
+
+    def finish_items(self, count: int) -> None:
+        self._inner.finish_items(count)

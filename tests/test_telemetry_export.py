@@ -156,9 +156,11 @@ class SlowExporter(SpanExporter):
     def __init__(self) -> None:
         import threading
         self.release = threading.Event()
+        self.entered = threading.Event()
         self.count = 0
 
     def export(self, spans):
+        self.entered.set()
         self.release.wait(5)
         self.count += len(spans)
         return SpanExportResult.SUCCESS
@@ -176,12 +178,15 @@ def test_a_full_queue_counts_dropped_spans_in_a_metric():
     tp = TracerProvider(shutdown_on_exit=False)
     tp.add_span_processor(processor)
     tracer = tp.get_tracer("t")
-    for i in range(20):
+    for i in range(2):  # a full batch: the worker takes it and blocks in export
+        tracer.start_span(f"s{i}").end()
+    assert exporter.entered.wait(5)
+    for i in range(2, 20):  # 4 fit in the queue, 14 are dropped
         tracer.start_span(f"s{i}").end()
     exporter.release.set()
     tp.shutdown()
-    assert processor.dropped > 0
-    assert exporter.count + processor.dropped == 20
+    assert processor.dropped == 14
+    assert exporter.count == 6
     points = [p for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
               for m in sm.metrics if m.name == c.METRIC_SPANS_DROPPED for p in m.data.data_points]
     assert sum(p.value for p in points) == processor.dropped
