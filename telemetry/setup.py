@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
+import types
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from opentelemetry import metrics as otel_metrics
@@ -275,3 +278,15 @@ def _build(service_name: str | None, store_path: str | Path | None,
         _log.info("amm uses the application's tracer provider (adds %d processor(s))", len(processors))
     return Telemetry(tracer_provider, meter_provider, processors, owns_tracer=owns_tracer,
                      owns_meter=owns_meter, store=store)
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable: ``telemetry.setup(...)`` is :func:`setup` even though
+    ``telemetry.setup`` is also the module's name (importing a submodule binds it on
+    the package, which would otherwise shadow the function)."""
+
+    def __call__(self, service_name: str | None = None, **kwargs: Any) -> Telemetry:
+        return setup(service_name, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
