@@ -78,10 +78,10 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         self._exporter_name = type(exporter).__name__
         # The SDK reports each span it drops to its processor-metrics object, exactly
         # where it drops it; wrapping that object counts drops without guessing.
-        batch = self._batch_processor
-        batch._metrics = _DropCounter(batch._metrics, self)
-        self._queue = batch._queue
-        self._capacity = batch._max_queue_size
+        inner = self._batch_processor
+        inner._metrics = _DropCounter(inner._metrics, self)
+        self._queue = inner._queue
+        self._capacity = inner._max_queue_size
 
     def __repr__(self) -> str:
         return (f"CountingBatchSpanProcessor({self._exporter_name}, queued={len(self._queue)}, "

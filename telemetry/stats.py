@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from telemetry.events import StatsSnapshot
 
@@ -70,13 +71,18 @@ class _Agg:
         self.cost += sign * other.cost
         self.input_tokens += sign * other.input_tokens
         self.output_tokens += sign * other.output_tokens
-        for target, source in ((self.errors, other.errors), (self.bins, other.bins)):
-            for k, v in source.items():
-                n = target.get(k, 0) + sign * v
-                if n:
-                    target[k] = n
-                else:
-                    target.pop(k, None)
+        _merge(self.errors, other.errors, sign)
+        _merge(self.bins, other.bins, sign)
+
+
+def _merge(target: dict[Any, int], source: dict[Any, int], sign: int) -> None:
+    """Add (or subtract) ``source``'s counts into ``target``, dropping zeros."""
+    for k, v in source.items():
+        n = target.get(k, 0) + sign * v
+        if n:
+            target[k] = n
+        else:
+            target.pop(k, None)
 
 
 class _Series:

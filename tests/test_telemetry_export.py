@@ -240,3 +240,17 @@ def test_span_store_failure_is_reported_not_raised(tmp_path):
     blocker.mkdir()
     store = SpanStoreExporter(blocker)
     assert store.export(_readable_spans(1)) is SpanExportResult.FAILURE
+
+
+def test_telemetry_imports_neither_amm_nor_analytics_and_import_is_lazy():
+    script = ("import sys, telemetry, telemetry.events, telemetry.conventions\n"
+              "assert 'opentelemetry.sdk' not in sys.modules\n"
+              "import telemetry.recorder, telemetry.setup, telemetry.store, telemetry.stats, "
+              "telemetry.receiver\n"
+              "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('amm', 'analytics'))\n"
+              "assert not bad, bad\n"
+              "assert callable(telemetry.setup) and telemetry.setup.Telemetry is telemetry.Telemetry\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
