@@ -14,4 +14,5 @@ pytest_plugins = [
     "amm.sim.pytest_plugin",
     "tests.fixtures_telemetry",
     "tests.fixtures_manager",
+    "tests.fixtures_analytics",
 ]
