@@ -178,6 +178,11 @@ class CacheManager:
         self._size = int(self._sql(lambda c: c.execute(
             f"SELECT COALESCE(SUM(size_bytes), 0) FROM {CACHE_TABLE}").fetchone()[0]))
 
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file this component writes."""
+        return self._path
+
     # -- keys --------------------------------------------------------------------------
 
     def generate_cache_key(self, request: ModelRequest, model_id: str | None = None) -> str:

@@ -261,6 +261,11 @@ class CostTracker:
     # -- budget (instant, from memory) ----------------------------------------------
 
     @property
+    def db_path(self) -> Path:
+        """The SQLite file this component writes."""
+        return self._path
+
+    @property
     def daily_budget(self) -> float:
         """The daily budget in USD."""
         return self._budget

@@ -99,6 +99,7 @@ async def test_hit_count_grows_with_each_hit_and_survives_a_new_instance(
         counts = [(await first.get("k")).hit_count for _ in range(3)]  # type: ignore[union-attr]
         assert counts == [1, 2, 3]
     with CacheManager(db, clock=clock) as second:  # L2 only: a new, empty L1
+        assert second.db_path == db
         hit = await second.get("k")
         assert hit is not None and hit.hit_count == 4 and hit.response == response()
 

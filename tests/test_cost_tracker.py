@@ -120,6 +120,7 @@ async def test_a_new_instance_sees_every_flushed_record_and_starts_from_todays_t
         await tracker.record_cost("m1", "impl", 100, 50, 0.25, "t1")
         await tracker.record_cost("m2", "review", 10, 5, 0.5, "t2")
     reopened = CostTracker(db, clock=clock)
+    assert reopened.db_path == db
     try:
         assert reopened.current_spend() == pytest.approx(0.75)
         assert await reopened.get_daily_cost() == pytest.approx(0.75)
