@@ -22,19 +22,16 @@ the recorder) or ``record_cost``, not both.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import hashlib
 import logging
 import math
-import sqlite3
 import threading
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any
 
+from amm._ledger_store import ALERTS_TABLE, LEDGER_TABLE, AlertRow, LedgerStore
 from amm.errors import ConfigurationError, InvalidRequestError
 from amm.models import BudgetStatus, utcnow
 from telemetry.events import NULL_SINK, AttemptEvent, BudgetAlertEvent, Event, EventSink
@@ -43,39 +40,16 @@ __all__ = ["LEDGER_TABLE", "CostTracker"]
 
 logger = logging.getLogger(__name__)
 
-LEDGER_TABLE = "amm_cost_ledger"
-"""The ledger's table; the file may be shared with other components' tables."""
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
-    id TEXT PRIMARY KEY,
-    ts TEXT NOT NULL,
-    day TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    agent_type TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    source TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_day ON {LEDGER_TABLE} (day);
-CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_ts ON {LEDGER_TABLE} (ts);
-CREATE TABLE IF NOT EXISTS amm_budget_alerts (
-    day TEXT NOT NULL,
-    threshold REAL NOT NULL,
-    fired_at TEXT NOT NULL,
-    PRIMARY KEY (day, threshold)
-);
-"""
-
-_Row = tuple[str, str, str, str, str, str, int, int, float, str]
 _SEEN_MAX = 65536  # event ids remembered to drop a re-delivered AttemptEvent
 
 
 def _ts(dt: datetime) -> str:
     # Fixed width (always microseconds, always +00:00): text order is time order.
     return dt.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _day(dt: datetime) -> str:
+    return dt.astimezone(UTC).date().isoformat()
 
 
 def _as_utc(value: datetime | date, *, end: bool) -> datetime:
@@ -128,36 +102,23 @@ class CostTracker:
                 "alert_thresholds must be > 0 percent, flush_interval_s > 0, batch_size >= 1",
                 field="alert_thresholds",
             )
-        self._path = Path(db_path)
         self._budget = float(daily_budget)
         self._thresholds = thresholds
         self._clock = clock
         self._events = events
-        self._flush_interval_s = flush_interval_s
-        self._batch_size = batch_size
-        self._busy_timeout_s = busy_timeout_s
-
-        # _db_lock serialises database use (and is taken before _lock, never after);
-        # _lock guards the in-memory state and is held only for a few operations.
-        self._db_lock = threading.Lock()
+        self._store = LedgerStore(Path(db_path), flush_interval_s=flush_interval_s,
+                                  batch_size=batch_size, busy_timeout_s=busy_timeout_s)
+        # _lock guards the day's running state; _roll_lock serialises day changes.
         self._lock = threading.Lock()
-        self._pending: list[_Row] = []
-        self._pending_alerts: list[tuple[str, float, str]] = []
+        self._roll_lock = threading.Lock()
         self._seen: dict[str, None] = {}
-        self._conn: sqlite3.Connection | None = None
-        self._closed = False
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._writer: threading.Thread | None = None
+        self._today = _day(self._clock())
+        self._today_total, self._fired = self._load_day(self._today)
 
-        with self._db_lock:
-            self._db()
-            today = self._day(self._clock())
-            total, fired = self._load_day_locked(today)
-        self._today = today
-        self._today_total = total
-        self._fired = fired
-        self._atexit = _flush_at_exit(self)
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file this component writes."""
+        return self._store.path
 
     # -- booking ---------------------------------------------------------------------
 
@@ -201,8 +162,8 @@ class CostTracker:
             logger.warning("could not book the cost of an attempt on %s", event.model_id,
                            exc_info=True)
 
-    def _validate(self, model_id: str, input_tokens: int, output_tokens: int,
-                  cost: float) -> None:
+    @staticmethod
+    def _validate(model_id: str, input_tokens: int, output_tokens: int, cost: float) -> None:
         if not isinstance(model_id, str) or not model_id:
             raise InvalidRequestError(f"model_id must be a non-empty string; got {model_id!r}",
                                       error_type="invalid_model_id")
@@ -217,8 +178,7 @@ class CostTracker:
               output_tokens: int, cost: float, source: str, rec_id: str) -> None:
         while True:
             now = self._clock()
-            day = self._day(now)
-            alerts: list[BudgetAlertEvent] = []
+            day = _day(now)
             with self._lock:
                 if day <= self._today:  # a record of an earlier day never moves today back
                     if rec_id in self._seen:
@@ -226,44 +186,32 @@ class CostTracker:
                     self._seen[rec_id] = None
                     if len(self._seen) > _SEEN_MAX:
                         del self._seen[next(iter(self._seen))]
-                    self._pending.append((rec_id, _ts(now), day, model_id, agent_type or "",
-                                          task_id or "", input_tokens, output_tokens, cost,
-                                          source))
+                    alerts: list[BudgetAlertEvent] = []
                     if day == self._today:
                         self._today_total += cost
-                        alerts = self._due_alerts_locked(now)
-                    backlog = len(self._pending)
+                        alerts = self._due_alerts_locked()
                     break
             self._roll_to(day)
+        rows: list[AlertRow] = [(day, a.threshold_percent, _ts(now)) for a in alerts]
+        self._store.add((rec_id, _ts(now), day, model_id, agent_type or "", task_id or "",
+                         input_tokens, output_tokens, cost, source), rows)
         for alert in alerts:
             logger.warning(
                 "budget alert: %.1f%% of the daily budget of $%.2f spent ($%.4f)",
                 alert.utilization_percent, alert.daily_budget, alert.current_spend,
             )
             self._events.record(alert)
-        if self._closed:
-            self._flush_after_close()
-            return
-        self._ensure_writer()
-        if backlog >= self._batch_size:
-            self._wake.set()
 
-    def _due_alerts_locked(self, now: datetime) -> list[BudgetAlertEvent]:
+    def _due_alerts_locked(self) -> list[BudgetAlertEvent]:
         util = self._today_total / self._budget * 100.0
         due = []
         for threshold in self._thresholds:
             if util >= threshold and threshold not in self._fired:
                 self._fired.add(threshold)
-                self._pending_alerts.append((self._today, threshold, _ts(now)))
                 due.append(BudgetAlertEvent(threshold, util, self._today_total, self._budget))
         return due
 
     # -- budget (instant, from memory) ----------------------------------------------
-
-    @property
-    def db_path(self) -> Path:
-        """The SQLite file this component writes."""
-        return self._path
 
     @property
     def daily_budget(self) -> float:
@@ -272,7 +220,7 @@ class CostTracker:
 
     def current_spend(self) -> float:
         """USD booked today (UTC) by this process, plus what the file held at start."""
-        day = self._day(self._clock())
+        day = _day(self._clock())
         if day > self._today:
             self._roll_to(day)
         return self._today_total
@@ -296,10 +244,10 @@ class CostTracker:
 
     async def get_daily_cost(self, date: datetime | date | None = None) -> float:
         """Total USD of one UTC day (today when None), from the ledger."""
-        day = self._day(_as_utc(date, end=False) if date is not None else self._clock())
+        day = _day(_as_utc(date, end=False) if date is not None else self._clock())
         rows = await asyncio.to_thread(
-            self._query, f"SELECT COALESCE(SUM(cost_usd), 0) FROM {LEDGER_TABLE} WHERE day = ?",
-            (day,))
+            self._store.query,
+            f"SELECT COALESCE(SUM(cost_usd), 0) FROM {LEDGER_TABLE} WHERE day = ?", (day,))
         return float(rows[0][0])
 
     async def get_cost_by_model(self, start_date: datetime | date,
@@ -319,15 +267,10 @@ class CostTracker:
             raise InvalidRequestError(f"start_date {lo.isoformat()} is after end_date "
                                       f"{hi.isoformat()}", error_type="invalid_date_range")
         rows = await asyncio.to_thread(
-            self._query,
+            self._store.query,
             f"SELECT {column}, SUM(cost_usd) FROM {LEDGER_TABLE} WHERE ts >= ? AND ts <= ? "
             f"GROUP BY {column} ORDER BY {column}", (_ts(lo), _ts(hi)))
         return {str(k): float(v) for k, v in rows}
-
-    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with self._db_lock:
-            self._write_pending_locked()
-            return self._db().execute(sql, params).fetchall()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -336,29 +279,16 @@ class CostTracker:
 
         Raises ``sqlite3.Error`` when the database refuses; the records stay pending.
         """
-        with self._db_lock:
-            return self._write_pending_locked()
+        return self._store.flush()
 
     def pending(self) -> int:
         """How many booked records are not written yet."""
-        with self._lock:
-            return len(self._pending)
+        return self._store.pending()
 
     def close(self) -> None:
         """Flush everything and stop the writer. Idempotent; a record booked later is
         written at once."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        self._wake.set()
-        if self._writer is not None:
-            self._writer.join()
-        atexit.unregister(self._atexit)
-        try:
-            self.flush()
-        finally:
-            self._close_conn()
+        self._store.close()
 
     def __enter__(self) -> CostTracker:
         return self
@@ -372,120 +302,26 @@ class CostTracker:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
-    def _ensure_writer(self) -> None:
-        if self._writer is None:
-            with self._lock:
-                if self._writer is None and not self._closed:
-                    self._writer = threading.Thread(
-                        target=self._run_writer, name="amm-cost-writer", daemon=True)
-                    self._writer.start()
-
-    def _run_writer(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._flush_interval_s)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # keep the batch and retry at the next interval
-                logger.warning("cost ledger write to %s failed; will retry", self._path,
-                               exc_info=True)
-
-    def _write_pending_locked(self) -> int:
-        with self._lock:
-            batch, self._pending = self._pending, []
-            alerts, self._pending_alerts = self._pending_alerts, []
-        if not batch and not alerts:
-            return 0
-        conn = self._db()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                f"INSERT OR IGNORE INTO {LEDGER_TABLE} VALUES (?,?,?,?,?,?,?,?,?,?)", batch)
-            conn.executemany("INSERT OR IGNORE INTO amm_budget_alerts VALUES (?,?,?)", alerts)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            with self._lock:  # back in front, in order, for the next try
-                self._pending[:0] = batch
-                self._pending_alerts[:0] = alerts
-            raise
-        return len(batch)
-
-    def _flush_after_close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            with self._db_lock:
-                self._close_conn()
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            try:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self._path, check_same_thread=False,
-                                       isolation_level=None,
-                                       timeout=self._busy_timeout_s)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
-            except (sqlite3.Error, OSError) as exc:
-                raise ConfigurationError(
-                    f"cost ledger {self._path}: cannot open: {exc}", path=str(self._path),
-                    field="db_path") from exc
-            self._conn = conn
-        return self._conn
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
     # -- days ----------------------------------------------------------------------
 
-    @staticmethod
-    def _day(dt: datetime) -> str:
-        return dt.astimezone(UTC).date().isoformat()
-
-    def _load_day_locked(self, day: str) -> tuple[float, set[float]]:
-        conn = self._db()
-        total = conn.execute(
-            f"SELECT COALESCE(SUM(cost_usd), 0) FROM {LEDGER_TABLE} WHERE day = ?", (day,)
-        ).fetchone()[0]
-        fired = {float(t) for (t,) in conn.execute(
-            "SELECT threshold FROM amm_budget_alerts WHERE day = ?", (day,))}
-        return float(total), fired
+    def _load_day(self, day: str) -> tuple[float, set[float]]:
+        """The day's total and fired alerts in the file (after writing what is pending)."""
+        total = self._store.query(
+            f"SELECT COALESCE(SUM(cost_usd), 0) FROM {LEDGER_TABLE} WHERE day = ?", (day,))
+        fired = self._store.query(f"SELECT threshold FROM {ALERTS_TABLE} WHERE day = ?", (day,))
+        return float(total[0][0]), {float(t) for (t,) in fired}
 
     def _roll_to(self, day: str) -> None:
-        """A new UTC day: write the old day's records, then start from the file."""
-        with self._db_lock:
+        """A new UTC day: its running total starts from the file. Records of the old day
+        booked meanwhile go to the old day; none of the new day can be booked yet."""
+        with self._roll_lock:
             if day <= self._today:
                 return
-            self._write_pending_locked()
-            total, fired = self._load_day_locked(day)
-            if self._closed:
-                self._close_conn()
+            total, fired = self._load_day(day)
             with self._lock:
                 self._today, self._today_total, self._fired = day, total, fired
 
     def __repr__(self) -> str:
-        return (f"CostTracker({str(self._path)!r}, day={self._today}, "
+        return (f"CostTracker({str(self.db_path)!r}, day={self._today}, "
                 f"spend=${self._today_total:.4f} of ${self._budget:.2f}, "
-                f"pending={len(self._pending)})")
-
-
-def _flush_at_exit(tracker: CostTracker) -> Callable[[], None]:
-    """Register a flush at interpreter exit that does not keep the tracker alive."""
-    ref = weakref.ref(tracker)
-
-    def flush() -> None:
-        t = ref()
-        if t is not None and not t._closed:
-            try:
-                t.close()
-            except Exception:
-                logger.error("cost ledger: final flush failed", exc_info=True)
-
-    atexit.register(flush)
-    return flush
-
+                f"pending={self.pending()})")

@@ -29,11 +29,11 @@ import logging
 import math
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from amm._rate_windows import INF, Entry, Window, capacity, wait_until_fits
 from amm.errors import APIModelError, InvalidRequestError
 from amm.models import RateLimits, RateLimitStatus, utcnow
 from telemetry.events import NULL_SINK, Event, EventSink, RateLimitedEvent
@@ -44,53 +44,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_AFTER_S = 60.0
 """How long a provider 429 without a Retry-After keeps a model limited."""
-
-_INF = math.inf
-
-
-class _Entry:
-    """One request in a window: when it was sent, its tokens, and whether it still
-    counts as a request (a released reservation counts as nothing)."""
-
-    __slots__ = ("requests", "t", "tokens")
-
-    def __init__(self, t: float, tokens: int) -> None:
-        self.t = t
-        self.tokens = tokens
-        self.requests = 1
-
-
-class _Window:
-    """The sliding window of one model plus what the provider told us about it."""
-
-    __slots__ = (
-        "entries",
-        "extra_requests",
-        "extra_requests_until",
-        "extra_tokens",
-        "extra_tokens_until",
-        "limits",
-        "provider_until",
-        "request_cap",
-        "requests",
-        "token_cap",
-        "tokens",
-    )
-
-    def __init__(self) -> None:
-        self.entries: deque[_Entry] = deque()
-        self.requests = 0
-        self.tokens = 0
-        self.limits: RateLimits | None = None
-        self.request_cap = _INF
-        self.token_cap = _INF
-        # monotonic time until which the provider's 429 holds
-        self.provider_until = -_INF
-        # usage the provider reported beyond our own count, valid until its reset
-        self.extra_requests = 0
-        self.extra_requests_until = -_INF
-        self.extra_tokens = 0
-        self.extra_tokens_until = -_INF
 
 
 class Reservation:
@@ -103,7 +56,7 @@ class Reservation:
 
     __slots__ = ("_entry", "_limiter", "_state", "estimated_tokens", "model_id")
 
-    def __init__(self, limiter: RateLimiter, model_id: str, entry: _Entry) -> None:
+    def __init__(self, limiter: RateLimiter, model_id: str, entry: Entry) -> None:
         self._limiter = limiter
         self._entry = entry
         self._state = "open"
@@ -143,55 +96,6 @@ def _check_tokens(value: object, name: str) -> None:
             f"{name} must be a non-negative integer; got {value!r}", error_type="invalid_tokens"
         )
 
-
-def _cap(limit: int, threshold: float, window_s: float) -> float:
-    """Integer capacity of a window at the threshold; no limit when the limit is <= 0."""
-    if limit <= 0:
-        return _INF
-    # the epsilon keeps 0.9 * 10 from flooring to 8 through float error
-    return float(max(1, math.floor(threshold * limit * window_s / 60.0 + 1e-9)))
-
-
-def _wait(
-    entries: Iterable[_Entry],
-    amount: Callable[[_Entry], int],
-    used: int,
-    extra: int,
-    extra_until: float,
-    cap: float,
-    need: int,
-    now: float,
-    window_s: float,
-    empty_admits: bool,
-) -> float:
-    """Seconds from ``now`` until ``need`` more fits under ``cap`` in one dimension.
-
-    Walks the window from its oldest entry: the answer is the moment the entry whose
-    expiry makes room leaves the window; provider-reported extra usage vanishes at
-    ``extra_until``. ``empty_admits``: an empty window admits any size, so a request
-    larger than the cap is never starved forever.
-    """
-
-    def fits(u: int, x: int) -> bool:
-        return u + x + need <= cap or (empty_admits and u + x == 0)
-
-    def walk(x: int) -> float:
-        if fits(used, x):
-            return now
-        u = used
-        for e in entries:
-            u -= amount(e)
-            if fits(u, x):
-                return e.t + window_s
-        return _INF
-
-    if extra <= 0 or extra_until <= now:
-        return max(0.0, walk(0) - now)
-    with_extra = walk(extra)
-    without = max(walk(0), extra_until)
-    return max(0.0, min(with_extra, without) - now)
-
-
 class RateLimiter:
     """Sliding-window limits of requests/min and tokens/min per model.
 
@@ -226,7 +130,7 @@ class RateLimiter:
         self._window_s = float(window_s)
         self._events = events
         self._lock = threading.Lock()
-        self._windows: dict[str, _Window] = {}
+        self._windows: dict[str, Window] = {}
 
     # -- queries -------------------------------------------------------------------
 
@@ -386,7 +290,7 @@ class RateLimiter:
 
     # -- internals (called with the lock held unless said otherwise) ---------------
 
-    def _adjust(self, model_id: str, entry: _Entry, tokens: int, *, release: bool) -> None:
+    def _adjust(self, model_id: str, entry: Entry, tokens: int, *, release: bool) -> None:
         """Settle or release a reservation (takes the lock)."""
         with self._lock:
             w = self._windows[model_id]
@@ -401,7 +305,7 @@ class RateLimiter:
                     entry.requests = 0
             entry.tokens = tokens
 
-    def _window_now(self, model_id: str, *, require_known: bool) -> tuple[_Window, float]:
+    def _window_now(self, model_id: str, *, require_known: bool) -> tuple[Window, float]:
         limits = self._limits_of(model_id)
         if limits is None and require_known:
             raise InvalidRequestError(
@@ -410,14 +314,14 @@ class RateLimiter:
             )
         w = self._windows.get(model_id)
         if w is None:
-            w = self._windows[model_id] = _Window()
+            w = self._windows[model_id] = Window()
         if limits is not w.limits:
             w.limits = limits
             if limits is None:
-                w.request_cap = w.token_cap = _INF
+                w.request_cap = w.token_cap = INF
             else:
-                w.request_cap = _cap(limits.requests_per_minute, self._threshold, self._window_s)
-                w.token_cap = _cap(limits.tokens_per_minute, self._threshold, self._window_s)
+                w.request_cap = capacity(limits.requests_per_minute, self._threshold, self._window_s)
+                w.token_cap = capacity(limits.tokens_per_minute, self._threshold, self._window_s)
         now = self._clock()
         self._prune(w, now)
         return w, now
@@ -429,7 +333,7 @@ class RateLimiter:
             return None
         return None if model is None else model.rate_limits
 
-    def _prune(self, w: _Window, now: float) -> None:
+    def _prune(self, w: Window, now: float) -> None:
         cutoff = now - self._window_s
         entries = w.entries
         while entries and entries[0].t <= cutoff:
@@ -437,37 +341,37 @@ class RateLimiter:
             w.requests -= e.requests
             w.tokens -= e.tokens
 
-    def _append(self, w: _Window, now: float, tokens: int) -> _Entry:
-        entry = _Entry(now, tokens)
+    def _append(self, w: Window, now: float, tokens: int) -> Entry:
+        entry = Entry(now, tokens)
         w.entries.append(entry)
         w.requests += 1
         w.tokens += tokens
         return entry
 
-    def _limit_until(self, w: _Window, now: float, retry_after_s: float | None) -> None:
+    def _limit_until(self, w: Window, now: float, retry_after_s: float | None) -> None:
         secs = DEFAULT_RETRY_AFTER_S if retry_after_s is None else float(retry_after_s)
         w.provider_until = max(w.provider_until, now + secs)
 
-    def _wait_locked(self, w: _Window, now: float, tokens: int) -> float:
+    def _wait_locked(self, w: Window, now: float, tokens: int) -> float:
         wait = max(0.0, w.provider_until - now)
         if w.limits is None:
             return wait
-        req = _wait(w.entries, lambda e: e.requests, w.requests, w.extra_requests,
+        req = wait_until_fits(w.entries, lambda e: e.requests, w.requests, w.extra_requests,
                     w.extra_requests_until, w.request_cap, 1, now, self._window_s, False)
-        tok = _wait(w.entries, lambda e: e.tokens, w.tokens, w.extra_tokens,
+        tok = wait_until_fits(w.entries, lambda e: e.tokens, w.tokens, w.extra_tokens,
                     w.extra_tokens_until, w.token_cap, tokens, now, self._window_s, True)
         return max(wait, req, tok)
 
     @staticmethod
     def _remaining(used: int, extra: int, extra_until: float, cap: float, now: float) -> int:
-        if cap == _INF:
+        if cap == INF:
             return 2**31 - 1
         if extra_until <= now:
             extra = 0
         return max(0, int(cap) - used - extra)
 
     def _wall_at(self, wait_s: float) -> datetime | None:
-        if wait_s == _INF:
+        if wait_s == INF:
             return None
         return self._wall_clock() + timedelta(seconds=wait_s)
 
@@ -488,4 +392,4 @@ class RateLimiter:
 
 
 def _fmt(cap: float) -> str:
-    return "inf" if cap == _INF else str(int(cap))
+    return "inf" if cap == INF else str(int(cap))
