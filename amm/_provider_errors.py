@@ -14,6 +14,7 @@ exception becomes an :mod:`amm.errors` exception. It decides by HTTP status firs
     context too long                -> ContextWindowExceededError
     404                             -> ModelNotFoundError
     400 / 422                       -> InvalidRequestError
+    503 / ServiceUnavailable        -> ModelUnavailableError     retryable (the seed's reading)
     5xx, connection, anything else  -> ProviderError             retryable (other 4xx: not)
 
 Nothing here imports litellm: classes are recognised by name, so this module
@@ -38,6 +39,7 @@ from amm.errors import (
     ContextWindowExceededError,
     InvalidRequestError,
     ModelNotFoundError,
+    ModelUnavailableError,
     ProviderError,
     ProviderTimeoutError,
     QuotaExceededError,
@@ -105,6 +107,8 @@ def map_provider_error(
         return ModelNotFoundError(message, error_type="model_not_found", status_code=404, **kw)
     if status in (400, 422) or "BadRequestError" in names:
         return InvalidRequestError(message, error_type="bad_request", status_code=status, **kw)
+    if status == 503 or "ServiceUnavailableError" in names:
+        return ModelUnavailableError(message, error_type="503", status_code=503, **kw)
     if status is not None and status >= 500:
         return ProviderError(message, error_type=str(status), status_code=status, **kw)
     if "APIConnectionError" in names or "ConnectError" in names or isinstance(exc, ConnectionError):

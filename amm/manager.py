@@ -172,12 +172,11 @@ class ModelManager:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         tel = None
         if telemetry:
-            import telemetry as telemetry_pkg
             from telemetry.setup import setup
 
             tel = setup(service_name=service_name or "amm", store_path=db_path)
-            del telemetry_pkg
-        recorder = Recorder()
+        # Bound to this Telemetry's own providers (the process globals can be set once only).
+        recorder = tel.recorder() if tel is not None else Recorder()
 
         registry = ModelRegistry(Path(config_path))
         keys = key_manager if key_manager is not None else APIKeyManager()

@@ -53,9 +53,10 @@ def utcnow() -> datetime:
 class Priority(str, enum.Enum):
     """Task priority: HIGH weights capability and quality up, LOW weights cost up."""
 
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
+    # Upper-case values: the seed compares ``task.priority == "HIGH"``.
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+    LOW = "LOW"
 
     @classmethod
     def parse(cls, value: object) -> Priority:
@@ -64,7 +65,7 @@ class Priority(str, enum.Enum):
             return value
         if isinstance(value, str):
             try:
-                return cls(value.lower())
+                return cls(value.upper())
             except ValueError:
                 pass
         raise InvalidRequestError(

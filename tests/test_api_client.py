@@ -22,6 +22,7 @@ from amm.errors import (
     ConfigurationError,
     ContextWindowExceededError,
     ModelNotFoundError,
+    ModelUnavailableError,
     ProviderError,
     ProviderTimeoutError,
     QuotaExceededError,
@@ -215,7 +216,8 @@ ERROR_CASES: list[tuple[str, dict[str, Any], type[APIModelError], str, bool]] = 
     ("quota", {"quota_exhausted": True}, QuotaExceededError, "insufficient_quota", False),
     ("unauthorized", {"api_key": "the-right-key"}, AuthenticationError, "authentication", False),
     ("forbidden", {"forbidden": True}, AuthenticationError, "permission_denied", False),
-    ("overloaded", {"error_rate": 1.0}, ProviderError, "", True),
+    # 503 reads as "model unavailable" (the seed); litellm reports Gemini's 503 as a 500.
+    ("overloaded", {"error_rate": 1.0}, ModelUnavailableError, "", True),
     ("malformed", {"malformed_rate": 1.0}, ProviderError, "malformed_response", True),
     ("timeout", {"timeout_rate": 1.0, "hang_s": 2.0}, ProviderTimeoutError, "timeout", True),
     ("context", {"max_context": 2}, ContextWindowExceededError, "context_window_exceeded", False),
@@ -229,6 +231,8 @@ async def test_provider_errors_map_to_one_typed_error_after_one_request(
     make_simulator: MakeSim, sink: Sink, protocol: str, case: str, profile: dict[str, Any],
     error: type[APIModelError], error_type: str, retryable: bool,
 ) -> None:
+    if case == "overloaded" and protocol == "google":
+        error = ProviderError
     sim = make_simulator({"m": ModelProfile(**FAST, **profile)})
     keys = _keys()
     async with APIClientManager(keys, registry=_registry(sim, {"m": protocol}), events=sink,
@@ -300,7 +304,7 @@ async def test_retryable_errors_back_off_exponentially_then_raise_the_last(
     sleeps = Sleeps()
     async with APIClientManager(_keys(), registry=_registry(sim, {"m": "openai"}), events=sink,
                                 sleep=sleeps, rng=FixedRandom(0.5), backoff_base_s=0.2) as client:
-        with pytest.raises(ProviderError) as info:
+        with pytest.raises(ModelUnavailableError) as info:
             await client.send_request_with_retry("m", REQUEST, max_retries=3)
     assert sleeps.delays == pytest.approx([0.1, 0.2, 0.4])  # 0.5 * 0.2 * 2**n
     assert sim.request_count("m") == 4
@@ -316,7 +320,7 @@ async def test_jittered_backoff_stays_under_the_capped_exponential(make_simulato
     async with APIClientManager(_keys(), registry=_registry(sim, {"m": "openai"}), sleep=sleeps,
                                 rng=random.Random(3), backoff_base_s=1.0,
                                 backoff_max_s=4.0) as client:
-        with pytest.raises(ProviderError):
+        with pytest.raises(ModelUnavailableError):
             await client.send_request_with_retry("m", REQUEST, max_retries=5)
     caps = [1.0, 2.0, 4.0, 4.0, 4.0]
     assert len(sleeps.delays) == 5
