@@ -186,3 +186,15 @@ def test_a_store_of_100k_spans_loads_in_one_pass(tmp_path):
     print(f"\nloaded {spans:,} spans into {len(data.requests):,} requests in {elapsed:.2f} s")
     assert spans > 90_000
     assert len(data.requests) == truth.requests
+
+
+def test_analytics_imports_neither_amm_nor_opentelemetry():
+    import subprocess
+    import sys
+
+    code = ("import sys, analytics.load, analytics.ab, analytics.degradation, analytics.cost, "
+            "analytics.report, analytics.synthetic; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'amm', 'opentelemetry'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

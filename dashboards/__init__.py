@@ -1,0 +1,1 @@
+"""Streamlit dashboards over :mod:`analytics` (in the repository, not in the wheel)."""

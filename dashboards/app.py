@@ -1,0 +1,211 @@
+"""amm's dashboard (Streamlit): ``streamlit run dashboards/app.py -- --store data/amm.db``.
+
+The store is ``--store PATH``, else ``$AMM_STORE``, else ``data/amm.db``; it is read
+through read-only connections, so agents keep writing while it is open, and "Live
+refresh" re-reads it every few seconds. Pages: Overview, Models, A/B report,
+Failovers, Cost. All numbers come from :mod:`analytics`; the charts from
+:mod:`dashboards.charts`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+# `streamlit run` puts this file's folder on sys.path, not the repository root.
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from analytics.ab import analyse_experiment  # noqa: E402
+from analytics.cost import daily_spend, spend_by, spend_by_day_and  # noqa: E402
+from analytics.degradation import detect_degradations, model_timeseries  # noqa: E402
+from analytics.load import StoreData, load_store  # noqa: E402
+from analytics.report import model_table, overview, resolve_budget  # noqa: E402
+from analytics.synthetic import write_synthetic_store  # noqa: E402
+from dashboards import charts  # noqa: E402
+
+__all__ = ["DEFAULT_STORE", "DEMO_STORE", "PAGES", "main", "store_path_from"]
+
+DEFAULT_STORE = Path("data/amm.db")
+DEMO_STORE = Path(tempfile.gettempdir()) / "amm-demo-store.db"
+PAGES = ("Overview", "Models", "A/B report", "Failovers", "Cost")
+
+
+def store_path_from(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
+    """``--store PATH`` > ``$AMM_STORE`` > ``data/amm.db`` (unknown arguments ignored)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--store")
+    args, _ = parser.parse_known_args(list(argv))
+    return Path(args.store or environ.get("AMM_STORE") or DEFAULT_STORE)
+
+
+def _stamp(path: Path) -> tuple[float, ...]:
+    # The WAL file changes on every commit while the main file may not (until a
+    # checkpoint): both belong in the cache key.
+    return tuple(p.stat().st_mtime_ns + p.stat().st_size
+                 for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+@st.cache_data(show_spinner="Reading the store...", max_entries=4)
+def _load(path: str, stamp: tuple[float, ...]) -> StoreData:
+    return load_store(path)
+
+
+def _use_demo_store() -> None:
+    write_synthetic_store(DEMO_STORE)
+    st.session_state["store"] = str(DEMO_STORE)
+
+
+def _page_overview(data: StoreData, budget: float) -> None:
+    ov = overview(data, daily_budget=budget)
+    cols = st.columns(5)
+    cols[0].metric("Requests", f"{ov.requests:,}")
+    cols[1].metric("Success rate", f"{ov.success_rate:.1%}")
+    if ov.budget is not None:
+        cols[2].metric(f"Cost {ov.budget.day:%b %d} vs budget", f"${ov.budget.spent_usd:,.2f}",
+                       f"{ov.budget.utilization:.0%} of ${ov.budget.budget_usd:,.0f}",
+                       delta_color="off")
+    else:
+        cols[2].metric("Cost today vs budget", "$0.00")
+    cols[3].metric("Cache hit rate", f"{ov.cache_hit_rate:.1%}")
+    cols[4].metric("Failovers", f"{ov.failovers:,}")
+    if ov.requests:
+        st.altair_chart(charts.outcomes_over_time(data.requests), width="stretch")
+        by_agent = data.requests.groupby("agent_type", observed=True).agg(
+            requests=("trace_id", "size"), quality=("quality", "mean"),
+            cost_usd=("cost_usd", "sum")).reset_index()
+        st.dataframe(by_agent, hide_index=True, width="stretch")
+
+
+def _page_models(data: StoreData) -> None:
+    left, right = st.columns(2)
+    freq = left.selectbox("Resolution", ["1h", "3h", "6h", "1D"], index=1, key="freq")
+    threshold = right.slider("Degradation threshold", 0.5, 0.95, 0.8, 0.05, key="threshold")
+    changes = detect_degradations(data.attempts, threshold=threshold)
+    if changes:
+        for d in changes:
+            st.warning(d.describe())
+    else:
+        st.success(f"No degradation below the {threshold:.2f} threshold.")
+    st.dataframe(model_table(data), hide_index=True, width="stretch")
+    series = model_timeseries(data.attempts, freq=freq)
+    for metric in ("error_rate", "p95_latency_ms", "quality"):
+        st.altair_chart(charts.metric_over_time(series, metric, changes),
+                        width="stretch")
+
+
+def _page_ab(data: StoreData) -> None:
+    names = sorted(data.requests["experiment"].dropna().unique())
+    if not names:
+        st.info("No experiment in this store.")
+        return
+    name = st.selectbox("Experiment", names, key="experiment")
+    rep = analyse_experiment(data.requests, str(name))
+    for line in rep.verdicts:
+        st.markdown(f"**Verdict:** {line.split(': ', 1)[1]}")
+    st.caption(f"Randomised traffic only: {sum(a.n for a in rep.arms):,} requests; "
+               f"{rep.excluded:,} left out (arm not honoured or cache hit). The decision uses "
+               "an always-valid mSPRT, so reading it daily keeps false positives at 5%.")
+    table = rep.arms_table()
+    st.dataframe(table, hide_index=True, width="stretch")
+    left, right = st.columns(2)
+    left.altair_chart(charts.arm_ci_chart(table, "quality", "Mean quality (95% CI)"),
+                      width="stretch")
+    right.altair_chart(charts.arm_ci_chart(table, "cost_per_request",
+                                           "Cost per request, USD (95% CI)"),
+                       width="stretch")
+    for c in rep.comparisons:
+        st.dataframe([
+            {"metric": m, "difference (b - a)": t.diff.estimate, "CI low": t.diff.low,
+             "CI high": t.diff.high, "p": t.p_value, "effect size": t.effect_size, "test": t.test}
+            for m, t in (("quality", c.quality), ("success rate", c.success_rate),
+                         ("mean latency ms", c.latency_mean_ms),
+                         ("p95 latency ms", c.latency_p95_ms),
+                         ("cost per request", c.cost_per_request),
+                         ("cost per quality point", c.cost_per_quality_point))
+        ], hide_index=True, width="stretch")
+        st.caption(f"a = {c.arm_a}, b = {c.arm_b}; n per arm for the minimum detectable "
+                   f"effect {rep.mde} at power 0.8: {c.needed_per_arm:,}")
+
+
+def _page_failovers(data: StoreData) -> None:
+    f = data.failovers
+    if f.empty:
+        st.info("No failovers recorded.")
+        return
+    st.metric("Failovers", f"{len(f):,}")
+    st.altair_chart(charts.failover_chart(f), width="stretch")
+    routes = (f.groupby(["from_model", "to_model", "reason"], observed=True, dropna=False)
+              .size().rename("failovers").reset_index()
+              .sort_values("failovers", ascending=False, ignore_index=True))
+    st.dataframe(routes, hide_index=True, width="stretch")
+
+
+def _page_cost(data: StoreData, budget: float) -> None:
+    ledger = data.ledger
+    if ledger.empty:
+        st.info("The cost ledger is empty.")
+        return
+    st.metric("Total spend (ledger)", f"${ledger['cost_usd'].sum():,.2f}")
+    st.altair_chart(charts.daily_cost_chart(daily_spend(ledger, budget)),
+                    width="stretch")
+    left, right = st.columns(2)
+    left.altair_chart(charts.cost_by_chart(spend_by_day_and(ledger, "model_id"), "model_id"),
+                      width="stretch")
+    right.altair_chart(charts.cost_by_chart(spend_by_day_and(ledger, "agent_type"),
+                                            "agent_type"), width="stretch")
+    st.subheader("Most expensive tasks")
+    st.dataframe(spend_by(ledger, "task_id").head(20), hide_index=True,
+                 width="stretch")
+
+
+def _render(path: Path) -> None:
+    data = _load(str(path), _stamp(path))
+    budget = st.sidebar.number_input("Daily budget (USD)", min_value=0.01,
+                                     value=float(resolve_budget(data)), key="budget")
+    st.caption(f"Store: `{path}` · {len(data.requests):,} requests")
+    tabs = st.tabs(list(PAGES))
+    with tabs[0]:
+        _page_overview(data, budget)
+    with tabs[1]:
+        _page_models(data)
+    with tabs[2]:
+        _page_ab(data)
+    with tabs[3]:
+        _page_failovers(data)
+    with tabs[4]:
+        _page_cost(data, budget)
+
+
+def main() -> None:
+    """The Streamlit page."""
+    st.set_page_config(page_title="amm: models, experiments, cost", layout="wide")
+    st.title("amm: which model, how well, at what cost")
+    if "store" not in st.session_state:
+        st.session_state["store"] = str(store_path_from(sys.argv[1:], os.environ))
+    path = Path(st.sidebar.text_input("Store (SQLite file)", key="store"))
+    live = st.sidebar.toggle("Live refresh", value=False, key="live")
+    every = st.sidebar.number_input("Refresh every (s)", 2, 300, 10, key="every")
+    if not path.is_file():
+        st.error(f"No amm store at `{path}`. Record one with `amm demo` (it writes "
+                 "`data/amm.db`), point the sidebar at another file, or open the synthetic "
+                 "demo store.")
+        st.button("Open the synthetic demo store", on_click=_use_demo_store, key="demo")
+        return
+
+    @st.fragment(run_every=float(every) if live else None)
+    def body() -> None:
+        _render(path)
+
+    body()
+
+
+if __name__ == "__main__":
+    main()
