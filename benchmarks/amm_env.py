@@ -1,0 +1,191 @@
+"""amm as an application runs it, pointed at the mock: every component, real OTLP export.
+
+:class:`AmmBench` builds one :class:`~amm.manager.ModelManager` with
+``ModelManager.from_config`` over a registry of a few models that all point at the
+mock, a data directory in a temp dir (span store, ledger, cache, performance
+table), and telemetry exporting over OTLP to an in-process
+:class:`~telemetry.receiver.OTLPReceiver` (configured through the standard
+``OTEL_*`` variables, as a user would). A counting span processor on the same
+tracer provider counts every span ended, so emitted and received can be compared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path as FsPath
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+from benchmarks.paths import BENCH_API_KEY, BENCH_MODEL, MAX_TOKENS, TEMPERATURE, prompt
+
+__all__ = ["AGENT_TYPE", "AmmBench", "AmmPath", "DecoratorPath", "SpanCounter", "registry_document"]
+
+AGENT_TYPE = "bench"
+# Generous limits and budget: the benchmark measures the path, not the limiter's refusals.
+_RPM = 100_000_000
+_TPM = 10_000_000_000
+
+
+def registry_document(api_base: str, count: int = 4) -> dict[str, Any]:
+    """A registry of ``count`` models, all served by the mock at ``api_base``."""
+    return {"models": [{
+        "id": f"bench-{n}",
+        "provider": "openai",
+        "name": f"Bench model {n}",
+        "litellm_model": f"openai/{BENCH_MODEL}",
+        "api_base": api_base,
+        "capabilities": ["text-generation", "summarization"],
+        "cost_per_1k_input_tokens": 0.0005 * (n + 1),
+        "cost_per_1k_output_tokens": 0.0015 * (n + 1),
+        "rate_limits": {"requests_per_minute": _RPM, "tokens_per_minute": _TPM},
+        "context_window": 16385,
+        "average_response_time_ms": 800 + 100 * n,
+        "enabled": True,
+    } for n in range(count)]}
+
+
+class SpanCounter(SpanProcessor):
+    """A span processor that counts sampled spans as they end (what amm emitted)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.chat_count = 0  # provider attempts: ``chat {model}`` spans
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.context is not None and span.context.trace_flags.sampled:
+            with self._lock:
+                self.count += 1
+                if span.name.startswith("chat "):
+                    self.chat_count += 1
+
+
+class AmmBench:
+    """One fully wired manager on the mock, with its OTLP receiver. Use ``async with``."""
+
+    def __init__(self, api_base: str, *, protocol: str = "http/protobuf", models: int = 4) -> None:
+        self.api_base = api_base
+        self.protocol = protocol
+        self.models = models
+        self.manager: Any = None
+        self.receiver: Any = None
+        self.spans = SpanCounter()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def data_dir(self) -> FsPath:
+        """Where the manager keeps its SQLite store."""
+        assert self._tmp is not None
+        return FsPath(self._tmp.name) / "data"
+
+    async def __aenter__(self) -> AmmBench:
+        from telemetry.receiver import OTLPReceiver
+
+        use_grpc = self.protocol == "grpc"
+        self.receiver = OTLPReceiver(grpc=use_grpc, http=not use_grpc)
+        endpoint = self.receiver.grpc_endpoint if use_grpc else self.receiver.http_endpoint
+        # The standard variables, as a user would configure a collector.
+        os.environ.update({
+            "OTEL_SERVICE_NAME": "amm-bench",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": self.protocol,
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OPENAI_API_KEY": BENCH_API_KEY,
+        })
+        self._tmp = tempfile.TemporaryDirectory(prefix="amm-bench-")
+        config = FsPath(self._tmp.name) / "model_registry.json"
+        config.write_text(json.dumps(registry_document(self.api_base, self.models)))
+
+        from amm.manager import ModelManager
+
+        self.manager = ModelManager.from_config(
+            config, data_dir=self.data_dir, daily_budget=1e12, service_name="amm-bench",
+        )
+        tel = self.manager.telemetry
+        if tel is None or not tel.enabled:
+            raise RuntimeError("amm telemetry is off: the benchmark needs it on (OTEL_SDK_DISABLED?)")
+        tel.tracer_provider.add_span_processor(self.spans)
+        await self.manager.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.manager is not None:
+            await self.manager.stop()
+            if self.manager.telemetry is not None:
+                # Before the receiver goes: the metric reader's last export needs it.
+                self.manager.telemetry.shutdown()
+            self.manager = None
+        if self.receiver is not None:
+            self.receiver.stop()
+            self.receiver = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def span_totals(self, *, timeout_s: float = 30.0) -> dict[str, int]:
+        """Flush, then spans emitted (ended, sampled), received by OTLP and dropped by amm."""
+        tel = self.manager.telemetry
+        tel.force_flush()
+        emitted = self.spans.count
+        self.receiver.wait_for(emitted, timeout=timeout_s)
+        return {"emitted": emitted, "received": self.receiver.span_count(),
+                "dropped_by_processor": int(tel.spans_dropped)}
+
+
+class AmmPath:
+    """``ModelManager.complete`` with a fresh prompt (a cache miss) on every call."""
+
+    name = "amm"
+
+    def __init__(self, bench: AmmBench) -> None:
+        self._bench = bench
+        self._request_type: Any = None
+
+    async def setup(self) -> None:
+        from amm.models import ModelRequest
+
+        self._request_type = ModelRequest
+
+    async def call(self, i: int) -> None:
+        request = self._request_type(
+            prompt=prompt(i), task_id=f"task-{i}", agent_type=AGENT_TYPE,
+            max_tokens=MAX_TOKENS, temperature=TEMPERATURE,
+        )
+        reply = await self._bench.manager.complete(request)
+        if not reply.content:
+            raise RuntimeError("empty completion from amm")
+
+    async def close(self) -> None:
+        return None
+
+
+class DecoratorPath:
+    """An ``@managed_model`` agent that makes one ``llm.complete`` call."""
+
+    name = "amm_decorator"
+
+    def __init__(self, bench: AmmBench) -> None:
+        self._bench = bench
+        self._agent: Any = None
+
+    async def setup(self) -> None:
+        from amm.decorator import managed_model
+
+        @managed_model(agent_type=AGENT_TYPE, manager=self._bench.manager)
+        async def summarise(i: int, *, llm: Any) -> str:
+            reply = await llm.complete(prompt(i), max_tokens=MAX_TOKENS, temperature=TEMPERATURE)
+            return str(reply.content)
+
+        self._agent = summarise
+
+    async def call(self, i: int) -> None:
+        if not await self._agent(i, task_id=f"task-{i}"):
+            raise RuntimeError("empty completion from the managed agent")
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,195 @@
+"""Micro-benchmarks: selection over large registries, a cache hit, the recorder, ``import amm``.
+
+Each returns plain numbers (microseconds or milliseconds) for the report.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path as FsPath
+from typing import Any
+
+from benchmarks.amm_env import AGENT_TYPE, AmmBench
+from benchmarks.paths import MAX_TOKENS, prompt
+from benchmarks.stats import percentile
+
+__all__ = [
+    "bench_cache_hit",
+    "bench_import_amm",
+    "bench_recorder",
+    "bench_select_model",
+    "synthetic_models",
+    "time_async",
+]
+
+_REPO_ROOT = FsPath(__file__).resolve().parents[1]
+_PROVIDERS = ("openai", "anthropic", "google", "ollama")
+_CAPABILITY_SETS = (
+    ["text-generation", "summarization"],
+    ["text-generation", "code-generation", "analysis"],
+    ["text-generation", "reasoning", "analysis"],
+    ["code-generation"],  # no text-generation: filtered out by the benchmark's request
+)
+
+
+async def time_async(fn: Callable[[], Awaitable[Any]], *, iterations: int,
+                     warmup: int = 50) -> dict[str, float]:
+    """p50/p99/mean in microseconds of ``await fn()`` over ``iterations`` runs."""
+    for _ in range(warmup):
+        await fn()
+    gc.collect()
+    samples: list[float] = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        await fn()
+        samples.append((time.perf_counter() - start) * 1e6)
+    samples.sort()
+    return {"p50_us": round(percentile(samples, 50), 2), "p99_us": round(percentile(samples, 99), 2),
+            "mean_us": round(sum(samples) / len(samples), 2), "iterations": iterations}
+
+
+def synthetic_models(count: int) -> list[Any]:
+    """``count`` varied models (four providers, four capability sets, every tenth disabled)."""
+    from amm.models import ModelMetadata, RateLimits
+
+    return [ModelMetadata(
+        id=f"model-{n:04d}", provider=_PROVIDERS[n % 4], name=f"Model {n}",
+        capabilities=list(_CAPABILITY_SETS[(n // 4) % 4]),
+        cost_per_1k_input_tokens=0.0001 * (1 + n % 37), cost_per_1k_output_tokens=0.0003 * (1 + n % 41),
+        rate_limits=RateLimits(requests_per_minute=10_000, tokens_per_minute=10_000_000),
+        context_window=8192 * (1 + n % 16), average_response_time_ms=300.0 + 17 * (n % 53),
+        enabled=n % 10 != 9,
+    ) for n in range(count)]
+
+
+async def bench_select_model(bench: AmmBench, sizes: tuple[int, ...], *,
+                             iterations: dict[int, int]) -> dict[str, Any]:
+    """``select_model`` over registries of each size, wired like the manager wires it.
+
+    The selector gets real components built on the synthetic registry and the
+    manager's real recorder (so each selection also builds its ``amm.select`` span);
+    a second measurement with no event sink isolates selection itself.
+    """
+    from amm.health_checker import HealthChecker
+    from amm.models import ModelRequest, SelectionConstraints
+    from amm.performance_monitor import PerformanceMonitor
+    from amm.rate_limiter import RateLimiter
+    from amm.registry import ModelRegistry
+    from amm.selector import ModelSelector
+
+    recorder = bench.manager.recorder
+    constraints = SelectionConstraints(required_capabilities=["text-generation"])
+    out: dict[str, Any] = {}
+    for size in sizes:
+        registry = ModelRegistry.from_models(synthetic_models(size))
+        health = HealthChecker(registry)
+        limiter = RateLimiter(registry)
+        perf = PerformanceMonitor(bench.data_dir / f"select-{size}.db")
+        try:
+            for label, events in (("", recorder), ("_no_events", None)):
+                kwargs = {"events": events} if events is not None else {}
+                selector = ModelSelector(registry, health, limiter, perf, **kwargs)
+                counter = iter(range(10**9))
+
+                async def once(selector: Any = selector, counter: Any = counter,
+                               size: int = size) -> None:
+                    n = next(counter)
+                    request = ModelRequest(prompt=prompt(n), task_id=f"sel-{n}", agent_type=AGENT_TYPE,
+                                           max_tokens=MAX_TOKENS)
+                    with recorder.agent_span(AGENT_TYPE, request.task_id):
+                        if await selector.select_model(request, AGENT_TYPE, constraints) is None:
+                            raise RuntimeError(f"no model selected among {size}")
+
+                out[f"select_model_{size}{label}"] = await time_async(
+                    once, iterations=iterations[size], warmup=min(50, iterations[size]))
+        finally:
+            perf.close()
+    return out
+
+
+async def bench_cache_hit(bench: AmmBench, *, iterations: int) -> dict[str, Any]:
+    """``llm.complete`` answered from the cache, inside one ``@managed_model`` agent call."""
+    from amm.decorator import managed_model
+
+    result: dict[str, Any] = {}
+    calls_before = _mock_calls(bench)
+
+    @managed_model(agent_type=AGENT_TYPE, manager=bench.manager)
+    async def repeat(*, llm: Any) -> None:
+        text = "What is the capital of France? Answer in one word."
+        first = await llm.complete(text, max_tokens=MAX_TOKENS, temperature=0.0)  # fills the cache
+
+        async def hit() -> None:
+            reply = await llm.complete(text, max_tokens=MAX_TOKENS, temperature=0.0)
+            if reply.content != first.content or not reply.metadata.get("cache_hit"):
+                raise RuntimeError("the benchmark's cache hit was not a hit")
+
+        result.update(await time_async(hit, iterations=iterations))
+
+    await repeat()
+    result["provider_calls_during_hits"] = _mock_calls(bench) - calls_before - 1
+    return result
+
+
+def _mock_calls(bench: AmmBench) -> int:
+    """Provider attempts so far (``chat`` spans ended)."""
+    return bench.spans.chat_count
+
+
+async def bench_recorder(bench: AmmBench, *, iterations: int) -> dict[str, Any]:
+    """What recording one request costs: replay the events of one real call.
+
+    The events of a real ``complete`` are captured, then replayed inside an agent
+    span through (a) the manager's recorder (spans, metrics and every listener:
+    ledger, performance monitor, health, rate limiter) and (b) a recorder with
+    spans and metrics only.
+    """
+    from amm.models import ModelRequest
+
+    captured: list[Any] = []
+
+    class Capture:
+        """Keeps the events of one call; off afterwards (the recorder has no remove)."""
+
+        active = True
+
+        def record(self, event: Any) -> None:
+            if self.active:
+                captured.append(event)
+
+    recorder = bench.manager.recorder
+    capture = Capture()
+    recorder.add_listener(capture)
+    n = 10**8  # outside the runner's prompt numbers
+    await bench.manager.complete(ModelRequest(prompt=prompt(n), task_id="rec-capture",
+                                              agent_type=AGENT_TYPE, max_tokens=MAX_TOKENS,
+                                              temperature=0.0))
+    capture.active = False
+    events = tuple(captured)
+    spans_only = bench.manager.telemetry.recorder()
+    out: dict[str, Any] = {"events_per_request": len(events),
+                           "event_types": sorted({type(e).__name__ for e in events})}
+    for label, rec in (("recorder_full", recorder), ("recorder_spans_metrics_only", spans_only)):
+        async def replay(rec: Any = rec) -> None:
+            with rec.agent_span(AGENT_TYPE, "rec-replay"):
+                for event in events:
+                    rec.record(event)
+
+        out[label] = await time_async(replay, iterations=iterations)
+    return out
+
+
+def bench_import_amm(*, runs: int = 5) -> dict[str, Any]:
+    """``import amm`` in a fresh interpreter, median of ``runs`` (seconds -> ms)."""
+    code = "import time; t=time.perf_counter(); import amm; print(time.perf_counter()-t)"
+    times = []
+    for _ in range(runs):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=_REPO_ROOT, check=True)
+        times.append(float(done.stdout.strip()) * 1000.0)
+    return {"median_ms": round(statistics.median(times), 2), "runs_ms": [round(t, 2) for t in times]}
