@@ -80,7 +80,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from amm.cache_manager import CacheManager
     from amm.cost_tracker import CostTracker
     from amm.decorator import LLM, configure, get_default_manager, managed_model
-    from amm.errors import *  # noqa: F403
+    from amm.errors import *
     from amm.evaluator import ResponseEvaluator
     from amm.failover_manager import FailoverManager
     from amm.health_checker import HealthChecker
@@ -92,7 +92,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         report_performance_to_optimizer,
         select_model_with_optimizer,
     )
-    from amm.models import *  # noqa: F403
+    from amm.models import *
     from amm.performance_monitor import PerformanceMonitor
     from amm.rate_limiter import RateLimiter
     from amm.registry import ModelRegistry

@@ -206,7 +206,8 @@ def rate_limit_info(headers: Mapping[str, Any]) -> dict[str, float]:
         if value is None and anthropic is not None:
             value = _parse_limit(anthropic, kind)
         if value is not None:
-            info[key] = value
+            # Remaining counts are whole requests/tokens; resets are seconds.
+            info[key] = max(0, int(value)) if kind == "remaining" else value
     return info
 
 

@@ -48,7 +48,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("{:<%d}" % w for w in widths)
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [line.format(*header), line.format(*("-" * w for w in widths))]
     out += [line.format(*map(str, r)) for r in rows]
     return "\n".join(out)
@@ -104,8 +104,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 if not model.enabled:
                     continue
                 status = await checker.check_model_health(model.id)
-                mark = "ok" if status.is_available else f"FAILED: {status.error_message}"
-                failures += not status.is_available
+                # One check: its own outcome counts, not the model's 3-strike state.
+                failed = status.error_message is not None
+                mark = f"FAILED: {status.error_message}" if failed else "ok"
+                failures += failed
                 print(f"health {model.id}: {mark} ({status.response_time_ms:.0f} ms)")
         return failures
 

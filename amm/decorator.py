@@ -22,7 +22,7 @@ import inspect
 import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,7 +80,7 @@ def get_default_manager() -> Any:
 class LLM:
     """The handle an async agent receives: ``await llm.complete(...)``."""
 
-    __slots__ = ("agent_type", "constraints", "priority", "task_id", "_manager")
+    __slots__ = ("_manager", "agent_type", "constraints", "priority", "task_id")
 
     def __init__(
         self,
@@ -126,7 +126,7 @@ class LLM:
     ) -> ModelResponse:
         """Send a prompt (or chat messages) through the manager's request path."""
         request = self.request(prompt, max_tokens=max_tokens, temperature=temperature, **parameters)
-        return await self._manager.complete(request, self.constraints)  # type: ignore[no-any-return]
+        return await self._manager.complete(request, self.constraints)  # type: ignore[no-any-return,unused-ignore]
 
     def __repr__(self) -> str:
         return f"LLM(agent_type={self.agent_type!r}, task_id={self.task_id!r})"
@@ -161,20 +161,20 @@ class _Portal:
         self._thread = threading.Thread(target=self._loop.run_forever, name="amm-portal", daemon=True)
         self._thread.start()
 
-    def run(self, coro: Awaitable[T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:
             raise InvalidRequestError("a sync agent cannot be called from amm's own event loop")
         ctx = contextvars.copy_context()
         done: Future[T] = Future()
 
         def start() -> None:
-            task = self._loop.create_task(coro, context=ctx)  # type: ignore[arg-type]
+            task: asyncio.Task[T] = self._loop.create_task(coro, context=ctx)
 
             def finish(t: asyncio.Task[T]) -> None:
                 if t.cancelled():
                     done.cancel()
-                elif t.exception() is not None:
-                    done.set_exception(t.exception())  # type: ignore[arg-type]
+                elif (exc := t.exception()) is not None:
+                    done.set_exception(exc)
                 else:
                     done.set_result(t.result())
 
@@ -230,7 +230,7 @@ def managed_model(
             raise InvalidRequestError(f"{fn.__qualname__} must accept a keyword argument 'llm'")
         accepts_task_id = "task_id" in params
         agent = agent_type or fn.__name__
-        name = agent_name or fn.__qualname__
+        name = agent_name or agent
 
         def bind(kwargs: dict[str, Any], handle: type[LLM]) -> tuple[Any, LLM]:
             task_id = kwargs.get("task_id") if accepts_task_id else kwargs.pop("task_id", None)

@@ -13,13 +13,14 @@ import asyncio
 import dataclasses
 import os
 import random
-import sqlite3
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from amm.report import DecisionCounts, demo_summary
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -35,12 +36,22 @@ _PROMPTS = {
     "review": "Review this design of {t} and list:\n- correctness issues\n- performance issues",
     "research": "Research how production systems implement {t}. Summarise the main approaches "
                 "and their trade-offs for long documents.",
+    "triage": "Triage this bug report about {t}: give the severity and the owning team.",
+    "docs": "Write a short docstring for {t}.",
 }
 _AGENT_CAPS = {
     "planning": ["reasoning"],
     "implementation": ["code-generation"],
     "review": ["analysis"],
     "research": ["long-context"],
+    "triage": ["text-generation"],
+    "docs": ["text-generation"],
+}
+# Triage is cost-sensitive and must not run on the local model: it lands on the
+# cheap, flaky hosted one, whose errors the run fails over from.
+_AGENT_OPTIONS: dict[str, dict[str, Any]] = {
+    "triage": {"priority": "low", "excluded_providers": ["ollama"]},
+    "docs": {"priority": "low"},  # free and local is good enough for docs
 }
 
 
@@ -63,6 +74,7 @@ def _demo_profiles(requests: int) -> dict[str, Any]:
     # The degrading model degrades once it has seen about half of its traffic.
     gemini = profiles["sim-gemini"]
     profiles["sim-gemini"] = dataclasses.replace(gemini, degrade_after=max(20, requests // 8))
+    profiles["sim-gpt-4o"] = dataclasses.replace(profiles["sim-gpt-4o"], quality=1.0)
     return profiles
 
 
@@ -73,7 +85,8 @@ async def _workload(manager: Any, requests: int, concurrency: int, seed: int,
 
     agents = {}
     for agent, caps in _AGENT_CAPS.items():
-        @managed_model(agent_type=agent, capabilities=caps, manager=manager)
+        @managed_model(agent_type=agent, capabilities=caps, manager=manager,
+                       **_AGENT_OPTIONS.get(agent, {}))
         async def run(prompt: str, temperature: float, *, llm: Any) -> str:
             reply = await llm.complete(prompt, max_tokens=200, temperature=temperature)
             return str(reply.content)
@@ -114,8 +127,15 @@ async def _workload(manager: Any, requests: int, concurrency: int, seed: int,
 
 def _progress_bar(total: int, out: Any) -> Any:
     start = time.monotonic()
+    live = bool(getattr(out, "isatty", lambda: False)())
+    step = max(total // 10, 1)
 
     def show(done: int) -> None:
+        if not live:  # a log, not a terminal: one line every tenth
+            if done % step == 0 or done == total:
+                rate = done / max(time.monotonic() - start, 1e-9)
+                out.write(f"  {done}/{total} requests  {rate:5.1f} req/s\n")
+            return
         width = 30
         filled = width * done // max(total, 1)
         rate = done / max(time.monotonic() - start, 1e-9)
@@ -149,11 +169,10 @@ def run_demo(
         os.environ["AMM_SIM_URL"] = sim.base_url
         out.write(f"amm demo: {requests} requests, concurrency {concurrency}, seed {seed}\n")
         out.write(f"  provider simulator on {sim.base_url} (OpenAI, Anthropic, Gemini, Ollama protocols)\n")
-        ok, failed = asyncio.run(_run(requests, concurrency, seed, data_dir, budget, out))
+        counts = DecisionCounts()
+        ok, failed = asyncio.run(_run(requests, concurrency, seed, data_dir, budget, counts, out))
         billed = sim.billed()
-    from amm.report import demo_summary
-
-    summary = demo_summary(store, billed=billed, budget=budget)
+    summary, _ = demo_summary(store, counts=counts, billed=billed, budget=budget)
     out.write(summary + "\n")
     out.write(f"\n  store: {store}\n")
     out.write("  traces: set OTEL_EXPORTER_OTLP_ENDPOINT to export them to Jaeger or Tempo "
@@ -162,7 +181,7 @@ def run_demo(
 
 
 async def _run(requests: int, concurrency: int, seed: int, data_dir: Path, budget: float,
-               out: Any) -> tuple[int, Counter[str]]:
+               counts: DecisionCounts, out: Any) -> tuple[int, Counter[str]]:
     from amm.api_key_manager import APIKeyManager
     from amm.manager import BudgetPolicy, ModelManager
 
@@ -173,19 +192,17 @@ async def _run(requests: int, concurrency: int, seed: int, data_dir: Path, budge
     out.flush()
     manager = ModelManager.from_config(
         DEMO_REGISTRY, data_dir=data_dir, daily_budget=budget,
-        budget_policy=BudgetPolicy.DOWNGRADE, key_manager=keys, start_health_checks=False,
+        budget_policy=BudgetPolicy.DOWNGRADE, key_manager=keys, health_check_interval_s=2,
         base_backoff_seconds=0.05, timeout_s=10.0,
+        # A compressed day: fail over at once, and watch for degradation every second
+        # comparing the last 3 s with the minute before.
+        retries_per_model=0, degradation_check_interval_s=1.0, performance_windows_s=(3.0, 60.0),
     )
+    manager.recorder.add_listener(counts)
     async with manager:
         ok, failed = await _workload(manager, requests, concurrency, seed,
                                      _progress_bar(requests, out))
-        for model in manager.registry.models():
-            await manager.performance_monitor.detect_degradation(model.id, threshold=0.8)
+        await manager.check_degradation()
     return ok, failed
 
 
-def ledger_total(store: Path) -> float:
-    """Total USD in the store's cost ledger."""
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
-        row = conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM amm_cost_ledger").fetchone()
-    return float(row[0])

@@ -134,7 +134,11 @@ class ResponseEvaluator:
     def should_demote(self, model_id: str, agent_type: str) -> bool:
         """:meth:`should_switch_model` over the recorded window of (model, agent type)."""
         window = self._windows.get((model_id, agent_type))
-        return bool(window) and self.should_switch_model(model_id, window or ())
+        # Demotion acts on a full window: two bad answers among the first three are
+        # noise, not a verdict on the model.
+        if window is None or len(window) < self.evaluation_window:
+            return False
+        return self.should_switch_model(model_id, window)
 
     def reset(self, model_id: str, agent_type: str | None = None) -> None:
         """Forget the recorded scores of ``model_id`` (for one agent type, or all)."""

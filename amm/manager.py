@@ -20,6 +20,7 @@ cost ledger, rolling statistics, passive health, provider rate limits).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import enum
@@ -65,7 +66,7 @@ _CHARS_PER_TOKEN = 4
 _DEFAULT_MAX_TOKENS = 1024
 
 
-class BudgetPolicy(str, enum.Enum):
+class BudgetPolicy(enum.StrEnum):
     """What ``complete`` does once the daily budget is spent."""
 
     REFUSE = "refuse"  # raise BudgetExceededError
@@ -80,6 +81,8 @@ class ManagerSettings:
     cache_enabled: bool = True
     retries_per_model: int = 1  # transient retries on one model before failing over
     demotion_seconds: float = 300.0  # how long a low-quality model stays demoted
+    degradation_check_interval_s: float = 60.0  # 0 turns the background check off
+    degradation_threshold: float = 0.8
 
 
 class ModelManager:
@@ -127,6 +130,8 @@ class ModelManager:
         self._demoted: dict[tuple[str, str], float] = {}  # (agent_type, model) -> until
         self._started = False
         self._closed = False
+        self._watch: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ building
 
@@ -149,6 +154,9 @@ class ModelManager:
         evaluation_window: int = 10,
         cache_enabled: bool = True,
         timeout_s: float = 60.0,
+        retries_per_model: int = 1,
+        degradation_check_interval_s: float = 60.0,
+        performance_windows_s: tuple[float, float] = (3600.0, 86400.0),
     ) -> ModelManager:
         """Build every component from one registry file and one data directory.
 
@@ -188,7 +196,9 @@ class ModelManager:
             api_client=api_client, events=recorder,
         )
         limiter = RateLimiter(registry, events=recorder)
-        perf = PerformanceMonitor(db_path, events=recorder)
+        recent_s, baseline_s = performance_windows_s
+        perf = PerformanceMonitor(db_path, events=recorder, recent_window_s=recent_s,
+                                  baseline_window_s=baseline_s)
         costs = CostTracker(db_path, daily_budget=daily_budget, events=recorder)
         cache = CacheManager(db_path, events=recorder) if cache_enabled else None
         evaluator = ResponseEvaluator(
@@ -196,7 +206,7 @@ class ModelManager:
         )
         selector = ModelSelector(registry, health, limiter, perf, events=recorder)
         failover = FailoverManager(
-            selector, max_retries=max_failovers, base_backoff_seconds=base_backoff_seconds,  # type: ignore[arg-type]
+            selector, max_retries=max_failovers, base_backoff_seconds=base_backoff_seconds,  # type: ignore[arg-type,unused-ignore]
             events=recorder,
         )
         for listener in (costs, perf, health, limiter):
@@ -211,7 +221,9 @@ class ModelManager:
             performance_monitor=perf, selector=selector, failover_manager=failover,
             evaluator=evaluator, cache_manager=cache, cost_tracker=costs, recorder=recorder,
             settings=ManagerSettings(
-                budget_policy=BudgetPolicy(budget_policy), cache_enabled=cache_enabled
+                budget_policy=BudgetPolicy(budget_policy), cache_enabled=cache_enabled,
+                retries_per_model=retries_per_model,
+                degradation_check_interval_s=degradation_check_interval_s,
             ),
             telemetry=tel, start_health_checks=start_health_checks,
         )
@@ -224,15 +236,29 @@ class ModelManager:
             return
         self._started = True
         self._closed = False
+        self._loop = asyncio.get_running_loop()  # background work lives on this loop
         if self._start_health_checks:
             await self.health_checker.start()
+        if self.settings.degradation_check_interval_s > 0:
+            self._watch = asyncio.create_task(self._watch_degradation(), name="amm-degradation")
 
     async def stop(self) -> None:
         """Stop background work and flush every store and exporter. Safe to call twice."""
         if self._closed:
             return
+        loop = self._loop
+        if loop is not None and loop.is_running() and loop is not asyncio.get_running_loop():
+            # Started elsewhere (a sync agent's portal loop): stop where the tasks live.
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.stop(), loop))
+            return
         self._closed = True
         self._started = False
+        self._loop = None
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         await self.health_checker.stop()
         self.recorder.end_pending()
         for component in (self.cost_tracker, self.performance_monitor, self.cache_manager):
@@ -241,6 +267,33 @@ class ModelManager:
         await self.api_client.aclose()
         if self.telemetry is not None:
             self.telemetry.force_flush()
+
+    async def check_degradation(self) -> list[Any]:
+        """Compare each model's recent window with its baseline now; each degradation
+        found is recorded (a ``DegradationEvent``) and returned."""
+        found = []
+        for model in self.registry.enabled_models():
+            d = await self.performance_monitor.detect_degradation(
+                model.id, threshold=self.settings.degradation_threshold)
+            if d is not None:
+                found.append(d)
+        return found
+
+    async def _watch_degradation(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.degradation_check_interval_s)
+            try:
+                await self.check_degradation()
+            except Exception:  # background work never crashes the caller
+                log.exception("degradation check failed")
+
+    def close(self) -> None:
+        """Blocking :meth:`stop`, for code without an event loop (sync agents)."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result()
+        else:
+            asyncio.run(self.stop())
 
     async def __aenter__(self) -> ModelManager:
         await self.start()
@@ -271,7 +324,7 @@ class ModelManager:
         with self._request_span(request):
             cache_key = self._cache_key(request)
             if cache_key is not None:
-                cached = await self._cache_get(cache_key)
+                cached = await self._cache_get(cache_key, request.agent_type, request.task_id)
                 if cached is not None:
                     return cached
             constraints = self._apply_budget(request, constraints)
@@ -305,10 +358,10 @@ class ModelManager:
             return None
         return cache.generate_cache_key(request)
 
-    async def _cache_get(self, key: str) -> ModelResponse | None:
+    async def _cache_get(self, key: str, agent_type: str, task_id: str) -> ModelResponse | None:
         assert self.cache_manager is not None
         try:
-            hit = await self.cache_manager.get(key)
+            hit = await self.cache_manager.get(key, agent_type=agent_type, task_id=task_id)
         except CacheError as exc:  # graceful degradation: carry on without the cache
             log.warning("cache unavailable, continuing without it: %s", exc)
             return None
@@ -424,4 +477,7 @@ class _Attempt:
             reservation.settle(0)
             raise
         reservation.settle(response.token_usage.total_tokens or 0)
+        limits = response.metadata.get("rate_limit")
+        if limits:  # the provider's own count of what is left corrects ours
+            m.rate_limiter.update_from_headers(model_id, **limits)
         return response

@@ -50,7 +50,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Priority(str, enum.Enum):
+class Priority(enum.StrEnum):
     """Task priority: HIGH weights capability and quality up, LOW weights cost up."""
 
     # Upper-case values: the seed compares ``task.priority == "HIGH"``.
@@ -73,7 +73,7 @@ class Priority(str, enum.Enum):
         )
 
 
-class FailoverReason(str, enum.Enum):
+class FailoverReason(enum.StrEnum):
     """Why a request left a model for another one."""
 
     UNAVAILABLE = "unavailable"
@@ -189,7 +189,7 @@ class ModelRequest:
     def effective_temperature(self) -> float:
         """``parameters["temperature"]`` when given, else the ``temperature`` field."""
         value = self.parameters.get("temperature", self.temperature)
-        return value  # type: ignore[no-any-return]
+        return value  # type: ignore[no-any-return,unused-ignore]
 
     @property
     def effective_priority(self) -> Priority:

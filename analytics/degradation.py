@@ -129,18 +129,22 @@ def _oriented(group: pd.DataFrame, metric: str, threshold: float,
     """Rows used for ``metric``, their values oriented worse-is-up, and the shift."""
     if metric == "success_rate":
         rows = group
-        x = (~rows["success"]).to_numpy(float)
-        s0 = 1 - x[:baseline_n].mean()
-        shift = s0 * (1 - threshold)
     elif metric == "quality":
         rows = group[group["quality"].notna()]
+    else:
+        rows = group[group["success"]]
+    if len(rows) < 2 * baseline_n:  # too few rows for a baseline and a recent window
+        return None
+    if metric == "success_rate":
+        x = (~rows["success"]).to_numpy(float)
+        shift = (1 - x[:baseline_n].mean()) * (1 - threshold)
+    elif metric == "quality":
         x = -rows["quality"].to_numpy(float)
         shift = -x[:baseline_n].mean() * (1 - threshold)
     else:
-        rows = group[group["success"]]
         x = np.log(np.maximum(rows["latency_ms"].to_numpy(float), 1e-3))
         shift = float(np.log(1 / threshold))
-    if len(rows) < 2 * baseline_n or shift <= 0:
+    if shift <= 0:
         return None
     return rows, x, shift
 

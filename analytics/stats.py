@@ -120,6 +120,8 @@ def bootstrap_ci(x: np.ndarray, stat: Callable[[np.ndarray], np.ndarray], *,
         return Interval(est, math.nan, math.nan)
     rng = np.random.default_rng(seed)
     boots = _resample_stat(x, stat, rng, n_boot)
+    if np.isnan(boots).all():  # the statistic is undefined on every resample
+        return Interval(float(stat(x[None, ...])[0]), math.nan, math.nan)
     lo, hi = np.nanquantile(boots, [0.5 - level / 2, 0.5 + level / 2])
     return Interval(float(stat(x[None, ...])[0]), float(lo), float(hi))
 
@@ -133,6 +135,8 @@ def bootstrap_diff(a: np.ndarray, b: np.ndarray, stat: Callable[[np.ndarray], np
         return TestResult(Interval(est, math.nan, math.nan), math.nan, est, "bootstrap")
     rng = np.random.default_rng(seed)
     diffs = _resample_stat(b, stat, rng, n_boot) - _resample_stat(a, stat, rng, n_boot)
+    if np.isnan(diffs).all():
+        return TestResult(Interval(est, math.nan, math.nan), math.nan, est, "bootstrap")
     lo, hi = np.nanquantile(diffs, [0.5 - level / 2, 0.5 + level / 2])
     # p: twice the share of resampled differences on the other side of zero.
     p = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)) + 1 / n_boot)

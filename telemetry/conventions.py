@@ -51,6 +51,7 @@ __all__ = [
     "AMM_RATE_LIMIT_RETRY_AFTER_S",
     "AMM_RATE_LIMIT_SOURCE",
     "AMM_REASON",
+    "AMM_SELECTION_ARM_HONOURED",
     "AMM_SELECTION_CANDIDATES",
     "AMM_SELECTION_CHOSEN",
     "AMM_SELECTION_EXCLUDED",
@@ -180,6 +181,8 @@ AMM_SELECTION_CANDIDATES = "amm.selection.candidates"
 AMM_SELECTION_EXCLUDED = "amm.selection.excluded"
 AMM_EXPERIMENT_NAME = "amm.experiment.name"
 AMM_EXPERIMENT_ARM = "amm.experiment.arm"
+AMM_SELECTION_ARM_HONOURED = "amm.selection.arm_honoured"
+"""On ``amm.select``: the experiment's assigned arm was the model chosen (randomised traffic)."""
 
 AMM_FAILOVER_FROM = "amm.failover.from"
 AMM_FAILOVER_TO = "amm.failover.to"

@@ -239,6 +239,7 @@ class Recorder:
             attrs[c.AMM_EXPERIMENT_NAME] = e.experiment
         if e.arm is not None:
             attrs[c.AMM_EXPERIMENT_ARM] = e.arm
+            attrs[c.AMM_SELECTION_ARM_HONOURED] = e.chosen == e.arm
         span = self._tracer.start_span(c.SPAN_SELECT, attributes=attrs, start_time=start)
         if e.chosen is None:
             span.set_status(Status(StatusCode.ERROR, _short(e.reason)))
@@ -338,6 +339,8 @@ class Recorder:
         span = trace.get_current_span()
         if span.is_recording():
             span.set_attribute(c.AMM_CACHE_HIT, e.hit)
+            if e.hit and e.model_id:  # the model whose answer the cache served
+                span.set_attribute(c.GEN_AI_RESPONSE_MODEL, e.model_id)
 
     def _on_budget_alert(self, e: BudgetAlertEvent) -> None:
         _log.warning("budget alert: %.0f%% of $%.2f used ($%.2f)", e.utilization_percent,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 
 import pytest
@@ -87,7 +86,8 @@ def test_sync_agent_gets_a_blocking_llm(trio):
     try:
         assert review("def f(): pass")
     finally:
-        asyncio.run(manager.stop())
+        manager.close()
+    assert manager.health_checker.running is False
 
 
 async def test_methods_can_be_agents(trio):

@@ -174,9 +174,6 @@ def test_example_11_shows_one_dashboard_round(sections, run_all):
     assert value(out, "Success Rate:") == "100.0%"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "amm.Priority values are lowercase: ModelRequest(priority='HIGH').priority == 'HIGH' is "
-    "False, so the seed's `t.priority == \"HIGH\"` sorts no task and it divides by zero"))
 def test_example_12_processes_every_task_of_the_batch(sections, run_all):
     out = section(sections, run_all, "12")
     assert "Batch Processing Complete:" in out
@@ -211,9 +208,6 @@ def test_error_example_1_reports_the_retry_after_then_fails_over(sections, run_a
         REGISTERED - {"gpt-4-turbo"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "api_client.send_request maps a provider's 503 to ProviderError, never to "
-    "ModelUnavailableError, so the seed's `except ModelUnavailableError` is not reached"))
 def test_error_example_2_selects_an_alternative_when_the_model_is_unavailable(sections, run_all):
     out = section(sections, run_all, "error_example_2")
     assert value(out, "Model unavailable:") == "gpt-4-turbo"

@@ -59,7 +59,7 @@ async def test_complete_returns_a_response_and_books_exactly_the_billed_tokens(b
 
 
 async def test_a_failing_model_fails_over_to_another_and_says_why(build_manager):
-    manager, sim, log = build_manager(
+    manager, _, log = build_manager(
         {"broken": ModelProfile(error_rate=1.0, latency_ms=1), "backup": GOOD},
         [model_entry("broken", cost_in=0.0001, cost_out=0.0001), model_entry("backup")],
     )

@@ -108,7 +108,9 @@ def test_memory_stays_bounded_over_100k_observations():
     run(35_000)
     current, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert current - steady < 64 * 1024, f"grew by {current - steady} bytes"
+    # Allocator noise (dict resizes, free lists) is a few tens of KiB; a leak of even
+    # 4 bytes per observation would be 140 KiB over these 35,000.
+    assert current - steady < 128 * 1024, f"grew by {current - steady} bytes"
     assert max(len(s.slots) for s in stats._series.values()) <= 61
 
 
