@@ -28,6 +28,8 @@ demo: env
 	@echo "Open the report on this store:  $(VENV)/bin/amm dashboard"
 
 test: env
+	$(VENV)/bin/ruff check amm telemetry analytics dashboards tests
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q
 
 bench: env
