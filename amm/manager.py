@@ -157,11 +157,13 @@ class ModelManager:
         retries_per_model: int = 1,
         degradation_check_interval_s: float = 60.0,
         performance_windows_s: tuple[float, float] = (3600.0, 86400.0),
+        recorder: Recorder | None = None,
     ) -> ModelManager:
         """Build every component from one registry file and one data directory.
 
         Everything durable goes to ``{data_dir}/amm.db`` (spans, cost ledger,
-        performance table, response cache), which the dashboard reads.
+        performance table, response cache), which the dashboard reads. Give
+        ``recorder=`` to record on providers of your own (tests, embedding apps).
         """
         from amm.api_client import APIClientManager
         from amm.api_key_manager import APIKeyManager
@@ -179,12 +181,13 @@ class ModelManager:
         db_path = Path(data_dir) / "amm.db"
         db_path.parent.mkdir(parents=True, exist_ok=True)
         tel = None
-        if telemetry:
+        if telemetry and recorder is None:
             from telemetry.setup import setup
 
             tel = setup(service_name=service_name or "amm", store_path=db_path)
-        # Bound to this Telemetry's own providers (the process globals can be set once only).
-        recorder = tel.recorder() if tel is not None else Recorder()
+        if recorder is None:
+            # Bound to this Telemetry's own providers (the globals can be set once only).
+            recorder = tel.recorder() if tel is not None else Recorder()
 
         registry = ModelRegistry(Path(config_path))
         keys = key_manager if key_manager is not None else APIKeyManager()
