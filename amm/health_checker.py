@@ -34,7 +34,14 @@ from typing import Any
 
 from amm.errors import APIModelError, InvalidRequestError
 from amm.models import HealthStatus, ModelAvailability, ModelRequest, utcnow
-from telemetry.events import NULL_SINK, AttemptEvent, Event, EventSink, HealthChangeEvent
+from telemetry.events import (
+    HEALTH_CHECK_AGENT,
+    NULL_SINK,
+    AttemptEvent,
+    Event,
+    EventSink,
+    HealthChangeEvent,
+)
 
 __all__ = [
     "HEALTH_AGENT_TYPE",
@@ -46,7 +53,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-HEALTH_AGENT_TYPE = "health"
+HEALTH_AGENT_TYPE = HEALTH_CHECK_AGENT
 """Agent type of health-check requests (their AttemptEvents are not traffic)."""
 HEALTH_TASK_ID = "health-check"
 """Task id of health-check requests."""

@@ -35,6 +35,7 @@ from types import TracebackType
 from amm.errors import InvalidRequestError, PerformanceMonitorError
 from amm.models import PerformanceDegradation, PerformanceMetrics
 from telemetry.events import (
+    HEALTH_CHECK_AGENT,
     NULL_SINK,
     AttemptEvent,
     DegradationEvent,
@@ -139,7 +140,10 @@ class PerformanceMonitor:
                        None if success else "_OTHER", 0.0, 0, 0, quality_score))
 
     def record(self, event: Event) -> None:
-        """Listener: learn from ``AttemptEvent`` and ``QualityEvent``; ignore the rest."""
+        """Listener: learn from ``AttemptEvent`` and ``QualityEvent``; ignore the rest
+        (and health-check probes, which are not traffic)."""
+        if getattr(event, "agent_type", None) == HEALTH_CHECK_AGENT:
+            return
         if isinstance(event, AttemptEvent):
             now = self._clock()
             self._stats.observe_attempt(

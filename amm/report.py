@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from telemetry.events import (
+    HEALTH_CHECK_AGENT,
     DegradationEvent,
     Event,
     FailoverEvent,
@@ -25,7 +26,7 @@ from telemetry.events import (
 
 __all__ = ["DecisionCounts", "DemoFacts", "demo_summary"]
 
-HEALTH_AGENT = "health"  # the agent type of health-check pings (amm.health_checker)
+HEALTH_AGENT = HEALTH_CHECK_AGENT
 
 
 class DecisionCounts:

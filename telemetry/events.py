@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "HEALTH_CHECK_AGENT",
     "NULL_SINK",
     "AttemptEvent",
     "BudgetAlertEvent",
@@ -30,6 +31,11 @@ __all__ = [
     "SelectionEvent",
     "StatsSnapshot",
 ]
+
+
+HEALTH_CHECK_AGENT = "health"
+"""The agent type of health-check probes: billed like traffic, but not traffic, so
+rolling statistics and passive health leave them out."""
 
 
 @dataclass(frozen=True, slots=True)

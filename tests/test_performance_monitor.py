@@ -16,7 +16,7 @@ import pytest
 
 from amm.errors import InvalidRequestError, PerformanceMonitorError
 from amm.performance_monitor import PerformanceMonitor
-from telemetry.events import AttemptEvent, DegradationEvent, QualityEvent
+from telemetry.events import HEALTH_CHECK_AGENT, AttemptEvent, DegradationEvent, QualityEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = 1_760_000_000.0
@@ -141,6 +141,16 @@ async def test_listener_events_feed_snapshot_and_table_once(tmp_path, clock):
     assert (snap.count, snap.successes, snap.errors, snap.mean_quality) == (2, 1, {"E": 1}, 0.7)
     assert (snap.cost_usd, snap.input_tokens, snap.output_tokens) == (0.01, 10, 20)
     assert (metrics.total_requests, metrics.success_rate, metrics.average_quality_score) == (2, 50.0, 0.7)
+
+
+async def test_health_check_probes_are_not_counted_as_traffic(tmp_path, clock):
+    with PerformanceMonitor(tmp_path / "p.db", clock=clock) as mon:
+        mon.record(AttemptEvent("m", "openai", HEALTH_CHECK_AGENT, "health-check", 1, 3.0, True,
+                                5, 1, 0.00001))
+        assert mon.snapshot("m") is None
+        mon.record(AttemptEvent("m", "openai", "review", "t1", 1, 120.0, True, 10, 20, 0.01))
+        assert mon.snapshot("m").count == 1
+        assert (await mon.get_model_performance("m")).total_requests == 1
 
 
 async def test_restart_rebuilds_rolling_stats_from_the_table(tmp_path, clock):
