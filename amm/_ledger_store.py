@@ -21,31 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from amm.errors import ConfigurationError
+from telemetry.store_schema import LEDGER_DDL, LEDGER_TABLE
 
 __all__ = ["ALERTS_TABLE", "LEDGER_TABLE", "AlertRow", "LedgerRow", "LedgerStore"]
 
 logger = logging.getLogger(__name__)
 
-LEDGER_TABLE = "amm_cost_ledger"
-"""One row per billed call; the file may be shared with other components' tables."""
 ALERTS_TABLE = "amm_budget_alerts"
 """The budget alerts fired, one row per (day, threshold)."""
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
-    id TEXT PRIMARY KEY,
-    ts TEXT NOT NULL,
-    day TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    agent_type TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    source TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_day ON {LEDGER_TABLE} (day);
-CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_ts ON {LEDGER_TABLE} (ts);
+_SCHEMA = LEDGER_DDL + f"""
 CREATE TABLE IF NOT EXISTS {ALERTS_TABLE} (
     day TEXT NOT NULL,
     threshold REAL NOT NULL,

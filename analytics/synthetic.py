@@ -22,12 +22,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from telemetry import conventions as cv
-from telemetry.store_schema import connect, ensure_schema
+from telemetry.store_schema import LEDGER_DDL, connect, ensure_schema
 
 __all__ = [
     "ARM_HONOURED",
     "BUDGET_TABLE_DDL",
-    "LEDGER_DDL",
     "SyntheticModel",
     "SyntheticTruth",
     "write_synthetic_store",
@@ -36,20 +35,7 @@ __all__ = [
 ARM_HONOURED = getattr(cv, "AMM_SELECTION_ARM_HONOURED", "amm.selection.arm_honoured")
 """Attribute on ``amm.select``: the experiment's assigned arm was actually used."""
 
-LEDGER_DDL = """
-CREATE TABLE IF NOT EXISTS amm_cost_ledger (
-    id TEXT PRIMARY KEY,
-    ts TEXT NOT NULL,
-    day TEXT NOT NULL,
-    model_id TEXT NOT NULL,
-    agent_type TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    source TEXT NOT NULL DEFAULT 'attempt'
-);
-"""
+
 
 BUDGET_TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS amm_budget (

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-__all__ = ["OTEL_TRACES_DDL", "connect", "ensure_schema"]
+__all__ = ["LEDGER_DDL", "LEDGER_TABLE", "OTEL_TRACES_DDL", "connect", "ensure_schema"]
 
 OTEL_TRACES_DDL = """
 CREATE TABLE IF NOT EXISTS otel_traces (
@@ -46,6 +46,27 @@ CREATE TABLE IF NOT EXISTS otel_traces (
 );
 CREATE INDEX IF NOT EXISTS otel_traces_time ON otel_traces (Timestamp);
 CREATE INDEX IF NOT EXISTS otel_traces_name ON otel_traces (SpanName, Timestamp);
+"""
+
+
+LEDGER_TABLE = "amm_cost_ledger"
+"""The cost ledger: one row per billed provider call (exact, independent of sampling)."""
+
+LEDGER_DDL = f"""
+CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+    id            TEXT    PRIMARY KEY,   -- client-made, so a replayed batch is ignored
+    ts            TEXT    NOT NULL,      -- ISO-8601 UTC
+    day           TEXT    NOT NULL,      -- UTC day, YYYY-MM-DD (the budget's day)
+    model_id      TEXT    NOT NULL,
+    agent_type    TEXT    NOT NULL,
+    task_id       TEXT    NOT NULL,
+    input_tokens  INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd      REAL    NOT NULL,
+    source        TEXT    NOT NULL       -- 'attempt' (a provider call) or 'record_cost'
+);
+CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_day ON {LEDGER_TABLE} (day);
+CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_ts ON {LEDGER_TABLE} (ts);
 """
 
 
