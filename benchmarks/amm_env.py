@@ -3,9 +3,9 @@
 :class:`AmmBench` builds one :class:`~amm.manager.ModelManager` with
 ``ModelManager.from_config`` over a registry of a few models that all point at the
 mock, a data directory in a temp dir (span store, ledger, cache, performance
-table), and telemetry exporting over OTLP to an in-process
-:class:`~telemetry.receiver.OTLPReceiver` (configured through the standard
-``OTEL_*`` variables, as a user would). A counting span processor on the same
+table), and telemetry exporting over OTLP to a :class:`~telemetry.receiver.OTLPReceiver`
+running in another process (:mod:`benchmarks.otlp_sink`), configured through the
+standard ``OTEL_*`` variables, as a user would. A counting span processor on the same
 tracer provider counts every span ended, so emitted and received can be compared.
 """
 
@@ -83,11 +83,11 @@ class AmmBench:
         return FsPath(self._tmp.name) / "data"
 
     async def __aenter__(self) -> AmmBench:
-        from telemetry.receiver import OTLPReceiver
+        from benchmarks.otlp_sink import OTLPSink
 
-        use_grpc = self.protocol == "grpc"
-        self.receiver = OTLPReceiver(grpc=use_grpc, http=not use_grpc)
-        endpoint = self.receiver.grpc_endpoint if use_grpc else self.receiver.http_endpoint
+        self.receiver = OTLPSink(grpc=self.protocol == "grpc")
+        self.receiver.start()
+        endpoint = self.receiver.endpoint
         # The standard variables, as a user would configure a collector.
         os.environ.update({
             "OTEL_SERVICE_NAME": "amm-bench",
@@ -132,8 +132,8 @@ class AmmBench:
         tel = self.manager.telemetry
         tel.force_flush()
         emitted = self.spans.count
-        self.receiver.wait_for(emitted, timeout=timeout_s)
-        return {"emitted": emitted, "received": self.receiver.span_count(),
+        received = self.receiver.wait_for(emitted, timeout=timeout_s)
+        return {"emitted": emitted, "received": received,
                 "dropped_by_processor": int(tel.spans_dropped)}
 
 

@@ -152,12 +152,13 @@ def to_markdown(results: Results) -> str:
                                      row["description"] else "")
         lines.append(f"| {name} | {value} | {row['budget']} {row['unit']} | {row['verdict']} |")
     if results.get("paths"):
-        lines += ["", "| path | concurrency | p50 ms | p95 ms | p99 ms | calls/s | errors |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "| path | concurrency | p50 ms | p95 ms | p99 ms | calls/s | CPU ms/call | errors |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, levels in results["paths"].items():
             for s in levels.values():
                 lines.append(f"| {name} | {s['concurrency']} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | "
-                             f"{s['p99_ms']:.2f} | {s['calls_per_s']:.0f} | {s['errors']} |")
+                             f"{s['p99_ms']:.2f} | {s['calls_per_s']:.0f} | "
+                             f"{s.get('cpu_ms_per_call', float('nan')):.2f} | {s['errors']} |")
     extra = []
     ceiling = results.get("mock_server")
     if ceiling:

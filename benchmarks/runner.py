@@ -40,13 +40,14 @@ class Series:
 
     latencies_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    cpu_s: float = 0.0  # process CPU (every thread: litellm's pool, exporters) during the calls
     errors: int = 0
     first_error: str | None = None
 
     def summary(self, concurrency: int) -> LatencySummary:
         """Percentiles and calls/s of everything measured so far."""
         return summarise(self.latencies_s, concurrency=concurrency, wall_s=self.wall_s,
-                         errors=self.errors)
+                         cpu_s=self.cpu_s, errors=self.errors)
 
 
 async def _timed(path: Path, i: int, series: Series) -> None:
@@ -72,12 +73,13 @@ async def _chunk(path: Path, calls: int, concurrency: int, counter: PromptCounte
             left -= 1
             await _timed(path, counter.next(), series)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if concurrency == 1:
         await worker()
     else:
         await asyncio.gather(*(worker() for _ in range(min(concurrency, calls))))
     series.wall_s += time.perf_counter() - start
+    series.cpu_s += time.process_time() - cpu
 
 
 async def warm_up(paths: Sequence[Path], counter: PromptCounter, *, calls: int,

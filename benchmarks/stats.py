@@ -33,6 +33,7 @@ class LatencySummary:
     p99_ms: float
     mean_ms: float
     calls_per_s: float
+    cpu_ms_per_call: float = math.nan  # process CPU (all threads) per call
     errors: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -41,7 +42,7 @@ class LatencySummary:
 
 
 def summarise(latencies_s: Sequence[float], *, concurrency: int, wall_s: float,
-              errors: int = 0) -> LatencySummary:
+              cpu_s: float = math.nan, errors: int = 0) -> LatencySummary:
     """Summarise per-call latencies measured over ``wall_s`` seconds of wall time."""
     ordered = sorted(latencies_s)
     ms = [v * 1000.0 for v in ordered]
@@ -49,5 +50,6 @@ def summarise(latencies_s: Sequence[float], *, concurrency: int, wall_s: float,
         calls=len(ms), concurrency=concurrency,
         p50_ms=percentile(ms, 50), p95_ms=percentile(ms, 95), p99_ms=percentile(ms, 99),
         mean_ms=sum(ms) / len(ms) if ms else math.nan,
-        calls_per_s=len(ms) / wall_s if wall_s > 0 else math.nan, errors=errors,
+        calls_per_s=len(ms) / wall_s if wall_s > 0 else math.nan,
+        cpu_ms_per_call=cpu_s * 1000.0 / len(ms) if ms else math.nan, errors=errors,
     )
