@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from amm.errors import ConfigurationError
-from telemetry.store_schema import LEDGER_DDL, LEDGER_TABLE
+from telemetry.store_schema import BUDGET_DDL, BUDGET_TABLE, LEDGER_DDL, LEDGER_TABLE
 
 __all__ = ["ALERTS_TABLE", "LEDGER_TABLE", "AlertRow", "LedgerRow", "LedgerStore"]
 
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 ALERTS_TABLE = "amm_budget_alerts"
 """The budget alerts fired, one row per (day, threshold)."""
 
-_SCHEMA = LEDGER_DDL + f"""
+_SCHEMA = LEDGER_DDL + BUDGET_DDL + f"""
 CREATE TABLE IF NOT EXISTS {ALERTS_TABLE} (
     day TEXT NOT NULL,
     threshold REAL NOT NULL,
@@ -164,6 +164,14 @@ class LedgerStore:
                 self._alerts[:0] = alerts
             raise
         return len(rows)
+
+    def set_budget(self, day: str, daily_budget_usd: float) -> None:
+        """Record the budget in force on ``day``, so readers of the store (the
+        dashboard, ``amm report``) judge spend against the budget that applied."""
+        with self._db_lock:
+            self._db().execute(
+                f"INSERT OR REPLACE INTO {BUDGET_TABLE} (day, daily_budget_usd) VALUES (?, ?)",
+                (day, daily_budget_usd))
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:

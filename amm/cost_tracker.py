@@ -114,6 +114,7 @@ class CostTracker:
         self._seen: dict[str, None] = {}
         self._today = _day(self._clock())
         self._today_total, self._fired = self._load_day(self._today)
+        self._store.set_budget(self._today, self._budget)
 
     @property
     def db_path(self) -> Path:

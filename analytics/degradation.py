@@ -34,6 +34,7 @@ import pandas as pd
 __all__ = [
     "METRICS",
     "Degradation",
+    "auto_frequency",
     "cusum_change_point",
     "degradation_ratio",
     "detect_degradations",
@@ -80,6 +81,22 @@ def degradation_ratio(metric: str, baseline: float, current: float) -> float:
     if den <= 0:
         return float("inf") if num > 0 else 1.0
     return num / den
+
+
+_FREQS = ("1s", "5s", "15s", "1min", "5min", "15min", "1h", "3h", "6h", "1D")
+_FREQ_SECONDS = (1, 5, 15, 60, 300, 900, 3600, 10800, 21600, 86400)
+
+
+def auto_frequency(times: pd.Series, points: int = 40) -> str:
+    """The coarsest of the usual resolutions that still gives about ``points`` buckets
+    over the span of ``times`` (a ten-second demo and a month of traffic both chart)."""
+    if times.empty:
+        return "1h"
+    span = (times.max() - times.min()).total_seconds()
+    for freq, seconds in zip(_FREQS, _FREQ_SECONDS, strict=True):
+        if span / seconds <= points:
+            return freq
+    return _FREQS[-1]
 
 
 def model_timeseries(attempts: pd.DataFrame, freq: str = "1h", *,

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from telemetry.store_schema import connect
+from telemetry.store_schema import BUDGET_TABLE, connect
 
 __all__ = [
     "BUDGET_TABLE",
@@ -38,8 +38,7 @@ SPAN_COLUMNS = ("Timestamp", "TraceId", "SpanId", "ParentSpanId", "SpanName", "D
 LEDGER_TABLE = "amm_cost_ledger"
 LEDGER_COLUMNS = ("id", "ts", "day", "model_id", "agent_type", "task_id", "input_tokens",
                   "output_tokens", "cost_usd", "source")
-BUDGET_TABLE = "amm_budget"
-"""Optional table ``(day TEXT, daily_budget_usd REAL)``; the newest row is the budget."""
+# Optional table ``(day TEXT, daily_budget_usd REAL)``; the newest row is the budget.
 
 
 class StoreNotFoundError(FileNotFoundError):

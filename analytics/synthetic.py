@@ -22,11 +22,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from telemetry import conventions as cv
-from telemetry.store_schema import LEDGER_DDL, connect, ensure_schema
+from telemetry.store_schema import BUDGET_DDL, LEDGER_DDL, connect, ensure_schema
 
 __all__ = [
     "ARM_HONOURED",
-    "BUDGET_TABLE_DDL",
     "SyntheticModel",
     "SyntheticTruth",
     "write_synthetic_store",
@@ -37,12 +36,7 @@ ARM_HONOURED = getattr(cv, "AMM_SELECTION_ARM_HONOURED", "amm.selection.arm_hono
 
 
 
-BUDGET_TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS amm_budget (
-    day TEXT PRIMARY KEY,
-    daily_budget_usd REAL NOT NULL
-);
-"""
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +161,7 @@ def write_synthetic_store(
     conn = connect(path)
     try:
         ensure_schema(conn)
-        conn.executescript(LEDGER_DDL + BUDGET_TABLE_DDL)
+        conn.executescript(LEDGER_DDL + BUDGET_DDL)
         conn.executemany(
             "INSERT INTO otel_traces (Timestamp, TraceId, SpanId, ParentSpanId, SpanName, SpanKind,"
             " ServiceName, ResourceAttributes, SpanAttributes, Duration, StatusCode, Events)"

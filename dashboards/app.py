@@ -25,7 +25,11 @@ import streamlit as st  # noqa: E402
 
 from analytics.ab import analyse_experiment  # noqa: E402
 from analytics.cost import daily_spend, spend_by, spend_by_day_and  # noqa: E402
-from analytics.degradation import detect_degradations, model_timeseries  # noqa: E402
+from analytics.degradation import (  # noqa: E402
+    auto_frequency,
+    detect_degradations,
+    model_timeseries,
+)
 from analytics.load import StoreData, load_store  # noqa: E402
 from analytics.report import model_table, overview, resolve_budget  # noqa: E402
 from analytics.synthetic import write_synthetic_store  # noqa: E402
@@ -77,7 +81,8 @@ def _page_overview(data: StoreData, budget: float) -> None:
     cols[3].metric("Cache hit rate", f"{ov.cache_hit_rate:.1%}")
     cols[4].metric("Failovers", f"{ov.failovers:,}")
     if ov.requests:
-        st.altair_chart(charts.outcomes_over_time(data.requests), width="stretch")
+        st.altair_chart(charts.outcomes_over_time(
+            data.requests, freq=auto_frequency(data.requests["time"])), width="stretch")
         by_agent = data.requests.groupby("agent_type", observed=True).agg(
             requests=("trace_id", "size"), quality=("quality", "mean"),
             cost_usd=("cost_usd", "sum")).reset_index()
@@ -86,7 +91,9 @@ def _page_overview(data: StoreData, budget: float) -> None:
 
 def _page_models(data: StoreData) -> None:
     left, right = st.columns(2)
-    freq = left.selectbox("Resolution", ["1h", "3h", "6h", "1D"], index=1, key="freq")
+    choice = left.selectbox("Resolution", ["auto", "1min", "15min", "1h", "3h", "6h", "1D"],
+                            index=0, key="freq")
+    freq = auto_frequency(data.attempts["time"]) if choice == "auto" else choice
     threshold = right.slider("Degradation threshold", 0.5, 0.95, 0.8, 0.05, key="threshold")
     changes = detect_degradations(data.attempts, threshold=threshold)
     if changes:

@@ -30,12 +30,19 @@ _DEGRADATION_METRIC = {"error_rate": "success_rate", "p95_latency_ms": "p95_late
                        "quality": "quality"}
 
 
+def _time_axis(times: pd.Series) -> alt.X:
+    """A time axis whose labels suit the span: seconds for a short run, dates for weeks."""
+    span = (times.max() - times.min()).total_seconds() if len(times) else 0.0
+    fmt = "%H:%M:%S" if span < 600 else "%H:%M" if span < 2 * 86400 else "%b %d"
+    return alt.X("time:T", title=None, axis=alt.Axis(format=fmt, labelOverlap=True))
+
+
 def outcomes_over_time(requests: pd.DataFrame, freq: str = "1h") -> alt.Chart:
     """Stacked area: requests per time bin by outcome (success, cache hit, error)."""
     counts = (requests.groupby([pd.Grouper(key="time", freq=freq), "outcome"], observed=True)
               .size().rename("requests").reset_index())
     return alt.Chart(counts).mark_area(opacity=0.85).encode(
-        x=alt.X("time:T", title=None),
+        x=_time_axis(counts["time"]),
         y=alt.Y("requests:Q", stack=True, title=f"requests per {freq}"),
         color=alt.Color("outcome:N", scale=alt.Scale(
             domain=["success", "cache_hit", "error"], range=["#4c78a8", "#72b7b2", "#e45756"])),
@@ -48,7 +55,7 @@ def metric_over_time(series: pd.DataFrame, metric: str,
     """One line per model for ``metric`` (a column of ``model_timeseries``), with a
     dashed rule at each detected change point of that metric."""
     line = alt.Chart(series).mark_line(point=False, interpolate="monotone").encode(
-        x=alt.X("time:T", title=None),
+        x=_time_axis(series["time"]),
         y=alt.Y(f"{metric}:Q", title=_METRIC_TITLES.get(metric, metric)),
         color=alt.Color("model:N", legend=alt.Legend(orient="bottom")),
         tooltip=["time:T", "model:N", alt.Tooltip(f"{metric}:Q", format=".3f")],
@@ -68,7 +75,7 @@ def metric_over_time(series: pd.DataFrame, metric: str,
 
 def arm_ci_chart(arms: pd.DataFrame, metric: str, title: str) -> alt.LayerChart:
     """Point and 95% CI bar per arm for ``metric`` (a column of ``arms_table``)."""
-    base = alt.Chart(arms).encode(y=alt.Y("arm:N", title=None))
+    base = alt.Chart(arms).encode(y=alt.Y("arm:N", title=None, axis=alt.Axis(labelLimit=200)))
     bars = base.mark_rule(size=3).encode(
         x=alt.X(f"{metric}_low:Q", title=title, scale=alt.Scale(zero=False)),
         x2=f"{metric}_high:Q", color=alt.Color("arm:N", legend=None))
@@ -77,7 +84,8 @@ def arm_ci_chart(arms: pd.DataFrame, metric: str, title: str) -> alt.LayerChart:
         tooltip=["arm:N", "n:Q", alt.Tooltip(f"{metric}:Q", format=".4f"),
                  alt.Tooltip(f"{metric}_low:Q", format=".4f"),
                  alt.Tooltip(f"{metric}_high:Q", format=".4f")])
-    return alt.layer(bars, points).properties(height=40 + 40 * len(arms), title=title)
+    # A fixed band per arm: a height in pixels gets squeezed by a stretched container.
+    return alt.layer(bars, points).properties(height=alt.Step(44), title=title)
 
 
 def failover_chart(failovers: pd.DataFrame) -> alt.Chart:
@@ -88,11 +96,11 @@ def failover_chart(failovers: pd.DataFrame) -> alt.Chart:
     counts = routes.groupby(["route", "reason"], observed=True).size().rename(
         "failovers").reset_index()
     return alt.Chart(counts).mark_bar().encode(
-        y=alt.Y("route:N", sort="-x", title=None),
+        y=alt.Y("route:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320)),
         x=alt.X("failovers:Q", stack=True),
         color=alt.Color("reason:N", legend=alt.Legend(orient="bottom")),
         tooltip=["route:N", "reason:N", "failovers:Q"],
-    ).properties(height=max(160, 24 * counts["route"].nunique()))
+    ).properties(height=alt.Step(36))
 
 
 def daily_cost_chart(daily: pd.DataFrame) -> alt.LayerChart:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-__all__ = ["LEDGER_DDL", "LEDGER_TABLE", "OTEL_TRACES_DDL", "connect", "ensure_schema"]
+__all__ = ["BUDGET_DDL", "BUDGET_TABLE", "LEDGER_DDL", "LEDGER_TABLE", "OTEL_TRACES_DDL",
+           "connect", "ensure_schema"]
 
 OTEL_TRACES_DDL = """
 CREATE TABLE IF NOT EXISTS otel_traces (
@@ -67,6 +68,17 @@ CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
 );
 CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_day ON {LEDGER_TABLE} (day);
 CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_ts ON {LEDGER_TABLE} (ts);
+"""
+
+
+BUDGET_TABLE = "amm_budget"
+"""The daily budget in force, one row per UTC day (the newest is the current one)."""
+
+BUDGET_DDL = f"""
+CREATE TABLE IF NOT EXISTS {BUDGET_TABLE} (
+    day              TEXT PRIMARY KEY,   -- UTC day, YYYY-MM-DD
+    daily_budget_usd REAL NOT NULL
+);
 """
 
 

@@ -298,3 +298,14 @@ async def test_a_record_after_close_is_written_at_once(db: Path, clock: WallCloc
     tracker.close()
     await tracker.record_cost("m1", "impl", 1, 1, 0.1, "t")
     assert len(rows(db)) == 1
+
+
+def test_the_store_records_the_budget_in_force_for_its_readers(tmp_path):
+    from analytics.source import SQLiteSource
+
+    with CostTracker(tmp_path / "ledger.db", daily_budget=5.0):
+        pass
+    assert SQLiteSource(tmp_path / "ledger.db").daily_budget() == 5.0
+    with CostTracker(tmp_path / "ledger.db", daily_budget=7.5):
+        pass
+    assert SQLiteSource(tmp_path / "ledger.db").daily_budget() == 7.5
