@@ -241,9 +241,17 @@ class APIClientManager:
     def _finish(self, response: ModelResponse, model: ModelMetadata, registered: bool,
                 latency_ms: float) -> ModelResponse:
         usage = response.token_usage
-        # Registry prices are amm's truth; the adapter's (litellm's map) only for strangers.
-        cost = model.estimate_cost(usage.input_tokens, usage.output_tokens) if registered \
-            else response.cost
+        # Registry prices are amm's truth; for a model the registry lacks, the adapter's
+        # own price, else litellm's price map.
+        if registered:
+            cost = model.estimate_cost(usage.input_tokens, usage.output_tokens)
+        elif response.cost > 0:
+            cost = response.cost
+        else:
+            from amm._litellm import price_map_cost
+
+            cost = price_map_cost(model.litellm_model or model.id, usage.input_tokens,
+                                  usage.output_tokens)
         metadata = dict(response.metadata)
         metadata.setdefault("provider", model.provider)
         if "server_address" not in metadata:

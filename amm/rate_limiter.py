@@ -167,7 +167,19 @@ class RateLimiter:
         """
         with self._lock:
             w, now = self._window_now(model_id, require_known=False)
+            if w.provider_until <= now and self._has_room(w, now):
+                return False  # the common case, without walking the window for a wait
             return self._wait_locked(w, now, 1) > 0
+
+    @staticmethod
+    def _has_room(w: Window, now: float) -> bool:
+        """One more request (of one token) fits under both caps right now."""
+        if w.limits is None:
+            return True
+        extra_req = w.extra_requests if w.extra_requests_until > now else 0
+        extra_tok = w.extra_tokens if w.extra_tokens_until > now else 0
+        return (w.requests + extra_req + 1 <= w.request_cap
+                and w.tokens + extra_tok + 1 <= w.token_cap)
 
     def get_time_until_reset(self, model_id: str) -> int | None:
         """Whole seconds (rounded up) until the model stops being limited; None when it
