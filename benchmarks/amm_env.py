@@ -160,6 +160,10 @@ class AmmPath:
         if not reply.content:
             raise RuntimeError("empty completion from amm")
 
+    def settle(self) -> None:
+        """Export and write now what this path's calls queued (charged to this path)."""
+        self._bench.manager.flush()
+
     async def close(self) -> None:
         return None
 
@@ -186,6 +190,10 @@ class DecoratorPath:
     async def call(self, i: int) -> None:
         if not await self._agent(i, task_id=f"task-{i}"):
             raise RuntimeError("empty completion from the managed agent")
+
+    def settle(self) -> None:
+        """Export and write now what this path's calls queued (charged to this path)."""
+        self._bench.manager.flush()
 
     async def close(self) -> None:
         return None
