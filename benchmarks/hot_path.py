@@ -175,16 +175,16 @@ async def step_costs(bench: AmmBench, *, iterations: int = 2000) -> dict[str, di
             pass
 
     async def price_map() -> None:
-        from amm._litellm import _price_map_cost, load_litellm
+        from amm._litellm import load_litellm, price_map_cost
 
-        _price_map_cost(load_litellm(), model.litellm_model or model.id, 12, 14)
+        price_map_cost(load_litellm(), model.litellm_model or model.id, 12, 14)
 
     steps = {"cache key + L1/L2 miss (CacheEvent recorded)": key_and_miss,
              "select_model, 4 models (SelectionEvent -> amm.select span)": select,
              "cache store (SQLite INSERT + commit)": store,
              "evaluate + record_score (QualityEvent)": evaluate,
              "agent span open/close (invoke_agent)": agent_span,
-             "litellm price-map cost of the reply (discarded for registered models)": price_map}
+             "litellm price-map cost of a reply (now only for unregistered models)": price_map}
     out = {}
     for name, fn in steps.items():
         async def inside(fn: Any = fn) -> None:
