@@ -175,9 +175,9 @@ async def step_costs(bench: AmmBench, *, iterations: int = 2000) -> dict[str, di
             pass
 
     async def price_map() -> None:
-        from amm._litellm import load_litellm, price_map_cost
+        from amm._litellm import price_map_cost
 
-        price_map_cost(load_litellm(), model.litellm_model or model.id, 12, 14)
+        price_map_cost(model.litellm_model or model.id, 12, 14)
 
     steps = {"cache key + L1/L2 miss (CacheEvent recorded)": key_and_miss,
              "select_model, 4 models (SelectionEvent -> amm.select span)": select,
