@@ -165,6 +165,8 @@ class RateLimiter:
 
         Unknown models have no local limits: False unless a provider 429 said otherwise.
         """
+        if model_id not in self._windows:
+            return False  # nothing sent, nothing reported: every state change makes a window
         with self._lock:
             w, now = self._window_now(model_id, require_known=False)
             if w.provider_until <= now and self._has_room(w, now):

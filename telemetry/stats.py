@@ -192,9 +192,12 @@ class RollingStats:
 
         None when nothing was observed for the key within the window.
         """
+        key = (model_id, agent_type)
+        if key not in self._series:  # never observed: no lock, no clock (a dict read is atomic)
+            return None
         now = self._tick(None)
         with self._lock:
-            series = self._series.get((model_id, agent_type))
+            series = self._series.get(key)
             if series is None:
                 return None
             if series.cached_tick == now and series.cached_version == series.version:
