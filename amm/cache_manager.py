@@ -28,6 +28,7 @@ import logging
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,15 +125,53 @@ def _utc(ts: float) -> datetime:
 class _Entry:
     """One live L1 entry; ``hits`` is its hit count, the same as L2's."""
 
-    __slots__ = ("cached_at", "expires_at", "expires_ts", "hits", "response")
+    __slots__ = ("cached_at", "cached_ts", "expires_at", "expires_ts", "hits", "response")
 
     def __init__(self, response: ModelResponse, cached_ts: float, expires_ts: float,
                  hits: int) -> None:
         self.response = response
+        self.cached_ts = cached_ts
         self.cached_at = _utc(cached_ts)
         self.expires_ts = expires_ts
         self.expires_at = _utc(expires_ts)
         self.hits = hits
+
+
+class _Writer:
+    """The cache's disk writer: a daemon thread that flushes pending stores in batches,
+    woken by stores and every ``interval_s``; stopped (and drained) by ``close``."""
+
+    def __init__(self, cache: CacheManager, interval_s: float = 0.2) -> None:
+        self._cache = weakref.ref(cache)
+        self._interval_s = interval_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="amm-cache-writer", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            # Let stores arriving together share one transaction.
+            self._stop.wait(0.01)
+            cache = self._cache()
+            if cache is None:
+                return
+            try:
+                cache.flush()
+            except CacheError:  # a cache that cannot write is a cache without L2: go on
+                logger.warning("cache writer: stores not written", exc_info=True)
+            del cache
 
 
 class CacheManager:
@@ -173,8 +212,12 @@ class CacheManager:
         self._l1: LRUCache[str, _Entry] | None = (
             LRUCache(maxsize=l1_max_entries) if l1_max_entries > 0 else None)
         self._touched: dict[str, tuple[float, int]] = {}  # key -> (last access, hits)
+        self._pending: dict[str, tuple[str, int, _Entry]] = {}  # stored, not yet written
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
         self._conn: sqlite3.Connection | None = None
         self._conn = self._open()
+        self._writer = _Writer(self)
         self._size = int(self._sql(lambda c: c.execute(
             f"SELECT COALESCE(SUM(size_bytes), 0) FROM {CACHE_TABLE}").fetchone()[0]))
 
@@ -227,9 +270,15 @@ class CacheManager:
                                          entry.hits)
             if entry is not None:
                 if flush:
-                    self._sql(self._write_touches)
+                    self._writer.wake()  # access times go to disk with the next batch
                 return hit
-        return self._sql(lambda c: self._get_l2(c, key, now))
+        with self._l1_lock:
+            pending = self._pending.get(key)
+        if pending is not None and pending[2].expires_ts > now:  # stored, not yet on disk
+            pending[2].hits += 1
+            e = pending[2]
+            return CachedResponse(e.response, e.cached_at, e.expires_at, e.hits)
+        return self._read(lambda c: self._get_l2(c, key, now))
 
     def _get_l2(self, conn: sqlite3.Connection, key: str, now: float) -> CachedResponse | None:
         row = conn.execute(
@@ -241,15 +290,14 @@ class CacheManager:
         try:
             response = _load(payload)
         except (ValueError, KeyError, TypeError) as exc:
-            conn.execute(f"DELETE FROM {CACHE_TABLE} WHERE key = ?", (key,))
+            self._sql(lambda c: c.execute(f"DELETE FROM {CACHE_TABLE} WHERE key = ?", (key,)))
             raise CacheError(f"cache {self._path}: entry {key[:12]} is corrupt; "
                              f"removed: {exc}") from exc
         hits += 1
-        conn.execute(f"UPDATE {CACHE_TABLE} SET last_access = ?, hit_count = ? WHERE key = ?",
-                     (now, hits, key))
         entry = _Entry(response, cached_ts, expires_ts, hits)
-        if self._l1 is not None:
-            with self._l1_lock:
+        with self._l1_lock:  # the access is written with the next batch, by the writer
+            self._touched[key] = (now, hits)
+            if self._l1 is not None:
                 self._l1[key] = entry
         return CachedResponse(response, entry.cached_at, entry.expires_at, hits)
 
@@ -266,19 +314,40 @@ class CacheManager:
         payload = _dump(response)
         size = len(payload.encode("utf-8", "surrogatepass"))
         now = self._clock()
-        expires = now + ttl
+        entry = _Entry(response, now, now + ttl, 0)
+        # L1 and the pending map at once; the disk write happens on the writer thread,
+        # off the request path (a commit, or a WAL checkpoint, took up to 50 ms there).
+        with self._l1_lock:
+            if self._conn is None:
+                raise CacheError(f"cache {self._path} is closed")
+            if self._l1 is not None:
+                self._l1[cache_key] = entry
+            self._pending[cache_key] = (payload, size, entry)
+        self._writer.wake()
+
+    def flush(self) -> None:
+        """Write every pending store (and access time) to L2 now. Raises CacheError
+        when L2 refuses."""
+        with self._l1_lock:
+            pending, self._pending = self._pending, {}
+            if not pending and not self._touched:
+                return
 
         def write(conn: sqlite3.Connection) -> None:
-            self._write_touches(conn)
-            old = conn.execute(f"SELECT size_bytes FROM {CACHE_TABLE} WHERE key = ?",
-                               (cache_key,)).fetchone()
-            conn.execute(
-                f"INSERT OR REPLACE INTO {CACHE_TABLE} VALUES (?, ?, ?, ?, ?, ?, 0)",
-                (cache_key, payload, size, now, expires, now))
-            self._size += size - (old[0] if old else 0)
-            if self._l1 is not None:
-                with self._l1_lock:
-                    self._l1[cache_key] = _Entry(response, now, expires, 0)
+            conn.execute("BEGIN")
+            try:
+                for key, (payload, size, e) in pending.items():
+                    old = conn.execute(f"SELECT size_bytes FROM {CACHE_TABLE} WHERE key = ?",
+                                       (key,)).fetchone()
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO {CACHE_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (key, payload, size, e.cached_ts, e.expires_ts, e.cached_ts, e.hits))
+                    self._size += size - (old[0] if old else 0)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            self._write_touches(conn)  # after the rows they touch exist
             if self._size > self._max_bytes:
                 self._evict_lru(conn, self._max_bytes * 0.9)
 
@@ -288,6 +357,7 @@ class CacheManager:
 
     async def evict_expired(self) -> int:
         """Remove every expired entry; returns how many."""
+        self.flush()
         now = self._clock()
 
         def evict(conn: sqlite3.Connection) -> int:
@@ -313,6 +383,7 @@ class CacheManager:
                 or target_size_mb < 0:
             raise InvalidRequestError(f"target_size_mb must be >= 0; got {target_size_mb!r}",
                                       error_type="invalid_target_size")
+        self.flush()
 
         def evict(conn: sqlite3.Connection) -> int:
             self._write_touches(conn)
@@ -340,6 +411,8 @@ class CacheManager:
 
     def size_bytes(self) -> int:
         """Bytes of the stored payloads (read from the file: other instances count too)."""
+        self.flush()
+
         def total(conn: sqlite3.Connection) -> int:
             self._size = int(conn.execute(
                 f"SELECT COALESCE(SUM(size_bytes), 0) FROM {CACHE_TABLE}").fetchone()[0])
@@ -347,13 +420,19 @@ class CacheManager:
         return self._sql(total)
 
     def __len__(self) -> int:
+        self.flush()
         return int(self._sql(
             lambda c: c.execute(f"SELECT COUNT(*) FROM {CACHE_TABLE}").fetchone()[0]))
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Write pending access updates and close the file. Idempotent."""
+        """Write pending stores and access updates, and close the file. Idempotent."""
+        self._writer.stop()
+        try:
+            self.flush()
+        except CacheError:
+            logger.warning("cache %s: pending stores lost at close", self._path, exc_info=True)
         with self._db_lock:
             conn, self._conn = self._conn, None
             if conn is None:
@@ -364,6 +443,10 @@ class CacheManager:
                 logger.warning("cache %s: access times lost at close", self._path, exc_info=True)
             finally:
                 conn.close()
+        with self._read_lock:
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()
 
     def __enter__(self) -> CacheManager:
         return self
@@ -399,6 +482,23 @@ class CacheManager:
         except (sqlite3.Error, OSError) as exc:
             raise CacheError(f"cache {self._path}: cannot open: {exc}") from exc
         return conn
+
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run read-only ``work`` on the reader connection: WAL lets it run beside the
+        writer's transaction, so a cache miss never waits for a batch being written."""
+        with self._read_lock:
+            if self._conn is None:
+                raise CacheError(f"cache {self._path} is closed")
+            if self._reader is None:
+                try:
+                    self._reader = sqlite3.connect(self._path, check_same_thread=False,
+                                                   isolation_level=None, timeout=5.0)
+                except sqlite3.Error as exc:
+                    raise CacheError(f"cache {self._path}: {exc}") from exc
+            try:
+                return work(self._reader)
+            except sqlite3.Error as exc:
+                raise CacheError(f"cache {self._path}: {exc}") from exc
 
     def _sql(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` on the connection, mapping database failures to CacheError."""

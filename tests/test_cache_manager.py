@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -104,6 +105,18 @@ async def test_hit_count_grows_with_each_hit_and_survives_a_new_instance(
         assert hit is not None and hit.hit_count == 4 and hit.response == response()
 
 
+async def test_a_store_is_written_to_disk_behind_the_caller(db: Path, clock: Clock) -> None:
+    with CacheManager(db, clock=clock) as cache:
+        await cache.set("k", response())
+        for _ in range(200):  # the writer thread commits within its interval
+            with sqlite3.connect(db) as conn:
+                if conn.execute("SELECT COUNT(*) FROM amm_cache").fetchone()[0] == 1:
+                    break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the store never reached the file")
+
+
 async def test_l2_serves_when_there_is_no_l1(db: Path, clock: Clock) -> None:
     with CacheManager(db, clock=clock, l1_max_entries=0) as cache:
         await cache.set("k", response())
@@ -113,6 +126,7 @@ async def test_l2_serves_when_there_is_no_l1(db: Path, clock: Clock) -> None:
 
 async def test_responses_are_stored_as_json(cache: CacheManager, db: Path) -> None:
     await cache.set("k", response(finish_reason="stop"))
+    cache.flush()  # stores are written behind, off the request path
     with sqlite3.connect(db) as conn:
         (payload,) = conn.execute("SELECT payload FROM amm_cache WHERE key = 'k'").fetchone()
     assert json.loads(payload)["metadata"] == {"finish_reason": "stop"}
