@@ -334,7 +334,9 @@ class CacheManager:
                 return
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN")
+            # IMMEDIATE: take the write lock first, waiting out other writers of the
+            # shared file; a deferred transaction that read first fails at once in WAL.
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 for key, (payload, size, e) in pending.items():
                     old = conn.execute(f"SELECT size_bytes FROM {CACHE_TABLE} WHERE key = ?",
@@ -351,7 +353,12 @@ class CacheManager:
             if self._size > self._max_bytes:
                 self._evict_lru(conn, self._max_bytes * 0.9)
 
-        self._sql(write)
+        try:
+            self._sql(write)
+        except CacheError:
+            with self._l1_lock:  # keep the batch for the next try; newer stores win
+                self._pending = {**pending, **self._pending}
+            raise
 
     # -- maintenance -------------------------------------------------------------------
 
