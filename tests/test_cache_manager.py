@@ -280,3 +280,19 @@ async def test_two_caches_on_two_files_do_not_share_entries(tmp_path: Path) -> N
     with CacheManager(tmp_path / "a.db") as a, CacheManager(tmp_path / "b.db") as b:
         await a.set("k", response())
         assert await b.get("k") is None
+
+
+async def test_a_batch_waits_out_another_writer_of_the_shared_file(db: Path, clock: Clock) -> None:
+    import threading
+
+    with CacheManager(db, clock=clock) as cache:
+        other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another component holds the write lock
+        release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+        release.start()
+        await cache.set("k", response())
+        cache.flush()  # waits for the lock, then writes: nothing is dropped
+        release.join()
+        other.close()
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM amm_cache").fetchone()[0] == 1
