@@ -64,6 +64,7 @@ DEFAULT_SERVICE_NAME = "amm"
 
 _lock = threading.Lock()
 _current: Telemetry | None = None
+_by_store: dict[str, Telemetry] = {}  # resolved store path -> its Telemetry
 # Providers amm itself made global: after a shutdown they are not "the application's".
 _installed: list[object] = []
 
@@ -134,6 +135,8 @@ class Telemetry:
         with _lock:
             if _current is self:
                 _current = None
+            for key in [k for k, t in _by_store.items() if t is self]:
+                del _by_store[key]
 
 
 def current() -> Telemetry | None:
@@ -159,17 +162,26 @@ def setup(
     >>> rec = tel.recorder(listeners=[performance_monitor])
     """
     global _current
+    key = str(Path(store_path).resolve()) if store_path is not None else None
     with _lock:
-        if _current is not None:
-            return _current
-        _current = _build(service_name, store_path, exporters, console, sampler, metric_readers)
-        return _current
+        if _current is not None and (key is None or key in _by_store):
+            return _by_store.get(key, _current) if key is not None else _current
+        # First call: installs the process-wide providers. A later call for another
+        # store gets providers of its own (the globals can be set once), so a second
+        # manager on another data directory never writes its spans into the first's store.
+        tel = _build(service_name, store_path, exporters, console, sampler, metric_readers)
+        if key is not None:
+            _by_store[key] = tel
+        if _current is None:
+            _current = tel
+        return tel
 
 
 def shutdown() -> None:
-    """Shut down what :func:`setup` installed (idempotent)."""
-    tel = _current
-    if tel is not None:
+    """Shut down what :func:`setup` installed, for every store (idempotent)."""
+    with _lock:
+        everything = {id(t): t for t in (_current, *_by_store.values()) if t is not None}
+    for tel in everything.values():
         tel.shutdown()
 
 

@@ -209,3 +209,37 @@ async def test_two_hundred_concurrent_requests_lose_nothing_and_respect_the_limi
             " GROUP BY model_id")))
     billed = {m: t for m, t in sim.billed().items() if t != (0, 0)}
     assert booked == billed
+
+
+def test_two_managers_on_two_data_dirs_keep_their_spans_apart(tmp_path, make_simulator):
+    import subprocess
+    import sys
+    import textwrap
+
+    sim = make_simulator({"m": ModelProfile(latency_ms=1)})
+    config = tmp_path / "registry.json"
+    config.write_text(json.dumps({"models": [model_entry("m", api_base=sim.api_base("openai"))]}))
+    script = textwrap.dedent(f"""
+        import asyncio
+        from amm import ModelManager, ModelRequest, APIKeyManager
+
+        async def run(data_dir, agent):
+            keys = APIKeyManager()
+            keys.add_key("openai", "sk-two-stores-0123456789abcdef")
+            m = ModelManager.from_config({str(config)!r}, data_dir=data_dir, key_manager=keys,
+                                         start_health_checks=False)
+            async with m:
+                await m.complete(ModelRequest(prompt="Explain a queue.", task_id=agent,
+                                              agent_type=agent, max_tokens=40))
+
+        asyncio.run(run({str(tmp_path / "a")!r}, "alpha"))
+        asyncio.run(run({str(tmp_path / "b")!r}, "beta"))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for store, mine, other in (("a", "alpha", "beta"), ("b", "beta", "alpha")):
+        with sqlite3.connect(tmp_path / store / "amm.db") as conn:
+            names = {n for (n,) in conn.execute("SELECT SpanName FROM otel_traces")}
+        assert f"invoke_agent {mine}" in names, names
+        assert f"invoke_agent {other}" not in names, names
