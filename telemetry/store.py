@@ -13,6 +13,7 @@ not yet exported; everything committed before it stays.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
@@ -43,17 +44,47 @@ _KINDS = {SpanKind.INTERNAL: "Internal", SpanKind.CLIENT: "Client", SpanKind.SER
 _STATUS = {StatusCode.UNSET: "Unset", StatusCode.OK: "Ok", StatusCode.ERROR: "Error"}
 
 
+@functools.lru_cache(maxsize=256)
+def _iso_second(seconds: int) -> str:
+    # Spans of one batch share a handful of seconds: format each second once.
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def iso_ns(epoch_ns: int) -> str:
     """Epoch nanoseconds as ISO-8601 UTC with nanoseconds: ``2026-11-25T23:17:20.123456789Z``."""
     seconds, nanos = divmod(int(epoch_ns), 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+    return f"{_iso_second(seconds)}.{nanos:09d}Z"
+
+
+def _plain(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Attributes as JSON-ready values (OpenTelemetry keeps sequences as tuples)."""
+    if not attrs:
+        return {}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def _json_map(attrs: Mapping[str, Any] | None) -> str:
-    if not attrs:
-        return "{}"
-    return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()},
-                      ensure_ascii=False, separators=(",", ":"))
+    return _dumps(_plain(attrs)) if attrs else "{}"
+
+
+_resource_json: dict[int, tuple[Any, str, str]] = {}
+
+
+def _resource_columns(resource: Any) -> tuple[str, str]:
+    """(service name, attributes as JSON) of a resource; every span of a provider shares
+    one resource object, so it is encoded once (keyed by identity, kept alive by the entry)."""
+    hit = _resource_json.get(id(resource))
+    if hit is not None and hit[0] is resource:
+        return hit[1], hit[2]
+    attrs = dict(resource.attributes) if resource is not None else {}
+    columns = (str(attrs.get("service.name", "")), _json_map(attrs))
+    if len(_resource_json) > 64:
+        _resource_json.clear()
+    _resource_json[id(resource)] = (resource, *columns)
+    return columns
 
 
 def span_row(span: ReadableSpan) -> tuple[Any, ...]:
@@ -62,12 +93,12 @@ def span_row(span: ReadableSpan) -> tuple[Any, ...]:
     parent = span.parent
     start = span.start_time or 0
     end = span.end_time or start
-    resource_attrs = dict(span.resource.attributes) if span.resource else {}
+    service, resource_json = _resource_columns(span.resource)
     scope = span.instrumentation_scope
     events = [{"Timestamp": iso_ns(e.timestamp), "Name": e.name,
-               "Attributes": json.loads(_json_map(e.attributes))} for e in span.events]
+               "Attributes": _plain(e.attributes)} for e in span.events]
     links = [{"TraceId": f"{link.context.trace_id:032x}", "SpanId": f"{link.context.span_id:016x}",
-              "Attributes": json.loads(_json_map(link.attributes))} for link in span.links]
+              "Attributes": _plain(link.attributes)} for link in span.links]
     return (
         iso_ns(start),
         f"{ctx.trace_id:032x}" if ctx else "",
@@ -76,16 +107,16 @@ def span_row(span: ReadableSpan) -> tuple[Any, ...]:
         ctx.trace_state.to_header() if ctx and ctx.trace_state else "",
         span.name,
         _KINDS.get(span.kind, "Internal"),
-        str(resource_attrs.get("service.name", "")),
-        _json_map(resource_attrs),
+        service,
+        resource_json,
         scope.name if scope else "",
         (scope.version or "") if scope else "",
         _json_map(span.attributes),
         max(0, end - start),
         _STATUS.get(span.status.status_code, "Unset"),
         span.status.description or "",
-        json.dumps(events, ensure_ascii=False, separators=(",", ":")),
-        json.dumps(links, separators=(",", ":")),
+        _dumps(events) if events else "[]",
+        _dumps(links) if links else "[]",
     )
 
 
