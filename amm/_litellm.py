@@ -6,10 +6,12 @@ quiet use (:func:`load_litellm`), and told never to retry: amm's retry loop in
 :mod:`amm.errors` in :mod:`amm._provider_errors`.
 
 The adapter owns its HTTP clients and hands them to litellm (``client=``): a shared
-``AsyncOpenAI`` per (base URL, key) for OpenAI-compatible endpoints and one
-``AsyncHTTPHandler`` for the others. That halves litellm's per-call overhead here
-(no client-cache lookup per call) and lets :meth:`LiteLLMAdapter.aclose` close exactly
-what amm opened, without touching litellm's process-wide cache.
+``AsyncOpenAI`` per (base URL, key) over aiohttp for OpenAI-compatible endpoints and
+one ``AsyncHTTPHandler`` for the others, so :meth:`LiteLLMAdapter.aclose` closes
+exactly what amm opened without touching litellm's process-wide cache. The
+registry's prices go to litellm as custom pricing, which spares it a walk of its
+price map on every reply: with both, a managed call's median is below a default
+``litellm.acompletion`` in ``make bench``.
 """
 
 from __future__ import annotations
