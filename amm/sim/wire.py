@@ -6,6 +6,7 @@ The four providers' formats are in :mod:`amm.sim.protocols`.
 
 from __future__ import annotations
 
+import abc
 import json
 import random
 from collections.abc import Mapping
@@ -122,23 +123,26 @@ def _duration(seconds: float) -> str:
     return f"{int(minutes)}m{round(rest):d}s"
 
 
-class WireProtocol:
+class WireProtocol(abc.ABC):
     """One provider's formats. Subclasses fill in parse, success and error bodies."""
 
     name: ClassVar[str]
 
+    @abc.abstractmethod
     def parse(self, body: bytes, headers: Mapping[str, str], path_model: str | None,
               query: Mapping[str, str]) -> ParsedRequest:
         """The request's model, prompt, token count, ``max_tokens`` and API key."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def success(self, decision: Decision, answer: Answer, rng: random.Random) -> dict[str, Any]:
         """The provider's 200 body."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def error(self, decision: Decision, message: str) -> dict[str, Any]:
         """The provider's error body for ``decision.fault``."""
-        raise NotImplementedError
+        ...
 
     def headers(self, decision: Decision, rng: random.Random) -> dict[str, str]:
         """Response headers: request id and rate-limit state (sent on every answer)."""
