@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
-from types import TracebackType
+
+from benchmarks.child import ChildProcess
 
 __all__ = ["COMPLETION_TEXT", "MockServer", "measure_ceiling", "serve"]
 
@@ -50,7 +48,6 @@ _RESPONSE = (
 )
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
 _MAX_HEADER_BYTES = 64 * 1024
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -112,11 +109,11 @@ def serve() -> None:
     asyncio.run(_serve_forever(sock))
 
 
-class MockServer:
+class MockServer(ChildProcess):
     """The mock in a child process; a context manager that starts and stops it."""
 
     def __init__(self) -> None:
-        self._process: subprocess.Popen[str] | None = None
+        super().__init__()
         self.port: int = 0
 
     @property
@@ -129,51 +126,19 @@ class MockServer:
         """The full chat completions URL, for raw HTTP clients."""
         return f"{self.api_base}/chat/completions"
 
-    @property
-    def pid(self) -> int | None:
-        """The child's process id while it runs (for its CPU and RSS)."""
-        return self._process.pid if self._process is not None else None
-
     def start(self) -> None:
         """Start the child process and wait for its port. Safe to call twice."""
-        if self._process is not None:
+        if self.running:
             return
-        # A plain subprocess rather than multiprocessing: spawn would re-import the
-        # caller's __main__ (pytest, ``-m benchmarks``), fork would copy litellm's threads.
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(_REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.mock_server"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, env=env, cwd=_REPO_ROOT,
-        )
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline().strip()
+        line = self._spawn("benchmarks.mock_server")
         if not line.isdigit():
             self.stop()
             raise RuntimeError(f"the benchmark mock server did not start (said {line!r})")
         self.port = int(line)
 
-    def stop(self) -> None:
-        """Stop the child process. Safe to call twice."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.close()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.terminate()
-            process.wait(5)
-        process.stdout.close()
-
     def __enter__(self) -> MockServer:
         self.start()
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 async def measure_ceiling(url: str, *, concurrency: int = 64, requests: int = 4000) -> float:

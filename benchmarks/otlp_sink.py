@@ -16,15 +16,12 @@ child process driven over stdin/stdout with one-line commands::
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path as FsPath
-from types import TracebackType
+
+from benchmarks.child import ChildProcess
 
 __all__ = ["OTLPSink", "serve"]
 
-_REPO_ROOT = FsPath(__file__).resolve().parents[1]
 
 
 def serve(use_grpc: bool) -> None:
@@ -44,33 +41,24 @@ def serve(use_grpc: bool) -> None:
         receiver.stop()
 
 
-class OTLPSink:
+class OTLPSink(ChildProcess):
     """A child process running an OTLP receiver (HTTP/protobuf, or gRPC with ``grpc=True``)."""
 
     def __init__(self, *, grpc: bool = False) -> None:
+        super().__init__()
         self.grpc = grpc
         self.endpoint = ""
-        self._process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
         """Start the child and wait for its endpoint. Safe to call twice."""
-        if self._process is not None:
+        if self.running:
             return
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(_REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-        args = [sys.executable, "-m", "benchmarks.otlp_sink"] + (["--grpc"] if self.grpc else [])
-        self._process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         text=True, env=env, cwd=_REPO_ROOT)
-        line = self._readline()
+        line = self._spawn("benchmarks.otlp_sink", *(["--grpc"] if self.grpc else []))
         try:
             self.endpoint = json.loads(line)["endpoint"]
         except (ValueError, KeyError) as exc:
             self.stop()
             raise RuntimeError(f"the OTLP receiver process did not start (said {line!r})") from exc
-
-    def _readline(self) -> str:
-        assert self._process is not None and self._process.stdout is not None
-        return self._process.stdout.readline().strip()
 
     def _ask(self, command: str) -> int:
         if self._process is None or self._process.stdin is None:
@@ -87,27 +75,9 @@ class OTLPSink:
         """Wait until ``n`` spans arrived or ``timeout`` passed; the count then."""
         return self._ask(f"wait {int(n)} {float(timeout)}")
 
-    def stop(self) -> None:
-        """Stop the child. Safe to call twice."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.close()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.terminate()
-            process.wait(5)
-        process.stdout.close()
-
     def __enter__(self) -> OTLPSink:
         self.start()
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":
