@@ -126,3 +126,33 @@ def test_report_without_a_store_says_how_to_get_one(tmp_path):
     out = run("report", "--store", str(tmp_path / "missing.db"))
     assert out.returncode == 2
     assert "amm demo" in out.stderr
+
+
+def test_dashboard_serves_the_report_until_stopped(tmp_path):
+    import socket
+
+    from analytics.synthetic import write_synthetic_store
+
+    store = tmp_path / "amm.db"
+    write_synthetic_store(store)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([*AMM, "dashboard", "--store", str(store), "--port", str(port),
+                             "--headless"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
+                                            timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, "the dashboard exited"
+                assert time.monotonic() < deadline, "the dashboard never answered"
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
