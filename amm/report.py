@@ -39,6 +39,7 @@ class DecisionCounts:
         self.provider_429s: Counter[str] = Counter()
         self.demotions: list[str] = []
         self.degradations: list[str] = []
+        self.failover_alerts: list[str] = []
 
     def record(self, event: Event) -> None:
         if isinstance(event, SelectionEvent):
@@ -52,6 +53,11 @@ class DecisionCounts:
                 event.model_id] += 1
         elif isinstance(event, ModelDemotedEvent):
             self.demotions.append(f"{event.model_id} for {event.agent_type}: {event.reason}")
+        elif isinstance(event, DegradationEvent) and event.metric == "failovers":
+            # The failover manager's alert (more failovers in an hour than its threshold).
+            self.failover_alerts.append(
+                f"{event.model_id}: {event.current_value:g} failovers within the hour "
+                f"(alert above {event.threshold:g})")
         elif isinstance(event, DegradationEvent):
             self.degradations.append(
                 f"{event.model_id} {event.metric}: {event.baseline_value:.3g} -> "
@@ -118,6 +124,7 @@ def demo_summary(store: Path, *, counts: DecisionCounts, billed: dict[str, tuple
                  f"({facts.cache_hits / max(facts.requests, 1):.0%})")
     reasons = ", ".join(f"{r} {n}" for r, n in facts.failover_reasons.items()) or "none"
     lines.append(f"failovers    {facts.failovers} ({reasons})")
+    lines += [f"             alert: {a}" for a in counts.failover_alerts[:3]]
     avoided = ", ".join(f"{m} skipped {n}x" for m, n in counts.rate_limit_avoided.items())
     lines.append(f"rate limits  {facts.rate_limit_avoided} avoided before sending"
                  f" ({avoided or 'none'}); provider 429s {facts.provider_429s}")
