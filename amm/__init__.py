@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "APIClientManager": "amm.api_client",
     "APIKeyManager": "amm.api_key_manager",
     "ResponseEvaluator": "amm.evaluator",
+    "LLMJudgeScorer": "amm.judge",
     "CacheManager": "amm.cache_manager",
     "CostTracker": "amm.cost_tracker",
     "PerformanceMonitor": "amm.performance_monitor",
@@ -84,6 +85,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from amm.evaluator import ResponseEvaluator
     from amm.failover_manager import FailoverManager
     from amm.health_checker import HealthChecker
+    from amm.judge import LLMJudgeScorer
     from amm.manager import BudgetPolicy, ModelManager
     from amm.model_optimizer_integration import (
         APIModelAssignment,

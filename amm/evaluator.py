@@ -17,6 +17,7 @@ in a row are a pattern. The seed's Example 4 (0.65, 0.68, 0.62, 0.70, 0.64; mean
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -83,7 +84,8 @@ class ResponseEvaluator:
         Does not record the score in the window: call :meth:`record_score` for that.
         """
         start = time.time_ns()
-        quality = self.scorer.score(response, task)
+        scored = self.scorer.score(response, task)
+        quality = await scored if inspect.isawaitable(scored) else scored
         self._events.record(QualityEvent(
             model_id=response.model_id, agent_type=task.agent_type, task_id=task.task_id,
             overall=quality.overall_score, completeness=quality.completeness,

@@ -35,7 +35,7 @@ import ast
 import math
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import Protocol
@@ -151,9 +151,11 @@ def _code_score(content: str) -> float:
 
 
 class QualityScorer(Protocol):
-    """A quality policy: one response to one task -> scores in [0, 1]."""
+    """A quality policy: one response to one task -> scores in [0, 1]. ``score`` may be
+    a coroutine (a scorer that asks a model, :class:`amm.judge.LLMJudgeScorer`)."""
 
-    def score(self, response: ModelResponse, task: ModelRequest) -> QualityScore:
+    def score(self, response: ModelResponse, task: ModelRequest
+              ) -> QualityScore | Awaitable[QualityScore]:
         """Score ``response`` as an answer to ``task``."""
         ...
 
