@@ -52,6 +52,10 @@ _AGENT_CAPS = {
 _AGENT_OPTIONS: dict[str, dict[str, Any]] = {
     "triage": {"priority": "low", "excluded_providers": ["ollama"]},
     "docs": {"priority": "low"},  # free and local is good enough for docs
+    # Research needs long context from a provider other than OpenAI: only the
+    # degrading model offers it, so its decline keeps showing (and is detected)
+    # even after the other agents have routed around it.
+    "research": {"excluded_providers": ["openai"]},
 }
 
 
@@ -73,7 +77,7 @@ def _demo_profiles(requests: int) -> dict[str, Any]:
     profiles = demo_profiles()
     # The degrading model degrades once it has seen about half of its traffic.
     gemini = profiles["sim-gemini"]
-    profiles["sim-gemini"] = dataclasses.replace(gemini, degrade_after=max(20, requests // 8))
+    profiles["sim-gemini"] = dataclasses.replace(gemini, degrade_after=max(20, requests // 10))
     profiles["sim-gpt-4o"] = dataclasses.replace(profiles["sim-gpt-4o"], quality=1.0)
     return profiles
 
