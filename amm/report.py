@@ -12,7 +12,6 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from telemetry.events import (
     HEALTH_CHECK_AGENT,
@@ -26,7 +25,6 @@ from telemetry.events import (
 
 __all__ = ["DecisionCounts", "DemoFacts", "demo_summary"]
 
-HEALTH_AGENT = HEALTH_CHECK_AGENT
 
 
 class DecisionCounts:
@@ -107,7 +105,7 @@ def demo_summary(store: Path, *, counts: DecisionCounts, billed: dict[str, tuple
         provider_429s=sum(counts.provider_429s.values()),
         demotions=list(counts.demotions),
         ledger_total_usd=float(ledger["cost_usd"].sum()),
-        ledger_requests_usd=float(ledger.loc[ledger["agent_type"] != HEALTH_AGENT, "cost_usd"].sum()),
+        ledger_requests_usd=float(ledger.loc[ledger["agent_type"] != HEALTH_CHECK_AGENT, "cost_usd"].sum()),
         request_cost_total_usd=float(req["cost_usd"].sum()),
         billed_tokens={m: [i, o] for m, (i, o) in sorted(billed.items())},
         ledger_tokens={
@@ -157,7 +155,3 @@ def demo_summary(store: Path, *, counts: DecisionCounts, billed: dict[str, tuple
 def _same(a: float, b: float) -> str:
     return f"yes (${a:.6f})" if abs(a - b) <= 1e-9 * max(1.0, abs(a)) else f"NO (${a:.6f} vs ${b:.6f})"
 
-
-def load_facts(data_dir: Path) -> dict[str, Any]:
-    """The facts the last demo wrote to ``data_dir`` (for tests and tools)."""
-    return json.loads((Path(data_dir) / "demo_summary.json").read_text())  # type: ignore[no-any-return,unused-ignore]
