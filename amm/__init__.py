@@ -22,7 +22,7 @@ _EXPORTS: dict[str, str] = {
         "HealthStatus", "ModelAvailability", "ModelMetadata", "ModelRequest", "ModelResponse",
         "ModelSelection", "PerformanceDegradation", "PerformanceMetrics", "Priority",
         "ProviderAdapter", "QualityScore", "RateLimitStatus", "RateLimits",
-        "SelectionConstraints", "TokenUsage",
+        "SelectionConstraints", "TokenUsage", "ToolCall",
     )},
     # errors
     **{name: "amm.errors" for name in (
@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
         "InvalidRequestError", "ModelNotFoundError", "ModelUnavailableError",
         "PerformanceMonitorError", "ProviderError", "ProviderTimeoutError",
         "QualityThresholdError", "QuotaExceededError", "RateLimitError",
+        "StreamInterruptedError", "InvalidToolCallError",
     )},
     # components
     "ModelRegistry": "amm.registry",

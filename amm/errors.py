@@ -11,7 +11,9 @@
     │   └── ModelNotFoundError             404: the provider does not know the model
     ├── ProviderError                  5xx, malformed answers, connection failures
     │   ├── ProviderTimeoutError           no answer within the timeout
-    │   └── QuotaExceededError             429 ``insufficient_quota``: permanent
+    │   ├── QuotaExceededError             429 ``insufficient_quota``: permanent
+    │   └── StreamInterruptedError         a stream failed after its first chunk reached the caller
+    ├── InvalidToolCallError           a tool call's arguments are not valid JSON
     ├── CacheError                     the response cache is corrupt or unwritable
     ├── BudgetExceededError            the daily budget is spent
     ├── QualityThresholdError          answers stayed below the quality threshold
@@ -40,6 +42,7 @@ __all__ = [
     "ContextWindowExceededError",
     "FailoverError",
     "InvalidRequestError",
+    "InvalidToolCallError",
     "ModelNotFoundError",
     "ModelUnavailableError",
     "PerformanceMonitorError",
@@ -48,6 +51,7 @@ __all__ = [
     "QualityThresholdError",
     "QuotaExceededError",
     "RateLimitError",
+    "StreamInterruptedError",
 ]
 
 
@@ -199,6 +203,40 @@ class QuotaExceededError(ProviderError):
     waiting does not help, another provider might."""
 
     retryable_by_default = False
+
+
+class StreamInterruptedError(ProviderError):
+    """A streamed answer failed after its first chunk reached the caller.
+
+    No failover happens then (the caller has seen text): the error carries what was
+    received, ``partial_text`` and ``usage`` (a :class:`~amm.models.TokenUsage`,
+    ``usage_estimated`` when the provider reported none), and the attempt is billed
+    for it. ``cancelled`` is true when the caller closed the stream.
+    """
+
+    retryable_by_default = False
+
+    def __init__(
+        self,
+        error_message: str = "",
+        *,
+        partial_text: str = "",
+        usage: Any = None,
+        usage_estimated: bool = False,
+        cost: float = 0.0,
+        cancelled: bool = False,
+        **kw: Any,
+    ) -> None:
+        super().__init__(error_message, **kw)
+        self.partial_text = partial_text
+        self.usage = usage
+        self.usage_estimated = usage_estimated
+        self.cost = cost
+        self.cancelled = cancelled
+
+
+class InvalidToolCallError(APIModelError):
+    """A tool call's ``arguments`` are not a JSON object (see ``ToolCall.parsed``)."""
 
 
 class CacheError(APIModelError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from amm.errors import InvalidRequestError
+from amm.errors import InvalidRequestError, InvalidToolCallError
 
 __all__ = [
     "BudgetStatus",
@@ -41,6 +41,7 @@ __all__ = [
     "RateLimits",
     "SelectionConstraints",
     "TokenUsage",
+    "ToolCall",
     "utcnow",
 ]
 
@@ -102,6 +103,8 @@ class ModelMetadata:
 
     ``litellm_model`` and ``api_base`` say where litellm sends the request; the
     registry fills ``litellm_model`` from the provider when the config leaves it out.
+    ``supports_tools`` / ``supports_streaming`` / ``supports_response_schema`` say what
+    the model can honour; selection excludes a model that cannot honour a request.
     """
 
     id: str
@@ -116,6 +119,9 @@ class ModelMetadata:
     enabled: bool = True
     litellm_model: str | None = None
     api_base: str | None = None
+    supports_tools: bool = field(default=False, kw_only=True)
+    supports_streaming: bool = field(default=True, kw_only=True)
+    supports_response_schema: bool = field(default=False, kw_only=True)
 
     def estimate_cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD for the given token counts at this model's prices."""
@@ -135,13 +141,131 @@ class Experiment:
     enabled: bool = True
 
 
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_ON_INVALID = frozenset({"return", "failover", "raise"})
+_MAX_OUTPUT_TOKENS = 10_000_000
+"""No model answers with more tokens than this; a larger ``max_tokens`` is a mistake."""
+
+
+def _bad(message: str, task_id: str, error_type: str) -> InvalidRequestError:
+    return InvalidRequestError(message, task_id=task_id or None, error_type=error_type)
+
+
+def _check_text(value: str, where: str, task_id: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _bad(f"{where}: not valid Unicode text ({exc.reason} at {exc.start})", task_id,
+                   "invalid_text") from None
+
+
+def _check_content(content: Any, where: str, task_id: str) -> None:
+    """A message content: text, or a list of parts (``{"type": "text", "text": ...}``...)."""
+    if isinstance(content, str):
+        _check_text(content, where, task_id)
+        return
+    if isinstance(content, list) and content:
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+                raise _bad(f"{where}[{j}]: a content part must be a mapping with a 'type'",
+                           task_id, "invalid_messages")
+            if part["type"] == "text":
+                if not isinstance(part.get("text"), str):
+                    raise _bad(f"{where}[{j}].text: must be a string", task_id, "invalid_messages")
+                _check_text(part["text"], f"{where}[{j}].text", task_id)
+        return
+    raise _bad(f"{where}: must be a string or a non-empty list of content parts; "
+               f"got {type(content).__name__}", task_id, "invalid_messages")
+
+
+def _check_message(i: int, m: Any, task_id: str) -> None:
+    """One chat message in the OpenAI shape (tool calls and tool results included)."""
+    where = f"messages[{i}]"
+    if not isinstance(m, Mapping):
+        raise _bad(f"{where}: must be a mapping with 'role' and 'content'", task_id,
+                   "invalid_messages")
+    role = m.get("role")
+    if role not in _ROLES:
+        raise _bad(f"{where}.role: must be one of {', '.join(sorted(_ROLES))}; got {role!r}",
+                   task_id, "invalid_messages")
+    content = m.get("content")
+    if role == "assistant" and m.get("tool_calls"):
+        calls = m["tool_calls"]
+        if not isinstance(calls, list) or not all(
+            isinstance(c, Mapping) and isinstance(c.get("function"), Mapping) for c in calls
+        ):
+            raise _bad(f"{where}.tool_calls: must be a list of {{'id', 'type', 'function'}}",
+                       task_id, "invalid_messages")
+        if content is not None and content != "":
+            _check_content(content, f"{where}.content", task_id)
+        return
+    if role == "tool" and not isinstance(m.get("tool_call_id"), str):
+        raise _bad(f"{where}.tool_call_id: a tool message needs the id of the call it answers",
+                   task_id, "invalid_messages")
+    if "content" not in m:
+        raise _bad(f"{where}: must be a mapping with 'role' and 'content'", task_id,
+                   "invalid_messages")
+    _check_content(content, f"{where}.content", task_id)
+
+
+def _check_tools(tools: Any, tool_choice: Any, task_id: str) -> None:
+    if tools is not None:
+        if not isinstance(tools, Sequence) or isinstance(tools, str | bytes) or not tools:
+            raise _bad("tools: must be a non-empty list of tool definitions", task_id,
+                       "invalid_tools")
+        for i, tool in enumerate(tools):
+            fn = tool.get("function") if isinstance(tool, Mapping) else None
+            if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
+                raise _bad(f"tools[{i}]: must be {{'type': 'function', 'function': {{'name', "
+                           f"'parameters'}}}}", task_id, "invalid_tools")
+            params = fn.get("parameters")
+            if params is not None and not isinstance(params, Mapping):
+                raise _bad(f"tools[{i}].function.parameters: must be a JSON schema object",
+                           task_id, "invalid_tools")
+    if tool_choice is None:
+        return
+    if isinstance(tool_choice, str):
+        if tool_choice not in ("auto", "none", "required"):
+            raise _bad(f"tool_choice: must be 'auto', 'none', 'required' or a function; "
+                       f"got {tool_choice!r}", task_id, "invalid_tools")
+        if tool_choice != "none" and tools is None:
+            raise _bad(f"tool_choice={tool_choice!r} needs tools", task_id, "invalid_tools")
+        return
+    name = tool_choice.get("function", {}).get("name") if isinstance(tool_choice, Mapping) else None
+    declared = {t["function"]["name"] for t in tools or ()}
+    if name not in declared:
+        raise _bad(f"tool_choice: names {name!r}, which is not a declared tool", task_id,
+                   "invalid_tools")
+
+
+def _check_response_format(response_format: Any, task_id: str) -> None:
+    if response_format is None:
+        return
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise _bad("response_format: must be {'type': 'text' | 'json_object' | 'json_schema', ...}"
+                   f"; got {response_format!r}", task_id, "invalid_response_format")
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("schema"), Mapping):
+            raise _bad("response_format.json_schema.schema: must be a JSON schema object",
+                       task_id, "invalid_response_format")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRequest:
     """Request to an AI model.
 
-    Give ``prompt`` or chat ``messages`` (a list of ``{"role", "content"}`` dicts).
-    ``parameters`` may carry ``temperature`` (it wins over the field, as in the
-    seed's examples) and ``priority``.
+    Give ``prompt`` or chat ``messages`` in the OpenAI chat shape (assistant messages
+    with ``tool_calls``, ``role: "tool"`` results with ``tool_call_id``, content as text
+    or a list of parts). ``parameters`` may carry ``temperature`` (it wins over the
+    field, as in the seed's examples) and ``priority``.
+
+    Agent calls (keyword-only): ``tools`` and ``tool_choice`` in the OpenAI shape;
+    ``response_format`` (``{"type": "json_schema", "json_schema": {"name", "schema"}}``
+    or ``{"type": "json_object"}``); ``on_invalid`` says what an answer that breaks the
+    schema does: ``"return"`` it (scored as a quality failure, the default),
+    ``"failover"`` to the next model, or ``"raise"``.
 
     >>> ModelRequest(prompt="Hi", parameters={}, task_id="t1", agent_type="research")
     """
@@ -154,34 +278,56 @@ class ModelRequest:
     temperature: float = 0.7
     messages: Sequence[Mapping[str, Any]] | None = None
     priority: Priority | str | None = None
+    tools: Sequence[Mapping[str, Any]] | None = field(default=None, kw_only=True)
+    tool_choice: str | Mapping[str, Any] | None = field(default=None, kw_only=True)
+    response_format: Mapping[str, Any] | None = field(default=None, kw_only=True)
+    on_invalid: str = field(default="return", kw_only=True)
 
     def __post_init__(self) -> None:
-        if not self.prompt and not self.messages:
-            raise InvalidRequestError(
-                "a ModelRequest needs a prompt or messages", task_id=self.task_id or None,
-                error_type="empty_request",
-            )
+        task = self.task_id if isinstance(self.task_id, str) else ""
+        for name in ("task_id", "agent_type"):
+            if not isinstance(getattr(self, name), str):
+                raise _bad(f"{name}: must be a string; got {type(getattr(self, name)).__name__}",
+                           task, "invalid_request")
+        if not isinstance(self.prompt, str):
+            raise _bad(f"prompt: must be a string (or give messages); got "
+                       f"{type(self.prompt).__name__}", task, "invalid_prompt")
+        if not isinstance(self.parameters, Mapping):
+            raise _bad(f"parameters: must be a mapping; got {type(self.parameters).__name__}",
+                       task, "invalid_parameters")
+        if self.messages is not None and (
+            isinstance(self.messages, str | bytes) or not isinstance(self.messages, Sequence)
+        ):
+            raise _bad("messages: must be a list of chat messages", task, "invalid_messages")
+        if not self.prompt.strip() and not self.messages:
+            raise _bad("a ModelRequest needs a prompt or messages"
+                       + (" (the prompt is only whitespace)" if self.prompt else ""),
+                       task, "empty_request")
+        _check_text(self.prompt, "prompt", task)
         if self.messages is not None:
             for i, m in enumerate(self.messages):
-                if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
-                    raise InvalidRequestError(
-                        f"messages[{i}] must be a mapping with 'role' and 'content'",
-                        task_id=self.task_id or None, error_type="invalid_messages",
-                    )
+                _check_message(i, m, task)
         if self.max_tokens is not None and (
             not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool)
-            or self.max_tokens <= 0
+            or not 0 < self.max_tokens <= _MAX_OUTPUT_TOKENS
         ):
-            raise InvalidRequestError(
-                f"max_tokens must be a positive integer; got {self.max_tokens!r}",
-                task_id=self.task_id or None, error_type="invalid_max_tokens",
-            )
+            raise _bad(f"max_tokens must be a positive integer <= {_MAX_OUTPUT_TOKENS:,}; "
+                       f"got {self.max_tokens!r}", task, "invalid_max_tokens")
         t = self.effective_temperature
         if not isinstance(t, int | float) or isinstance(t, bool) or not 0.0 <= t <= 2.0:
-            raise InvalidRequestError(
-                f"temperature must be a number in [0, 2]; got {t!r}",
-                task_id=self.task_id or None, error_type="invalid_temperature",
-            )
+            raise _bad(f"temperature must be a number in [0, 2]; got {t!r}", task,
+                       "invalid_temperature")
+        stop = self.parameters.get("stop")
+        if stop is not None and not isinstance(stop, str) and not (
+            isinstance(stop, list) and all(isinstance(x, str) for x in stop)
+        ):
+            raise _bad(f"parameters.stop: must be a string or a list of strings; got {stop!r}",
+                       task, "invalid_parameters")
+        _check_tools(self.tools, self.tool_choice, task)
+        _check_response_format(self.response_format, task)
+        if self.on_invalid not in _ON_INVALID:
+            raise _bad(f"on_invalid: must be one of {', '.join(sorted(_ON_INVALID))}; "
+                       f"got {self.on_invalid!r}", task, "invalid_request")
         if self.priority is not None:
             object.__setattr__(self, "priority", Priority.parse(self.priority))
 
@@ -199,6 +345,20 @@ class ModelRequest:
         raw = self.parameters.get("priority")
         return Priority.parse(raw) if raw is not None else Priority.MEDIUM
 
+    @property
+    def response_schema(self) -> Mapping[str, Any] | None:
+        """The JSON schema the answer must follow (``response_format`` json_schema), if any."""
+        rf = self.response_format
+        if rf is None or rf.get("type") != "json_schema":
+            return None
+        return rf["json_schema"]["schema"]  # type: ignore[no-any-return]
+
+    @property
+    def wants_json(self) -> bool:
+        """Whether the answer must be JSON (``json_object`` or ``json_schema``)."""
+        rf = self.response_format
+        return rf is not None and rf.get("type") in ("json_object", "json_schema")
+
     def chat_messages(self) -> list[dict[str, Any]]:
         """The request as chat messages (the prompt becomes one user message)."""
         if self.messages:
@@ -208,8 +368,58 @@ class ModelRequest:
     def text(self) -> str:
         """All the request's text, for token estimates and relevance scoring."""
         if self.messages:
-            return "\n".join(str(m.get("content", "")) for m in self.messages)
+            return "\n".join(_message_text(m) for m in self.messages)
         return self.prompt
+
+
+def _message_text(m: Mapping[str, Any]) -> str:
+    content = m.get("content")
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        text = "\n".join(p.get("text", "") for p in content
+                         if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    else:
+        text = ""
+    for call in m.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        text += f"\n{fn.get('name', '')}({fn.get('arguments', '')})"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call of an answer: ``arguments`` is the JSON text the provider sent.
+
+    >>> ToolCall("call_1", "get_weather", '{"city": "Paris"}').parsed()
+    {'city': 'Paris'}
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+    def parsed(self) -> dict[str, Any]:
+        """The arguments as a dict; :class:`~amm.errors.InvalidToolCallError` when they
+        are not a JSON object."""
+        import json
+
+        try:
+            value = json.loads(self.arguments or "{}")
+        except ValueError as exc:
+            raise InvalidToolCallError(
+                f"tool call {self.id} ({self.name}): arguments are not JSON: {exc}",
+                error_type="invalid_tool_arguments") from None
+        if not isinstance(value, dict):
+            raise InvalidToolCallError(
+                f"tool call {self.id} ({self.name}): arguments must be a JSON object, got "
+                f"{type(value).__name__}", error_type="invalid_tool_arguments")
+        return value
+
+    def to_message(self) -> dict[str, Any]:
+        """This call in the OpenAI shape of an assistant message's ``tool_calls`` item."""
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +437,11 @@ class TokenUsage:
 
 @dataclass(frozen=True, slots=True)
 class ModelResponse:
-    """Response from an AI model. ``metadata`` holds provider details (finish reason,
-    response id, provider-reported model, cache flags)."""
+    """Response from an AI model. ``metadata`` holds provider details (response id,
+    provider-reported model, cache flags). ``tool_calls`` holds the answer's tool calls
+    in the provider's order (empty when none); ``finish_reason`` is ``"stop"``,
+    ``"tool_calls"``, ``"length"``...
+    """
 
     content: str
     model_id: str
@@ -236,6 +449,15 @@ class ModelResponse:
     latency_ms: float
     cost: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    tool_calls: list[ToolCall] = field(default_factory=list, kw_only=True)
+    finish_reason: str | None = field(default=None, kw_only=True)
+
+    def assistant_message(self) -> dict[str, Any]:
+        """This answer as the assistant message to append to the conversation."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content or None}
+        if self.tool_calls:
+            message["tool_calls"] = [c.to_message() for c in self.tool_calls]
+        return message
 
 
 @dataclass(frozen=True, slots=True)
