@@ -37,7 +37,7 @@ from typing import TypeVar
 from cachetools import LRUCache
 
 from amm.errors import CacheError, InvalidRequestError
-from amm.models import CachedResponse, ModelRequest, ModelResponse, TokenUsage
+from amm.models import CachedResponse, ModelRequest, ModelResponse, TokenUsage, ToolCall
 from telemetry.events import NULL_SINK, CacheEvent, EventSink
 
 __all__ = ["CACHE_TABLE", "CacheManager", "cache_key"]
@@ -92,6 +92,10 @@ def cache_key(request: ModelRequest, model_id: str | None = None) -> str:
         body = "p" + msgs[0]["content"]  # the same request as a prompt
     else:
         body = "m" + _json([m if type(m) is dict else dict(m) for m in msgs])
+    if request.tools is not None or request.tool_choice is not None or request.response_format:
+        # An agent call: the same words with other tools or another schema are another request.
+        extra += _json({"tools": request.tools, "tool_choice": request.tool_choice,
+                        "response_format": request.response_format})
     # Only the last field may hold a NUL (JSON escapes them, repr quotes the id), so
     # the fields cannot run into each other.
     material = (f"{_KEY_VERSION}\x00{model_id!r}\x00{request.max_tokens}\x00"
@@ -106,6 +110,8 @@ def _dump(response: ModelResponse) -> str:
         "token_usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
                         "total_tokens": usage.total_tokens},
         "latency_ms": response.latency_ms, "cost": response.cost, "metadata": response.metadata,
+        "tool_calls": [[c.id, c.name, c.arguments] for c in response.tool_calls],
+        "finish_reason": response.finish_reason,
     })
 
 
@@ -115,6 +121,8 @@ def _load(payload: str) -> ModelResponse:
         content=data["content"], model_id=data["model_id"],
         token_usage=TokenUsage(**data["token_usage"]), latency_ms=float(data["latency_ms"]),
         cost=float(data["cost"]), metadata=dict(data["metadata"]),
+        tool_calls=[ToolCall(*c) for c in data.get("tool_calls", ())],
+        finish_reason=data.get("finish_reason"),
     )
 
 

@@ -265,7 +265,8 @@ class ModelRequest:
     ``response_format`` (``{"type": "json_schema", "json_schema": {"name", "schema"}}``
     or ``{"type": "json_object"}``); ``on_invalid`` says what an answer that breaks the
     schema does: ``"return"`` it (scored as a quality failure, the default),
-    ``"failover"`` to the next model, or ``"raise"``.
+    ``"failover"`` to the next model, or ``"raise"``. ``stream`` is set by
+    ``ModelManager.stream`` (selection then needs a model that streams).
 
     >>> ModelRequest(prompt="Hi", parameters={}, task_id="t1", agent_type="research")
     """
@@ -282,6 +283,7 @@ class ModelRequest:
     tool_choice: str | Mapping[str, Any] | None = field(default=None, kw_only=True)
     response_format: Mapping[str, Any] | None = field(default=None, kw_only=True)
     on_invalid: str = field(default="return", kw_only=True)
+    stream: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         task = self.task_id if isinstance(self.task_id, str) else ""

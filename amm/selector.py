@@ -68,7 +68,7 @@ class _Entry:
     """What selection needs of one registered model, derived once per registry version."""
 
     __slots__ = ("caps", "enabled", "id", "in_price", "latency", "model", "out_price", "provider",
-                 "window")
+                 "schema", "streaming", "tools", "window")
 
     def __init__(self, model: ModelMetadata) -> None:
         self.model = model
@@ -80,13 +80,17 @@ class _Entry:
         self.window = model.context_window
         self.latency = model.average_response_time_ms
         self.enabled = model.enabled
+        self.tools = model.supports_tools
+        self.streaming = model.supports_streaming
+        self.schema = model.supports_response_schema
 
 
 class _Request:
     """Per-request values the filter needs, computed once per selection."""
 
     __slots__ = ("agent_type", "demoted", "exclude", "max_cost", "max_latency", "needed_context",
-                 "out_tokens", "prompt_tokens", "providers", "required")
+                 "needs_schema", "needs_streaming", "needs_tools", "out_tokens", "prompt_tokens",
+                 "providers", "required")
 
     def __init__(self, task: ModelRequest, agent_type: str, constraints: Any,
                  exclude: Collection[str], demoted: Collection[str]) -> None:
@@ -101,6 +105,10 @@ class _Request:
         self.needed_context = self.prompt_tokens + (task.max_tokens or 0)
         self.exclude = exclude
         self.demoted = demoted
+        # What the model must honour; litellm would drop what it cannot, silently.
+        self.needs_tools = task.tools is not None
+        self.needs_schema = task.wants_json
+        self.needs_streaming = task.stream
         if constraints is None:
             self.required, self.providers = _EMPTY, _EMPTY
             self.max_cost = self.max_latency = None
@@ -183,6 +191,12 @@ class ModelSelector:
             return f"provider {e.provider} excluded"
         if rq.required and not rq.required <= e.caps:
             return "missing capabilities: " + ", ".join(sorted(rq.required - e.caps))
+        if rq.needs_tools and not e.tools:
+            return "does not support tools (supports_tools: false)"
+        if rq.needs_schema and not e.schema:
+            return "cannot honour response_format (supports_response_schema: false)"
+        if rq.needs_streaming and not e.streaming:
+            return "does not stream (supports_streaming: false)"
         if rq.needed_context > e.window:
             return f"context window {e.window} < {rq.needed_context} tokens needed"
         cost = rq.prompt_tokens * e.in_price + rq.out_tokens * e.out_price

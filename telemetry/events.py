@@ -84,6 +84,14 @@ class AttemptEvent:
     # Content, recorded only when OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT asks.
     input_messages: tuple[dict[str, object], ...] | None = None
     output_text: str | None = None
+    # Agent calls: streaming, tools, estimated usage.
+    stream: bool = False
+    time_to_first_chunk_s: float | None = None  # streamed: request sent -> first chunk
+    output_chunks: int = 0  # streamed: chunks received
+    tool_call_count: int = 0
+    usage_estimated: bool = False  # the provider reported no usage: tokens are amm's estimate
+    tool_definitions: tuple[dict[str, object], ...] | None = None  # content opt-in only
+    output_tool_calls: tuple[dict[str, object], ...] | None = None  # content opt-in only
 
 
 @dataclass(frozen=True, slots=True)
