@@ -28,6 +28,7 @@ __all__ = [
     "AMM_BUDGET_UTILIZATION_PERCENT",
     "AMM_CACHE_HIT",
     "AMM_CACHE_RESULT",
+    "AMM_COST_ESTIMATED",
     "AMM_COST_USD",
     "AMM_DEGRADATION",
     "AMM_DEGRADATION_BASELINE",
@@ -58,6 +59,8 @@ __all__ = [
     "AMM_SELECTION_PROPENSITY",
     "AMM_SELECTION_REASON",
     "AMM_TASK_ID",
+    "AMM_TOOL_CALLS",
+    "AMM_USAGE_ESTIMATED",
     "CONTENT_EVENT_ONLY",
     "CONTENT_NO_CONTENT",
     "CONTENT_SPAN_AND_EVENT",
@@ -86,16 +89,26 @@ __all__ = [
     "GEN_AI_EVALUATION_SCORE_VALUE",
     "GEN_AI_INFERENCE_DETAILS",
     "GEN_AI_INPUT_MESSAGES",
+    "GEN_AI_INVOKE_AGENT_INFERENCE_CALLS",
+    "GEN_AI_INVOKE_AGENT_TOOL_CALLS",
     "GEN_AI_OPERATION_NAME",
     "GEN_AI_OUTPUT_MESSAGES",
     "GEN_AI_PROVIDER_NAME",
     "GEN_AI_REQUEST_MAX_TOKENS",
     "GEN_AI_REQUEST_MODEL",
+    "GEN_AI_REQUEST_STREAM",
     "GEN_AI_REQUEST_TEMPERATURE",
     "GEN_AI_RESPONSE_FINISH_REASONS",
     "GEN_AI_RESPONSE_ID",
     "GEN_AI_RESPONSE_MODEL",
+    "GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK",
     "GEN_AI_TOKEN_TYPE",
+    "GEN_AI_TOOL_CALL_ARGUMENTS",
+    "GEN_AI_TOOL_CALL_ID",
+    "GEN_AI_TOOL_CALL_RESULT",
+    "GEN_AI_TOOL_DEFINITIONS",
+    "GEN_AI_TOOL_NAME",
+    "GEN_AI_TOOL_TYPE",
     "GEN_AI_USAGE_INPUT_TOKENS",
     "GEN_AI_USAGE_OUTPUT_TOKENS",
     "INSTRUMENTATION_SCOPE",
@@ -107,8 +120,11 @@ __all__ = [
     "METRIC_OPERATION_DURATION",
     "METRIC_QUALITY_SCORE",
     "METRIC_SPANS_DROPPED",
+    "METRIC_TIME_PER_OUTPUT_CHUNK",
+    "METRIC_TIME_TO_FIRST_CHUNK",
     "METRIC_TOKEN_USAGE",
     "OP_CHAT",
+    "OP_EXECUTE_TOOL",
     "OP_INVOKE_AGENT",
     "QUALITY_BUCKETS",
     "SERVER_ADDRESS",
@@ -118,9 +134,11 @@ __all__ = [
     "TOKEN_BUCKETS",
     "TOKEN_TYPE_INPUT",
     "TOKEN_TYPE_OUTPUT",
+    "TOOL_TYPE_FUNCTION",
     "agent_span_name",
     "chat_span_name",
     "provider_name",
+    "tool_span_name",
 ]
 
 INSTRUMENTATION_SCOPE = "amm"
@@ -141,6 +159,24 @@ GEN_AI_AGENT_NAME = "gen_ai.agent.name"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
+"""``true`` on the ``chat`` span of a streamed attempt (absent otherwise)."""
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
+"""Seconds from sending a streamed request to its first chunk."""
+GEN_AI_TOOL_DEFINITIONS = "gen_ai.tool.definitions"
+"""JSON list of the tools offered to the model; content opt-in only (they may hold secrets)."""
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
+GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
+"""Arguments of one tool execution (the model's JSON text); content opt-in only."""
+GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
+"""What the tool returned; content opt-in only."""
+TOOL_TYPE_FUNCTION = "function"
+GEN_AI_INVOKE_AGENT_INFERENCE_CALLS = "gen_ai.invoke_agent.inference_calls"
+"""On ``invoke_agent``: how many ``chat`` attempts ran under it (set when it ends)."""
+GEN_AI_INVOKE_AGENT_TOOL_CALLS = "gen_ai.invoke_agent.tool_calls"
+"""On ``invoke_agent``: how many ``execute_tool`` spans ran under it (set when it ends)."""
 GEN_AI_INFERENCE_DETAILS = "gen_ai.client.inference.operation.details"
 """Event carrying the messages when content capture includes events."""
 TOKEN_TYPE_INPUT = "input"
@@ -157,6 +193,7 @@ EVAL_NAMES = ("overall", "completeness", "relevance", "coherence")
 
 OP_CHAT = "chat"
 OP_INVOKE_AGENT = "invoke_agent"
+OP_EXECUTE_TOOL = "execute_tool"
 
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
@@ -172,6 +209,12 @@ AMM_CACHE_HIT = "amm.cache.hit"
 AMM_CACHE_RESULT = "amm.cache.result"
 """Attribute of ``amm.cache.requests``: ``hit`` or ``miss``."""
 AMM_ATTEMPT = "amm.attempt"
+AMM_USAGE_ESTIMATED = "amm.usage.estimated"
+"""``true`` on ``chat`` when the provider reported no usage and the tokens are amm's estimate."""
+AMM_COST_ESTIMATED = "amm.cost.estimated"
+"""``true`` on ``chat`` when ``amm.cost_usd`` is priced from estimated tokens."""
+AMM_TOOL_CALLS = "amm.tool_calls"
+"""On ``chat``: how many tool calls the answer asked for (set when > 0)."""
 AMM_ERROR_MESSAGE = "amm.error.message"
 AMM_REASON = "amm.reason"
 AMM_SELECTION_CHOSEN = "amm.selection.chosen"
@@ -222,9 +265,18 @@ def chat_span_name(model: str) -> str:
     return f"{OP_CHAT} {model}"
 
 
+def tool_span_name(tool: str) -> str:
+    """``execute_tool {tool}``: the span of one tool execution."""
+    return f"{OP_EXECUTE_TOOL} {tool}"
+
+
 # --- metrics ----------------------------------------------------------------------
 METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"
 METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"
+METRIC_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+"""Histogram (s, streamed attempts only): request sent -> first chunk."""
+METRIC_TIME_PER_OUTPUT_CHUNK = "gen_ai.client.operation.time_per_output_chunk"
+"""Histogram (s, streamed attempts of 2+ chunks only): mean time per chunk after the first."""
 METRIC_COST = "amm.cost"
 METRIC_FAILOVERS = "amm.failovers"
 METRIC_CACHE_REQUESTS = "amm.cache.requests"
@@ -236,7 +288,8 @@ METRIC_SPANS_DROPPED = "amm.telemetry.spans_dropped"
 DURATION_BUCKETS_S: tuple[float, ...] = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 )
-"""Advised buckets of ``gen_ai.client.operation.duration`` (seconds)."""
+"""Advised buckets of ``gen_ai.client.operation.duration`` (seconds); also used for the
+streaming histograms (time to first chunk, time per output chunk)."""
 TOKEN_BUCKETS: tuple[float, ...] = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )
