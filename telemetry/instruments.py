@@ -46,6 +46,16 @@ class Instruments:
             description="Tokens used per provider attempt, by gen_ai.token.type",
             explicit_bucket_boundaries_advisory=c.TOKEN_BUCKETS,
         )
+        self.time_to_first_chunk = meter.create_histogram(
+            c.METRIC_TIME_TO_FIRST_CHUNK, unit="s",
+            description="Time from sending a streamed request to its first chunk",
+            explicit_bucket_boundaries_advisory=c.DURATION_BUCKETS_S,
+        )
+        self.time_per_output_chunk = meter.create_histogram(
+            c.METRIC_TIME_PER_OUTPUT_CHUNK, unit="s",
+            description="Mean time per chunk after the first of a streamed response",
+            explicit_bucket_boundaries_advisory=c.DURATION_BUCKETS_S,
+        )
         self.cost = meter.create_counter(c.METRIC_COST, unit="USD", description="Spend in USD")
         self.failovers = meter.create_counter(
             c.METRIC_FAILOVERS, unit="{failover}", description="Requests moved to another model")
@@ -71,14 +81,22 @@ class Instruments:
 
     # --- recording --------------------------------------------------------------------
     def attempt(self, event: AttemptEvent, provider: str) -> None:
-        """Duration, token usage and cost of one attempt."""
+        """Duration, token usage and cost of one attempt; chunk timings when it streamed."""
         key = (event.model_id, provider, event.error_type if not event.success else None,
                event.agent_type)
         attrs = self._attempt_attrs.get(key)
         if attrs is None:
             attrs = self._build_attempt_attrs(key, success=event.success)
         base, inp, out, cost = attrs
-        self.duration.record(event.latency_ms / 1000.0, base)
+        duration_s = event.latency_ms / 1000.0
+        self.duration.record(duration_s, base)
+        ttfc = event.time_to_first_chunk_s
+        if event.stream and ttfc is not None:
+            self.time_to_first_chunk.record(ttfc, base)
+            if event.output_chunks > 1:
+                per_chunk = (duration_s - ttfc) / (event.output_chunks - 1)
+                # ttfc and latency may come from different clocks: never report < 0.
+                self.time_per_output_chunk.record(max(per_chunk, 0.0), base)
         if event.input_tokens:
             self.tokens.record(event.input_tokens, inp)
         if event.output_tokens:
