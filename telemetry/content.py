@@ -4,15 +4,20 @@
 ``capture_content`` argument, which wins) is one of ``NO_CONTENT`` (default),
 ``SPAN_ONLY``, ``EVENT_ONLY``, ``SPAN_AND_EVENT``; ``true``/``false`` are accepted
 as ``SPAN_AND_EVENT``/``NO_CONTENT``. Messages use the conventions' JSON shape
-(``[{"role": ..., "parts": [{"type": "text", "content": ...}]}]``). Events carry no
-API key, so captured content cannot contain one from amm.
+(``[{"role": ..., "parts": [{"type": "text", "content": ...}]}]``; tool calls as
+``{"type": "tool_call", "id", "name", "arguments"}`` parts, tool results as
+``tool_call_response`` parts). Tool definitions (``gen_ai.tool.definitions``) and tool
+arguments count as content: without the opt-in they are recorded nowhere. Events
+carry no API key, so captured content cannot contain one from amm.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from telemetry import conventions as c
@@ -72,16 +77,65 @@ class ContentPolicy:
 
 
 def content_attributes(event: AttemptEvent) -> dict[str, str]:
-    """``gen_ai.input.messages`` / ``gen_ai.output.messages`` (JSON) of an attempt."""
+    """The content attributes (JSON) of an attempt: ``gen_ai.input.messages``,
+    ``gen_ai.output.messages`` (text and tool-call parts), ``gen_ai.tool.definitions``.
+
+    Call it only under the opt-in: everything it returns is content.
+    """
     out: dict[str, str] = {}
     if event.input_messages is not None:
-        msgs = [{"role": str(m.get("role", "user")),
-                 "parts": [{"type": "text", "content": str(m.get("content", ""))}]}
-                for m in event.input_messages]
-        out[c.GEN_AI_INPUT_MESSAGES] = json.dumps(msgs, ensure_ascii=False)
-    if event.output_text is not None:
-        msg = {"role": "assistant", "parts": [{"type": "text", "content": event.output_text}]}
+        out[c.GEN_AI_INPUT_MESSAGES] = _dumps([_input_message(m) for m in event.input_messages])
+    calls = event.output_tool_calls or ()
+    if event.output_text is not None or calls:
+        parts: list[dict[str, object]] = []
+        if event.output_text or not calls:  # an answer of tool calls only has no text part
+            parts.append(_text(event.output_text or ""))
+        parts.extend(_tool_call_part(call) for call in calls)
+        msg: dict[str, object] = {"role": "assistant", "parts": parts}
         if event.finish_reason:
             msg["finish_reason"] = event.finish_reason
-        out[c.GEN_AI_OUTPUT_MESSAGES] = json.dumps([msg], ensure_ascii=False)
+        out[c.GEN_AI_OUTPUT_MESSAGES] = _dumps([msg])
+    if event.tool_definitions:
+        out[c.GEN_AI_TOOL_DEFINITIONS] = _dumps(list(event.tool_definitions))
     return out
+
+
+def _dumps(value: object) -> str:
+    # default=str: a value JSON cannot encode is shown, not allowed to lose the span.
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _text(content: object) -> dict[str, object]:
+    return {"type": "text", "content": str(content)}
+
+
+def _input_message(m: Mapping[str, object]) -> dict[str, object]:
+    """One request message (OpenAI shape) in the conventions' parts shape."""
+    role = str(m.get("role", "user"))
+    content = m.get("content")
+    if role == "tool":
+        return {"role": role, "parts": [{"type": "tool_call_response", "id": m.get("tool_call_id"),
+                                          "response": content}]}
+    parts: list[object] = []
+    if isinstance(content, list):  # content parts: text as text, anything else as it came
+        parts.extend(_text(p.get("text", "")) if isinstance(p, Mapping) and p.get("type") == "text"
+                     else p for p in content)
+    elif content is not None or not m.get("tool_calls"):
+        parts.append(_text("" if content is None else content))
+    tool_calls = m.get("tool_calls")
+    if isinstance(tool_calls, list | tuple):
+        parts.extend(_tool_call_part(call) for call in tool_calls if isinstance(call, Mapping))
+    return {"role": role, "parts": parts}
+
+
+def _tool_call_part(call: Mapping[str, object]) -> dict[str, object]:
+    """A tool call, flat (``id``, ``name``, ``arguments``) or in the OpenAI shape
+    (``function: {name, arguments}``), as a ``tool_call`` part; JSON arguments as an object."""
+    fn = call.get("function")
+    src = fn if isinstance(fn, Mapping) else call
+    arguments = src.get("arguments")
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):  # not JSON: recorded as the text the model sent
+            arguments = json.loads(arguments)
+    return {"type": "tool_call", "id": call.get("id"), "name": src.get("name"),
+            "arguments": arguments}
