@@ -6,7 +6,12 @@ Span tree of one managed call (parent > children)::
     ├── amm.select                  SelectionEvent (built after the fact)
     ├── chat {model}  (CLIENT)      AttemptEvent, one per attempt; failed: error.type + ERROR
     │     events: gen_ai.evaluation.result x4 (overall, completeness, relevance, coherence)
+    ├── execute_tool {tool}         tool_span(), one per tool execution the agent runs
     └── amm.evaluate                QualityEvent (built after the fact)
+
+When ``invoke_agent`` ends it carries ``gen_ai.invoke_agent.inference_calls`` and
+``gen_ai.invoke_agent.tool_calls``: the ``chat`` attempts and ``execute_tool`` spans
+recorded directly in its scope (a nested agent span counts its own).
 
 The successful attempt's ``chat`` span is kept open until the matching
 ``QualityEvent`` (same task and model) arrives, so the evaluation events land on
@@ -22,6 +27,7 @@ never breaks the caller.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -54,7 +60,7 @@ from telemetry.events import (
 )
 from telemetry.instruments import Instruments
 
-__all__ = ["AgentSpan", "Recorder"]
+__all__ = ["AgentSpan", "Recorder", "ToolSpan"]
 
 _log = logging.getLogger("amm.telemetry")
 
@@ -64,13 +70,16 @@ _MAX_UNSCOPED_PENDING = 256
 
 
 class _Pending:
-    """The chat spans of one agent scope still waiting for their quality event."""
+    """One agent scope: its chat spans still waiting for their quality event, and how
+    many inference calls and tool executions ran in it."""
 
-    __slots__ = ("lock", "spans")
+    __slots__ = ("inference_calls", "lock", "spans", "tool_calls")
 
     def __init__(self) -> None:
         self.spans: dict[tuple[str, str], tuple[Span, int]] = {}
         self.lock = threading.Lock()
+        self.inference_calls = 0
+        self.tool_calls = 0
 
     def put(self, key: tuple[str, str], span: Span, end_ns: int, limit: int | None = None) -> None:
         with self.lock:
@@ -120,6 +129,11 @@ class AgentSpan:
         scope = rec._scope.get()
         if scope is not None:
             scope.end_all()
+            if self.span.is_recording():
+                self.span.set_attributes({
+                    c.GEN_AI_INVOKE_AGENT_INFERENCE_CALLS: scope.inference_calls,
+                    c.GEN_AI_INVOKE_AGENT_TOOL_CALLS: scope.tool_calls,
+                })
         if self._pending_token is not None:
             rec._scope.reset(self._pending_token)
         if exc is not None and self.span.is_recording():
@@ -128,6 +142,65 @@ class AgentSpan:
             self.span.set_status(Status(StatusCode.ERROR, _short(str(exc))))
         otel_context.detach(self._ctx_token)  # type: ignore[arg-type]
         self.span.end()
+
+
+class ToolSpan:
+    """Context manager of one ``execute_tool {tool}`` span (from :meth:`Recorder.tool_span`).
+
+    Entering yields this object: :meth:`set_result` records what the tool returned
+    (content opt-in only). An exception sets ``error.type`` and ERROR status and
+    re-raises; its message is kept only under the content opt-in, since a tool's
+    error may quote its arguments.
+    """
+
+    __slots__ = ("_attrs", "_capture", "_ctx_token", "_name", "_recorder", "span")
+
+    def __init__(self, recorder: Recorder, name: str, attrs: dict[str, Any], capture: bool) -> None:
+        self._recorder = recorder
+        self._name = name
+        self._attrs = attrs
+        self._capture = capture
+        self.span: Span = trace.INVALID_SPAN
+        self._ctx_token: object = None
+
+    def __enter__(self) -> ToolSpan:
+        rec = self._recorder
+        scope = rec._scope.get()
+        if scope is not None:
+            scope.tool_calls += 1
+        try:
+            self.span = rec._tracer.start_span(self._name, kind=SpanKind.INTERNAL,
+                                               attributes=self._attrs)
+            self._ctx_token = otel_context.attach(trace.set_span_in_context(self.span))
+        except Exception:  # telemetry must never fail the tool
+            _log.exception("opening %s failed", self._name)
+        return self
+
+    def set_result(self, result: object) -> None:
+        """Record the tool's result as ``gen_ai.tool.call.result`` (content opt-in only;
+        a non-string is recorded as JSON)."""
+        if not self._capture or not self.span.is_recording():
+            return
+        try:
+            text = result if isinstance(result, str) else json.dumps(
+                result, ensure_ascii=False, default=str)
+            self.span.set_attribute(c.GEN_AI_TOOL_CALL_RESULT, text)
+        except Exception:  # telemetry must never fail the tool
+            _log.exception("recording the result of %s failed", self._name)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if exc is not None and self.span.is_recording():
+                error_type = str(getattr(exc, "error_type", None) or type(exc).__name__)
+                self.span.set_attribute(c.ERROR_TYPE, error_type)
+                detail = _short(str(exc)) if self._capture else error_type
+                self.span.set_status(Status(StatusCode.ERROR, detail))
+            if self._ctx_token is not None:
+                otel_context.detach(self._ctx_token)  # type: ignore[arg-type]
+            self.span.end()
+        except Exception:  # telemetry must never fail the tool
+            _log.exception("closing %s failed", self._name)
 
 
 class Recorder:
@@ -202,6 +275,24 @@ class Recorder:
                  c.AMM_AGENT_TYPE: agent_type, c.AMM_TASK_ID: task_id}
         return AgentSpan(self, c.agent_span_name(name), attrs)
 
+    def tool_span(self, name: str, *, call_id: str | None = None, arguments: str | None = None,
+                  tool_type: str = c.TOOL_TYPE_FUNCTION) -> ToolSpan:
+        """Context manager opening ``execute_tool {name}`` under the current span; yields
+        a :class:`ToolSpan`. ``arguments`` and the result are recorded only under the
+        content opt-in.
+
+        >>> with rec.tool_span("get_weather", call_id=call.id, arguments=call.arguments) as tool:
+        ...     tool.set_result(get_weather(**call.parsed()))
+        """
+        attrs: dict[str, Any] = {c.GEN_AI_OPERATION_NAME: c.OP_EXECUTE_TOOL,
+                                 c.GEN_AI_TOOL_NAME: name, c.GEN_AI_TOOL_TYPE: tool_type}
+        if call_id is not None:
+            attrs[c.GEN_AI_TOOL_CALL_ID] = call_id
+        capture = self._content.on_span
+        if capture and arguments is not None:
+            attrs[c.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments
+        return ToolSpan(self, c.tool_span_name(name), attrs, capture)
+
     def end_pending(self) -> None:
         """End every chat span still waiting for a quality event (this scope and unscoped)."""
         scope = self._scope.get()
@@ -246,6 +337,9 @@ class Recorder:
         span.end(end_time=end)
 
     def _on_attempt(self, e: AttemptEvent) -> None:
+        scope = self._scope.get()
+        if scope is not None:
+            scope.inference_calls += 1
         provider = c.provider_name(e.provider)
         self._instruments.attempt(e, provider)
         start, end = self._times(e.start_time_ns, e.end_time_ns)
@@ -277,6 +371,15 @@ class Recorder:
             attrs[c.SERVER_ADDRESS] = e.server_address
         if e.server_port is not None:
             attrs[c.SERVER_PORT] = e.server_port
+        if e.stream:
+            attrs[c.GEN_AI_REQUEST_STREAM] = True
+        if e.time_to_first_chunk_s is not None:
+            attrs[c.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = float(e.time_to_first_chunk_s)
+        if e.usage_estimated:  # amm.cost_usd is then priced from the estimate too
+            attrs[c.AMM_USAGE_ESTIMATED] = True
+            attrs[c.AMM_COST_ESTIMATED] = True
+        if e.tool_call_count:
+            attrs[c.AMM_TOOL_CALLS] = e.tool_call_count
         if not e.success:
             attrs[c.ERROR_TYPE] = e.error_type or c.ERROR_TYPE_OTHER
         if self._content.on_span:
@@ -291,7 +394,6 @@ class Recorder:
         elif not span.is_recording():
             span.end(end_time=end)
         else:
-            scope = self._scope.get()
             if scope is None:
                 self._unscoped.put((e.task_id, e.model_id), span, end, _MAX_UNSCOPED_PENDING)
             else:
