@@ -6,6 +6,11 @@
     amm check       validate the config, check keys (never printed), health-check each model
     amm report      the analytics summary of a store, in the terminal
     amm dashboard   open the Streamlit report on a store
+
+Every error ends in one line on stderr, ``amm COMMAND: what went wrong``, and an exit
+status: 1 a failure at run time, 2 a bad config or argument, 3 an extra that is not
+installed or an installation another distribution has written over, 130 interrupted.
+``AMM_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -13,18 +18,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
-__all__ = ["main"]
+from amm._resources import (
+    DISTRIBUTION,
+    TOP_LEVEL_PACKAGES,
+    MissingExtraError,
+    dashboard_app,
+    installation_problems,
+    require_extra,
+)
+
+__all__ = ["build_parser", "main"]
 
 _DEFAULT_CONFIG = "config/model_registry.json"
 
 
 def _config_path(arg: str | None) -> Path:
-    return Path(arg or os.environ.get("AMM_CONFIG", _DEFAULT_CONFIG))
+    path = Path(arg or os.environ.get("AMM_CONFIG", _DEFAULT_CONFIG))
+    if not path.exists():
+        from amm.errors import ConfigurationError
+
+        raise ConfigurationError(f"{path}: no registry file here; give --config FILE or set "
+                                 "AMM_CONFIG (amm demo needs none)", path=str(path))
+    return path
 
 
 def _store_path(arg: str | None) -> Path:
@@ -32,6 +54,7 @@ def _store_path(arg: str | None) -> Path:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    require_extra("analytics", "amm demo")  # its summary; checked before the workload runs
     from amm.demo import run_demo
 
     result = run_demo(requests=args.requests, concurrency=args.concurrency, seed=args.seed,
@@ -79,6 +102,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from amm.health_checker import HealthChecker
     from amm.registry import ModelRegistry
 
+    problems = installation_problems()
+    for problem in problems:
+        print(f"install: {problem}")
+    if problems:
+        print(f"install: BROKEN; reinstall with: pip install --force-reinstall {DISTRIBUTION}")
     path = _config_path(args.config)
     try:
         registry = ModelRegistry(path)
@@ -94,7 +122,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             "present" if keys.has_key(provider) else "MISSING")
         print(f"key {provider}: {state}")
     if args.no_health:
-        return 0
+        return 3 if problems else 0
 
     async def probe() -> int:
         failures = 0
@@ -111,10 +139,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 print(f"health {model.id}: {mark} ({status.response_time_ms:.0f} ms)")
         return failures
 
-    return 1 if asyncio.run(probe()) else 0
+    if asyncio.run(probe()):
+        return 1
+    return 3 if problems else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    require_extra("analytics", "amm report")
     from analytics.report import report_text
 
     store = _store_path(args.store)
@@ -126,13 +157,46 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    app = Path(__file__).resolve().parent.parent / "dashboards" / "app.py"
-    env = {**os.environ, "AMM_STORE": str(_store_path(args.store).resolve())}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port),
-           "--server.address", args.host, "--browser.gatherUsageStats", "false"]
-    if args.headless:
-        cmd += ["--server.headless", "true"]
-    return subprocess.call(cmd, env=env)
+    require_extra("dashboard", "amm dashboard")
+    store = _store_path(args.store).resolve()
+    env = {**os.environ, "AMM_STORE": str(store)}
+    with dashboard_app() as app:
+        cmd = [sys.executable, "-m", "streamlit", "run", str(app),
+               "--server.port", str(args.port), "--server.address", args.host,
+               "--browser.gatherUsageStats", "false"]
+        if args.headless:
+            cmd += ["--server.headless", "true"]
+        print(f"amm dashboard: {store} on http://{args.host}:{args.port} (Ctrl-C stops it)",
+              flush=True)
+        return _run_child(cmd, env)
+
+
+def _run_child(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` until it exits; SIGINT, SIGTERM and SIGHUP sent to us go to it.
+
+    The child must not outlive the command: a supervisor that stops ``amm dashboard``
+    signals this process only, so each signal is forwarded and the child waited for.
+    """
+    child = subprocess.Popen(cmd, env=env)
+    forwarded = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGHUP"):
+        forwarded.append(signal.SIGHUP)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in forwarded}
+    try:
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if child.poll() is None:  # we are leaving for another reason: do not leave it behind
+            child.kill()
+            child.wait()
+    # Stopped by a signal we forwarded: that is how the user ends it, not a failure.
+    return 0 if code in (-signal.SIGINT, -signal.SIGTERM) else code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +249,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_TELEMETRY", "False")
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    if os.environ.get("AMM_DEBUG"):
+        return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the command line's boundary: one line, never a traceback
+        message, code = _explain(exc)
+        print(f"amm {args.command}: {message}", file=sys.stderr)
+        return code
+
+
+def _explain(exc: BaseException) -> tuple[str, int]:
+    """One line and an exit status for an error that ended a command."""
+    from amm.errors import APIModelError, ConfigurationError
+
+    if isinstance(exc, MissingExtraError):
+        return str(exc), 3
+    if isinstance(exc, ImportError) and (exc.name or "").split(".")[0] in TOP_LEVEL_PACKAGES:
+        problems = installation_problems()
+        if problems:
+            return (f"{exc}; the installation is damaged ({'; '.join(map(str, problems))}): "
+                    f"pip install --force-reinstall {DISTRIBUTION}"), 3
+    if isinstance(exc, ImportError) and exc.name:
+        return f"{exc} (is {DISTRIBUTION} installed with its dependencies?)", 3
+    if isinstance(exc, APIModelError):
+        return exc.error_message or str(exc), 2 if isinstance(exc, ConfigurationError) else 1
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}", 1
+    return f"{type(exc).__name__}: {exc} (AMM_DEBUG=1 shows the traceback)", 1
 
 
 if __name__ == "__main__":

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amm._resources import demo_registry
 from amm.report import DecisionCounts, demo_summary
 
 __all__ = ["DemoResult", "run_demo"]
-
-DEMO_REGISTRY = Path(__file__).resolve().parent.parent / "config" / "demo_registry.json"
 
 _TOPICS = ["a rate limiter", "an LRU cache", "a retry policy", "a JSON parser", "a job queue",
            "a config loader", "a CSV exporter", "a token bucket", "a priority scheduler",
@@ -194,14 +193,16 @@ async def _run(requests: int, concurrency: int, seed: int, data_dir: Path, budge
         keys.add_key(provider, f"sim-demo-key-{provider}-0123456789")
     out.write("  loading litellm...\n")
     out.flush()
-    manager = ModelManager.from_config(
-        DEMO_REGISTRY, data_dir=data_dir, daily_budget=budget,
-        budget_policy=BudgetPolicy.DOWNGRADE, key_manager=keys, health_check_interval_s=2,
-        base_backoff_seconds=0.05, timeout_s=10.0,
-        # A compressed day: fail over at once, and watch for degradation every second
-        # comparing the last 3 s with the minute before.
-        retries_per_model=0, degradation_check_interval_s=1.0, performance_windows_s=(3.0, 60.0),
-    )
+    with demo_registry() as registry:  # package data: the same file in a checkout and a wheel
+        manager = ModelManager.from_config(
+            registry, data_dir=data_dir, daily_budget=budget,
+            budget_policy=BudgetPolicy.DOWNGRADE, key_manager=keys, health_check_interval_s=2,
+            base_backoff_seconds=0.05, timeout_s=10.0,
+            # A compressed day: fail over at once, and watch for degradation every second
+            # comparing the last 3 s with the minute before.
+            retries_per_model=0, degradation_check_interval_s=1.0,
+            performance_windows_s=(3.0, 60.0),
+        )
     manager.recorder.add_listener(counts)
     async with manager:
         ok, failed = await _workload(manager, requests, concurrency, seed,
