@@ -17,6 +17,7 @@ price map on every reply: with both, a managed call's median is below a default
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from types import ModuleType
@@ -24,7 +25,8 @@ from typing import Any
 
 from amm._provider_errors import map_provider_error, rate_limit_info, server_of
 from amm.errors import APIModelError
-from amm.models import ModelMetadata, ModelRequest, ModelResponse, TokenUsage
+from amm.models import ModelMetadata, ModelRequest, ModelResponse, TokenUsage, ToolCall
+from amm.streaming import StreamChunk, ToolCallDelta
 
 __all__ = ["DEFAULT_MAX_TOKENS", "PASSTHROUGH_PARAMETERS", "LiteLLMAdapter", "load_litellm"]
 
@@ -34,6 +36,7 @@ DEFAULT_MAX_TOKENS = 1024
 
 PASSTHROUGH_PARAMETERS = frozenset({
     "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format", "user",
+    "parallel_tool_calls",
 })
 """``ModelRequest.parameters`` given to litellm as they are (``temperature`` and
 ``priority`` are amm's own: the first is sent once, the second never)."""
@@ -96,6 +99,37 @@ class LiteLLMAdapter:
     ) -> ModelResponse:
         """One attempt, no retries; raises :mod:`amm.errors` exceptions."""
         litellm = load_litellm()
+        litellm_model, kwargs = self._kwargs(model, request, api_key, timeout_s)
+        try:
+            raw = await litellm.acompletion(**kwargs)
+        except APIModelError:
+            raise
+        except Exception as exc:
+            raise map_provider_error(
+                exc, model_id=model.id, task_id=request.task_id, secret=api_key
+            ) from exc
+        return _to_response(litellm, raw, model, litellm_model)
+
+    async def stream(
+        self, model: ModelMetadata, request: ModelRequest, *, api_key: str | None, timeout_s: float
+    ) -> LiteLLMStream:
+        """Open a streamed attempt (no retries); an HTTP error status raises here, before
+        any chunk. Usage is asked for in the final chunk (``include_usage``)."""
+        litellm = load_litellm()
+        _, kwargs = self._kwargs(model, request, api_key, timeout_s)
+        kwargs.update(stream=True, stream_options={"include_usage": True})
+        try:
+            raw = await litellm.acompletion(**kwargs)
+        except APIModelError:
+            raise
+        except Exception as exc:
+            raise map_provider_error(
+                exc, model_id=model.id, task_id=request.task_id, secret=api_key
+            ) from exc
+        return LiteLLMStream(raw, model, request.task_id, api_key)
+
+    def _kwargs(self, model: ModelMetadata, request: ModelRequest, api_key: str | None,
+                timeout_s: float) -> tuple[str, dict[str, Any]]:
         litellm_model = model.litellm_model or model.id
         kwargs: dict[str, Any] = {
             name: value for name, value in request.parameters.items() if name in PASSTHROUGH_PARAMETERS
@@ -113,6 +147,12 @@ class LiteLLMAdapter:
             input_cost_per_token=model.cost_per_1k_input_tokens / 1000.0,
             output_cost_per_token=model.cost_per_1k_output_tokens / 1000.0,
         )
+        if request.tools is not None:
+            kwargs["tools"] = [dict(t) for t in request.tools]
+        if request.tool_choice is not None:
+            kwargs["tool_choice"] = request.tool_choice
+        if request.response_format is not None:
+            kwargs["response_format"] = dict(request.response_format)
         if api_key is not None:
             kwargs["api_key"] = api_key
         if model.api_base:
@@ -120,15 +160,7 @@ class LiteLLMAdapter:
         client = self._client_for(litellm_model, model.api_base, api_key, timeout_s)
         if client is not None:
             kwargs["client"] = client
-        try:
-            raw = await litellm.acompletion(**kwargs)
-        except APIModelError:
-            raise
-        except Exception as exc:
-            raise map_provider_error(
-                exc, model_id=model.id, task_id=request.task_id, secret=api_key
-            ) from exc
-        return _to_response(litellm, raw, model, litellm_model)
+        return litellm_model, kwargs
 
     def _client_for(
         self, litellm_model: str, api_base: str | None, api_key: str | None, timeout_s: float
@@ -221,6 +253,104 @@ async def _stop_logging_worker() -> None:
     await GLOBAL_LOGGING_WORKER.stop(timeout=1.0)
 
 
+class LiteLLMStream:
+    """One streamed attempt through litellm: an async iterator of :class:`StreamChunk`.
+
+    Chunks without text or tool-call pieces (role-only, finish, usage) are read through,
+    keeping ``finish_reason`` and the last reported ``usage`` (None: none reported). A
+    provider error during iteration is raised mapped to :mod:`amm.errors`.
+    """
+
+    __slots__ = ("_model", "_raw", "_secret", "_task_id", "finish_reason", "metadata", "usage")
+
+    def __init__(self, raw: Any, model: ModelMetadata, task_id: str, secret: str | None) -> None:
+        self._raw = raw
+        self._model = model
+        self._task_id = task_id
+        self._secret = secret
+        self.finish_reason: str | None = None
+        self.usage: TokenUsage | None = None
+        self.metadata: dict[str, Any] = {"provider": model.provider}
+        hidden: dict[str, Any] = getattr(raw, "_hidden_params", None) or {}
+        limits = rate_limit_info(hidden.get("additional_headers") or {})
+        if limits:
+            self.metadata["rate_limit"] = limits
+
+    def __aiter__(self) -> LiteLLMStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        while True:
+            try:
+                chunk = await self._raw.__anext__()
+            except StopAsyncIteration:
+                raise
+            except APIModelError:
+                raise
+            except Exception as exc:
+                raise map_provider_error(exc, model_id=self._model.id, task_id=self._task_id,
+                                         secret=self._secret) from exc
+            out = self._take(chunk)
+            if out:
+                return out
+
+    def _take(self, chunk: Any) -> StreamChunk:
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+            tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
+            if tokens_in or tokens_out:
+                self.usage = TokenUsage(tokens_in, tokens_out)
+        if "response_id" not in self.metadata and getattr(chunk, "id", None):
+            self.metadata["response_id"] = chunk.id
+            self.metadata["response_model"] = getattr(chunk, "model", None)
+        choices = getattr(chunk, "choices", None)
+        if not choices:
+            return _EMPTY_CHUNK
+        choice = choices[0]
+        if getattr(choice, "finish_reason", None):
+            self.finish_reason = choice.finish_reason
+        delta = getattr(choice, "delta", None)
+        text = getattr(delta, "content", None) or ""
+        calls = getattr(delta, "tool_calls", None) or ()
+        if not text and not calls:
+            return _EMPTY_CHUNK
+        deltas = []
+        for i, call in enumerate(calls):
+            fn = getattr(call, "function", None)
+            index = getattr(call, "index", None)
+            deltas.append(ToolCallDelta(
+                index=index if isinstance(index, int) else i, id=getattr(call, "id", None),
+                name=getattr(fn, "name", None), arguments=getattr(fn, "arguments", None) or ""))
+        return StreamChunk(text, tuple(deltas), self._model.id)
+
+    async def aclose(self) -> None:
+        """Stop reading and close the provider's HTTP response (idempotent, never raises)."""
+        close = getattr(self._raw, "aclose", None)
+        if close is None:
+            return
+        with contextlib.suppress(Exception):  # a broken stream: nothing left to save
+            await close()
+
+
+_EMPTY_CHUNK = StreamChunk()
+
+
+def _tool_calls(message: Any) -> list[ToolCall]:
+    calls = getattr(message, "tool_calls", None) or ()
+    out = []
+    for i, call in enumerate(calls):
+        fn = getattr(call, "function", None)
+        arguments = getattr(fn, "arguments", None)
+        if not isinstance(arguments, str):  # some providers hand back a dict
+            import json
+
+            arguments = json.dumps(arguments if arguments is not None else {})
+        out.append(ToolCall(getattr(call, "id", None) or f"call_{i}",
+                            getattr(fn, "name", None) or "", arguments))
+    return out
+
+
 def _to_response(litellm: ModuleType, raw: Any, model: ModelMetadata, litellm_model: str) -> ModelResponse:
     choice = raw.choices[0] if raw.choices else None
     message = getattr(choice, "message", None)
@@ -238,6 +368,7 @@ def _to_response(litellm: ModuleType, raw: Any, model: ModelMetadata, litellm_mo
         "provider": model.provider,
         "server_address": address,
         "server_port": port,
+        "usage_reported": bool(input_tokens or output_tokens),
     }
     if api_base:
         metadata["api_base"] = api_base
@@ -251,6 +382,8 @@ def _to_response(litellm: ModuleType, raw: Any, model: ModelMetadata, litellm_mo
         latency_ms=0.0,  # the client measures the whole attempt
         cost=0.0,  # the client prices the reply: registry prices, else price_map_cost
         metadata=metadata,
+        tool_calls=_tool_calls(message),
+        finish_reason=getattr(choice, "finish_reason", None),
     )
 
 

@@ -25,13 +25,23 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from amm.errors import ConfigurationError, InvalidRequestError
 from amm.manager import ACTIVE_AGENT
 from amm.models import ModelRequest, ModelResponse, Priority, SelectionConstraints
 
+if TYPE_CHECKING:
+    from amm.streaming import ManagedStream
+
 __all__ = ["LLM", "SyncLLM", "configure", "get_default_manager", "managed_model"]
+
+_KNOWN_PARAMETERS = frozenset({
+    "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user",
+    "parallel_tool_calls", "priority",
+})
+"""Provider parameters ``llm.complete`` passes through (the adapter's pass-through set
+plus amm's ``priority``); anything else is refused rather than dropped."""
 
 T = TypeVar("T")
 
@@ -102,18 +112,41 @@ class LLM:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        on_invalid: str = "return",
         **parameters: Any,
     ) -> ModelRequest:
-        """The :class:`ModelRequest` that ``complete`` would send."""
+        """The :class:`ModelRequest` that ``complete`` would send.
+
+        ``parameters`` are the provider parameters amm passes through (``top_p``,
+        ``stop``, ``seed``, ...); a name amm does not know raises InvalidRequestError
+        here, before anything is sent, rather than being dropped without a word.
+        """
+        unknown = sorted(set(parameters) - _KNOWN_PARAMETERS)
+        if unknown:
+            raise InvalidRequestError(
+                f"llm.complete: unknown parameter(s) {', '.join(unknown)}; amm passes "
+                f"{', '.join(sorted(_KNOWN_PARAMETERS))}", task_id=self.task_id,
+                error_type="unknown_parameter")
         if temperature is not None:
             parameters["temperature"] = temperature
-        messages = None
-        if not isinstance(prompt, str):
-            messages, prompt = list(prompt), ""
+        messages: list[Mapping[str, Any]] | None = None
+        if isinstance(prompt, str):
+            text = prompt
+        elif isinstance(prompt, Sequence) and not isinstance(prompt, bytes | bytearray):
+            messages, text = list(prompt), ""  # type: ignore[arg-type]
+        else:
+            raise InvalidRequestError(
+                f"llm.complete: the prompt must be a string or a list of chat messages; got "
+                f"{type(prompt).__name__}", task_id=self.task_id, error_type="invalid_prompt")
         return ModelRequest(
-            prompt=prompt, messages=messages, parameters=parameters, task_id=self.task_id,
+            prompt=text, messages=messages, parameters=parameters, task_id=self.task_id,
             agent_type=self.agent_type, max_tokens=max_tokens,
             temperature=0.7 if temperature is None else temperature, priority=self.priority,
+            tools=tools, tool_choice=tool_choice, response_format=response_format,
+            on_invalid=on_invalid,
         )
 
     async def complete(
@@ -122,11 +155,56 @@ class LLM:
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        on_invalid: str = "return",
         **parameters: Any,
     ) -> ModelResponse:
-        """Send a prompt (or chat messages) through the manager's request path."""
-        request = self.request(prompt, max_tokens=max_tokens, temperature=temperature, **parameters)
+        """Send a prompt (or chat messages) through the manager's request path.
+
+        ``tools``/``tool_choice`` (OpenAI shape) let the model answer with
+        ``reply.tool_calls``; ``response_format`` asks for JSON (validated against its
+        schema; ``on_invalid="failover"`` tries the next model on an invalid answer).
+        """
+        request = self.request(prompt, max_tokens=max_tokens, temperature=temperature,
+                               tools=tools, tool_choice=tool_choice,
+                               response_format=response_format, on_invalid=on_invalid,
+                               **parameters)
         return await self._manager.complete(request, self.constraints)  # type: ignore[no-any-return,unused-ignore]
+
+    def stream(
+        self,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        on_invalid: str = "return",
+        **parameters: Any,
+    ) -> ManagedStream:
+        """Stream the answer: ``async for chunk in llm.stream(...)`` (``for`` in a sync
+        agent); ``stream.response`` is the whole answer after the loop."""
+        request = self.request(prompt, max_tokens=max_tokens, temperature=temperature,
+                               tools=tools, tool_choice=tool_choice,
+                               response_format=response_format, on_invalid=on_invalid,
+                               **parameters)
+        return self._manager.stream(request, self.constraints)  # type: ignore[no-any-return,unused-ignore]
+
+    def tool(self, name: str, *, call_id: str | None = None,
+             arguments: str | None = None) -> Any:
+        """A span for one tool execution, nested in this agent's trace::
+
+            for call in reply.tool_calls:
+                with llm.tool(call.name, call_id=call.id, arguments=call.arguments) as span:
+                    result = run(call)
+                    span.set_result(result)
+
+        Arguments and result are recorded only under the content opt-in.
+        """
+        return self._manager.recorder.tool_span(name, call_id=call_id, arguments=arguments)
 
     def __repr__(self) -> str:
         return f"LLM(agent_type={self.agent_type!r}, task_id={self.task_id!r})"
@@ -143,9 +221,16 @@ class SyncLLM(LLM):
         *,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        on_invalid: str = "return",
         **parameters: Any,
     ) -> ModelResponse:
-        request = self.request(prompt, max_tokens=max_tokens, temperature=temperature, **parameters)
+        request = self.request(prompt, max_tokens=max_tokens, temperature=temperature,
+                               tools=tools, tool_choice=tool_choice,
+                               response_format=response_format, on_invalid=on_invalid,
+                               **parameters)
         return _portal().run(self._manager.complete(request, self.constraints))
 
 

@@ -25,15 +25,21 @@ import contextlib
 import contextvars
 import enum
 import logging
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from amm.errors import BudgetExceededError, CacheError, ModelUnavailableError, RateLimitError
-from amm.models import ModelRequest, ModelResponse, SelectionConstraints
+from amm.errors import (
+    BudgetExceededError,
+    CacheError,
+    ModelUnavailableError,
+    QualityThresholdError,
+    RateLimitError,
+)
+from amm.models import ModelRequest, ModelResponse, SelectionConstraints, estimate_tokens
+from amm.structured import answer_problems
 from telemetry.events import ModelDemotedEvent, RateLimitedEvent
 
 if TYPE_CHECKING:
@@ -47,6 +53,7 @@ if TYPE_CHECKING:
     from amm.rate_limiter import RateLimiter
     from amm.registry import ModelRegistry
     from amm.selector import ModelSelector
+    from amm.streaming import ManagedStream
     from telemetry.recorder import Recorder
     from telemetry.setup import Telemetry
 
@@ -61,8 +68,6 @@ ACTIVE_AGENT: contextvars.ContextVar[tuple[str, str] | None] = contextvars.Conte
 
 log = logging.getLogger("amm.manager")
 
-# Tokens per character of English text, for estimates made before a provider counts.
-_CHARS_PER_TOKEN = 4
 _DEFAULT_MAX_TOKENS = 1024
 
 
@@ -344,9 +349,60 @@ class ModelManager:
                 agent_type=request.agent_type, constraints=constraints,
             )
             response = await self._evaluate(request, response)
+            self._check_answer(request, response)
             if cache_key is not None:
                 await self._cache_set(cache_key, response)
             return response
+
+    def stream(
+        self, request: ModelRequest, constraints: SelectionConstraints | None = None
+    ) -> ManagedStream:
+        """The request, streamed: ``async for chunk in manager.stream(request)``.
+
+        Every step of :meth:`complete` applies (cache, budget, selection of a model
+        that streams, rate limits, failover until the first chunk, cost, quality once
+        on the whole answer, cache store); ``stream.response`` holds the whole
+        :class:`ModelResponse` after the loop. See :mod:`amm.streaming`.
+        """
+        from amm.streaming import ManagedStream
+
+        return ManagedStream(self, replace(request, stream=True), constraints)
+
+    async def _open_stream(self, stream: ManagedStream) -> None:
+        """The request path of a stream up to its first chunk (called by ManagedStream)."""
+        if not self._started:
+            await self.start()
+        request, constraints = stream.request, stream.constraints
+        cache_key = self._cache_key(request)
+        if cache_key is not None:
+            cached = await self._cache_get(cache_key, request.agent_type, request.task_id)
+            if cached is not None:
+                stream.serve_cached(cached)
+                return
+        constraints = self._apply_budget(request, constraints)
+        selection = await self.selector.select_model(
+            request, request.agent_type, constraints, demoted=self._demoted_for(request.agent_type)
+        )
+        if selection is None:
+            raise ModelUnavailableError(
+                f"no model matches the streamed request of agent type {request.agent_type!r}",
+                task_id=request.task_id,
+            )
+        attempt = _StreamAttempt(self, request)
+        opened = await self.failover_manager.execute_with_failover(
+            selection.model_id, request, attempt,
+            agent_type=request.agent_type, constraints=constraints,
+        )
+        stream.serve(opened, attempt.reservation, cache_key)
+
+    async def _close_stream(self, request: ModelRequest, response: ModelResponse,
+                            cache_key: str | None) -> ModelResponse:
+        """The request path of a stream after its last chunk: quality, then the cache."""
+        response = await self._evaluate(request, response)
+        self._check_answer(request, response)
+        if cache_key is not None:
+            await self._cache_set(cache_key, response)
+        return response
 
     # ------------------------------------------------------------------- steps
 
@@ -407,7 +463,7 @@ class ModelManager:
         """The estimated cost of the request on the cheapest enabled model that fits."""
         need = set(constraints.required_capabilities) if constraints else set()
         banned = set(constraints.excluded_providers) if constraints else set()
-        tokens_in = math.ceil(len(request.text()) / _CHARS_PER_TOKEN)
+        tokens_in = estimate_tokens(request.text())
         tokens_out = request.max_tokens or _DEFAULT_MAX_TOKENS
         costs = [
             m.estimate_cost(tokens_in, tokens_out)
@@ -432,6 +488,18 @@ class ModelManager:
                 ))
         return replace(response, metadata={**response.metadata, "quality": quality.overall_score})
 
+    @staticmethod
+    def _check_answer(request: ModelRequest, response: ModelResponse) -> None:
+        """``on_invalid="raise"``: an answer that breaks the tools or the schema is an error."""
+        if request.on_invalid != "raise" or not (request.tools or request.wants_json):
+            return
+        problems = answer_problems(response, request)
+        if problems:
+            raise QualityThresholdError(
+                f"{response.model_id}: the answer is not valid: {'; '.join(problems)}",
+                model_id=response.model_id, task_id=request.task_id or None,
+                error_type="invalid_answer", is_retryable=False)
+
     def _demoted_for(self, agent_type: str) -> frozenset[str]:
         if not self._demoted:
             return frozenset()
@@ -455,11 +523,10 @@ class _Attempt:
     def __init__(self, manager: ModelManager, request: ModelRequest) -> None:
         self._manager = manager
         self._request = request
-        self._tokens = math.ceil(len(request.text()) / _CHARS_PER_TOKEN) + (
-            request.max_tokens or _DEFAULT_MAX_TOKENS
-        )
+        self._tokens = estimate_tokens(request.text()) + (request.max_tokens or _DEFAULT_MAX_TOKENS)
 
-    async def __call__(self, model_id: str) -> ModelResponse:
+    def _reserve(self, model_id: str) -> Any:
+        """Rate-limit headroom for one attempt, or RateLimitError (fail over at once)."""
         m = self._manager
         reservation = m.rate_limiter.acquire(model_id, self._tokens)
         if reservation is None:
@@ -472,6 +539,11 @@ class _Attempt:
                 f"{model_id} is at its local rate limit", model_id=model_id,
                 task_id=self._request.task_id, retry_after_seconds=retry, error_type="rate_limited_local",
             )
+        return reservation
+
+    async def __call__(self, model_id: str) -> ModelResponse:
+        m = self._manager
+        reservation = self._reserve(model_id)
         try:
             response = await m.api_client.send_request_with_retry(
                 model_id, self._request, max_retries=m.settings.retries_per_model
@@ -480,7 +552,44 @@ class _Attempt:
             reservation.settle(0)
             raise
         reservation.settle(response.token_usage.total_tokens or 0)
-        limits = response.metadata.get("rate_limit")
-        if limits:  # the provider's own count of what is left corrects ours
-            m.rate_limiter.update_from_headers(model_id, **limits)
+        _correct_limits(m, model_id, response.metadata)
+        if self._request.on_invalid == "failover" and (self._request.tools
+                                                      or self._request.wants_json):
+            problems = answer_problems(response, self._request)
+            if problems:  # billed already (the attempt was recorded); try another model
+                raise QualityThresholdError(
+                    f"{model_id}: the answer is not valid: {'; '.join(problems)}",
+                    model_id=model_id, task_id=self._request.task_id or None,
+                    error_type="invalid_answer", is_retryable=True)
         return response
+
+
+class _StreamAttempt(_Attempt):
+    """Opens a stream on one model, up to its first chunk; the rate-limit reservation
+    stays open until the stream settles (:class:`~amm.streaming.ManagedStream`)."""
+
+    __slots__ = ("reservation",)
+
+    def __init__(self, manager: ModelManager, request: ModelRequest) -> None:
+        super().__init__(manager, request)
+        self.reservation: Any = None
+
+    async def __call__(self, model_id: str) -> Any:
+        m = self._manager
+        reservation = self._reserve(model_id)
+        try:
+            opened = await m.api_client.open_stream_with_retry(
+                model_id, self._request, max_retries=m.settings.retries_per_model
+            )
+        except BaseException:
+            reservation.settle(0)
+            raise
+        self.reservation = reservation
+        _correct_limits(m, model_id, opened.provider_metadata)
+        return opened
+
+
+def _correct_limits(manager: ModelManager, model_id: str, metadata: Mapping[str, Any]) -> None:
+    limits = metadata.get("rate_limit")
+    if limits:  # the provider's own count of what is left corrects ours
+        manager.rate_limiter.update_from_headers(model_id, **limits)

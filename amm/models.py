@@ -42,8 +42,15 @@ __all__ = [
     "SelectionConstraints",
     "TokenUsage",
     "ToolCall",
+    "estimate_tokens",
     "utcnow",
 ]
+
+
+def estimate_tokens(text: str) -> int:
+    """``ceil(len(text) / 4)``: amm's one token estimate, for budgets and limits before a
+    provider counts, and for usage a provider did not report."""
+    return (len(text) + 3) // 4
 
 
 def utcnow() -> datetime:
@@ -353,7 +360,7 @@ class ModelRequest:
         rf = self.response_format
         if rf is None or rf.get("type") != "json_schema":
             return None
-        return rf["json_schema"]["schema"]  # type: ignore[no-any-return]
+        return rf["json_schema"]["schema"]
 
     @property
     def wants_json(self) -> bool:

@@ -27,6 +27,16 @@ words without stop words or instruction verbs ("write", "explain"), lightly stem
   1.0 when the text ends with closing punctuation, a closed code fence or a list
   item, 0.3 when it stops mid-sentence, 0 when ``finish_reason == "length"``.
 - **overall** = 0.40 completeness + 0.35 relevance + 0.25 coherence (the seed's weights).
+
+Agent calls are scored on what they are, not as prose (:mod:`amm.structured`):
+
+- an answer with **tool calls** scores the share of calls that name a declared tool
+  and whose arguments parse and validate against that tool's schema, on every
+  metric (a reply made only of tool calls is not an empty answer);
+- a **JSON answer** to a request that asked for JSON scores 0 on every metric when
+  it is not JSON or breaks the schema; when valid, completeness and coherence are
+  1.0 and relevance is that of its string values to the prompt (schema-valid: 1.0),
+  so JSON is never penalised for not being sentences.
 """
 
 from __future__ import annotations
@@ -249,6 +259,8 @@ class HeuristicScorer:
 
     def score(self, response: ModelResponse, task: ModelRequest) -> QualityScore:
         """All three metrics and their weighted overall score."""
+        if response.tool_calls or task.wants_json:
+            return self._score_structured(response, task)
         completeness = self.completeness(response, task)
         relevance = self.relevance(response, task)
         coherence = self.coherence(response)
@@ -257,5 +269,45 @@ class HeuristicScorer:
         return QualityScore(overall_score=_clamp(overall), completeness=completeness,
                             relevance=relevance, coherence=coherence, timestamp=self._clock())
 
+    def _score_structured(self, response: ModelResponse, task: ModelRequest) -> QualityScore:
+        from amm.structured import json_problems, tool_call_problems
+
+        if response.tool_calls:
+            bad = {p.split(" ", 1)[0] for p in tool_call_problems(response.tool_calls, task.tools)}
+            share = 1.0 - len(bad) / len(response.tool_calls)
+            return QualityScore(overall_score=share, completeness=share, relevance=share,
+                                coherence=share, timestamp=self._clock())
+        if json_problems(response.content, task.response_schema):
+            return QualityScore(overall_score=0.0, completeness=0.0, relevance=0.0,
+                                coherence=0.0, timestamp=self._clock())
+        if task.response_schema is not None:
+            relevance = 1.0
+        else:
+            values = " ".join(_json_strings(response.content))
+            prompt_terms, answer_terms = terms(task.text()), terms(values)
+            relevance = (_clamp(len(set(prompt_terms) & set(answer_terms)) / len(set(prompt_terms))
+                                / 0.6) if prompt_terms and answer_terms else 0.5)
+        overall = COMPLETENESS_WEIGHT + RELEVANCE_WEIGHT * relevance + COHERENCE_WEIGHT
+        return QualityScore(overall_score=_clamp(overall), completeness=1.0, relevance=relevance,
+                            coherence=1.0, timestamp=self._clock())
+
     def __repr__(self) -> str:
         return "HeuristicScorer()"
+
+
+def _json_strings(content: str) -> list[str]:
+    """Every string (keys and values) of a JSON document, depth first."""
+    import json
+
+    out: list[str] = []
+    stack: list[object] = [json.loads(content.strip().strip("`").removeprefix("json"))]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict):
+            out.extend(str(k) for k in value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return out

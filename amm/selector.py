@@ -39,7 +39,13 @@ from typing import Any
 
 from amm.errors import InvalidRequestError
 from amm.experiments import Assigner, HashAssigner, logging_propensity
-from amm.models import ModelMetadata, ModelRequest, ModelSelection, PerformanceMetrics
+from amm.models import (
+    ModelMetadata,
+    ModelRequest,
+    ModelSelection,
+    PerformanceMetrics,
+    estimate_tokens,
+)
 from amm.scoring import (
     PRIOR_QUALITY,
     PRIOR_SUCCESS_RATE,
@@ -60,8 +66,8 @@ _EMPTY: frozenset[str] = frozenset()
 
 
 def estimate_prompt_tokens(task: ModelRequest) -> int:
-    """``ceil(len(text) / 4)``: a cheap token estimate of the request's text."""
-    return (len(task.text()) + 3) // 4
+    """A cheap token estimate of the request's text (:func:`amm.models.estimate_tokens`)."""
+    return estimate_tokens(task.text())
 
 
 class _Entry:

@@ -1,0 +1,282 @@
+"""Streamed answers: the chunks a caller sees, and how they add up to one answer.
+
+A stream is opened by ``llm.stream(...)`` / :meth:`amm.manager.ModelManager.stream`
+and read with ``async for`` (or ``for`` in a sync agent)::
+
+    stream = llm.stream("Summarise the incident", max_tokens=300)
+    async for chunk in stream:
+        print(chunk.delta, end="", flush=True)
+    reply = stream.response          # the whole ModelResponse: usage, cost, quality
+
+Honest semantics: retries and failover happen only before the first chunk reaches
+the caller. After that a provider error ends the stream with
+:class:`~amm.errors.StreamInterruptedError` (partial text, usage so far, billed);
+closing the stream early (``break`` then ``await stream.aclose()``, or leaving
+``async with``) cancels the provider call and bills what the provider reported.
+
+This module holds the value objects and the accumulator; the provider side is in
+:mod:`amm._litellm` and :mod:`amm.api_client`, the request path in :mod:`amm.manager`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from amm.models import ModelRequest, ModelResponse, TokenUsage, ToolCall, estimate_tokens
+
+__all__ = ["Accumulator", "ManagedStream", "StreamChunk", "ToolCallDelta"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of one tool call: ``index`` says which call; ``id`` and ``name`` come
+    with its first piece, ``arguments`` is the next fragment of the JSON text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """What one step of a stream gives the caller: new text (may be empty) and
+    tool-call pieces (possibly none)."""
+
+    delta: str = ""
+    tool_call_deltas: tuple[ToolCallDelta, ...] = ()
+    model_id: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.delta or self.tool_call_deltas)
+
+
+@dataclass(slots=True)
+class _CallParts:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class Accumulator:
+    """Adds chunks up: the text so far, tool calls by index, the provider's usage.
+
+    ``usage`` is the last usage the provider reported (None: it reported none), so a
+    stream cut after a usage report is billed exactly that.
+    """
+
+    __slots__ = ("_calls", "_text", "chunks", "finish_reason", "usage")
+
+    def __init__(self) -> None:
+        self._text: list[str] = []
+        self._calls: dict[int, _CallParts] = {}
+        self.chunks = 0
+        self.finish_reason: str | None = None
+        self.usage: TokenUsage | None = None
+
+    def add(self, chunk: StreamChunk) -> None:
+        """Take one chunk in (empty chunks count for nothing)."""
+        if not chunk:
+            return
+        self.chunks += 1
+        if chunk.delta:
+            self._text.append(chunk.delta)
+        for d in chunk.tool_call_deltas:
+            parts = self._calls.get(d.index)
+            if parts is None:
+                parts = self._calls[d.index] = _CallParts()
+            if d.id:
+                parts.id = d.id
+            if d.name:
+                parts.name = d.name
+            if d.arguments:
+                parts.arguments.append(d.arguments)
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        return "".join(self._text)
+
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls received so far, in the provider's order."""
+        return [ToolCall(p.id or f"call_{i}", p.name, "".join(p.arguments))
+                for i, p in sorted(self._calls.items())]
+
+    def usage_or_estimate(self, prompt_tokens: int) -> tuple[TokenUsage, bool]:
+        """The provider's usage, else an estimate (``prompt_tokens`` in, the received
+        text and tool arguments out); the flag says it was estimated."""
+        if self.usage is not None and (self.usage.input_tokens or self.usage.output_tokens):
+            return self.usage, False
+        out = self.text + "".join("".join(p.arguments) + p.name for p in self._calls.values())
+        return TokenUsage(prompt_tokens, estimate_tokens(out) if out else 0), True
+
+
+class ManagedStream:
+    """A request streamed through the whole managed path (see the module docstring).
+
+    Built by :meth:`amm.manager.ModelManager.stream` (and ``llm.stream``); nothing is
+    sent until the first ``__anext__``. Read it with ``async for``, or ``for`` from sync
+    code (each step then runs on amm's portal loop). ``response`` is the whole answer
+    once the loop has ended; ``model_id`` the model that is streaming.
+    """
+
+    __slots__ = ("_cache_key", "_cached", "_manager", "_opened", "_reservation", "_source",
+                 "_span", "_sync", "constraints", "request", "response")
+
+    def __init__(self, manager: Any, request: ModelRequest, constraints: Any) -> None:
+        self._manager = manager
+        self.request = request
+        self.constraints = constraints
+        self._opened = False
+        self._source: Any = None  # amm.api_client.AttemptStream
+        self._cached: list[StreamChunk] | None = None
+        self._reservation: Any = None
+        self._cache_key: str | None = None
+        self._span: Any = None  # the invoke_agent span this stream opened, if any
+        self._sync = False
+        self.response: ModelResponse | None = None
+
+    @property
+    def model_id(self) -> str | None:
+        """The model answering (None before the first chunk)."""
+        if self.response is not None:
+            return self.response.model_id
+        return self._source.model.id if self._source is not None else None
+
+    def __repr__(self) -> str:
+        state = ("done" if self.response is not None
+                 else "streaming" if self._opened else "not started")
+        return f"ManagedStream({state}, agent_type={self.request.agent_type!r}, model={self.model_id!r})"
+
+    # -- called by the manager while opening -------------------------------------------
+
+    def serve_cached(self, response: ModelResponse) -> None:
+        """A cache hit: stream the cached answer (its text, then its tool calls)."""
+        deltas = tuple(ToolCallDelta(i, c.id, c.name, c.arguments)
+                       for i, c in enumerate(response.tool_calls))
+        chunks = [StreamChunk(response.content, (), response.model_id)] if response.content else []
+        if deltas:
+            chunks.append(StreamChunk("", deltas, response.model_id))
+        self._cached = chunks
+        self.response = response
+
+    def serve(self, source: Any, reservation: Any, cache_key: str | None) -> None:
+        """A provider stream whose first chunk has arrived."""
+        self._source = source
+        self._reservation = reservation
+        self._cache_key = cache_key
+
+    # -- iteration -----------------------------------------------------------------------
+
+    def __aiter__(self) -> ManagedStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        if not self._opened:
+            await self._open()
+        if self._cached is not None:
+            if self._cached:
+                return self._cached.pop(0)
+            self._end_span(None)
+            raise StopAsyncIteration
+        source = self._source
+        if source is None or self.response is not None:
+            raise StopAsyncIteration
+        try:
+            return await source.__anext__()
+        except StopAsyncIteration:
+            await self._finish()
+            raise
+        except BaseException as exc:
+            if source.done:  # interrupted: billed by the attempt; free the headroom
+                self._settle(source.response_or_billed())
+            self._end_span(exc)
+            raise
+
+    async def _open(self) -> None:
+        from amm.manager import ACTIVE_AGENT
+
+        self._opened = True
+        m, rq = self._manager, self.request
+        if not self._sync and ACTIVE_AGENT.get() != (rq.agent_type, rq.task_id):
+            self._span = m.recorder.agent_span(rq.agent_type, rq.task_id)
+            self._span.__enter__()
+        try:
+            await m._open_stream(self)
+        except BaseException as exc:
+            self._end_span(exc)
+            raise
+
+    async def _finish(self) -> None:
+        source = self._source
+        response = source.response
+        self._settle(response)
+        try:
+            self.response = await self._manager._close_stream(self.request, response,
+                                                              self._cache_key)
+        except BaseException as exc:
+            self.response = response
+            self._end_span(exc)
+            raise
+        self._end_span(None)
+
+    def _settle(self, billed: ModelResponse | None) -> None:
+        reservation, self._reservation = self._reservation, None
+        if reservation is not None:
+            reservation.settle(billed.token_usage.total_tokens or 0 if billed is not None else 0)
+
+    def _end_span(self, exc: BaseException | None) -> None:
+        span, self._span = self._span, None
+        if span is not None:
+            span.__exit__(type(exc) if exc is not None else None, exc, None)
+
+    async def aclose(self) -> None:
+        """Stop now: cancel the provider call, release the rate-limit reservation, bill
+        what the provider reported. Safe to call twice, and after the end."""
+        source = self._source
+        if source is not None and not source.done:
+            billed = await source.aclose()
+            self._settle(billed)
+            cancelled = _Cancelled(f"{source.model.id}: the caller closed the stream")
+            self._end_span(cancelled)
+        else:
+            self._end_span(None)
+        self._cached = None if self._cached is None else []
+
+    async def __aenter__(self) -> ManagedStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- sync use ------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[StreamChunk]:
+        from amm.decorator import _portal
+
+        portal = _portal()
+        self._sync = True
+        try:
+            while True:
+                try:
+                    chunk = portal.run(self.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            if self.response is None:
+                portal.run(self.aclose())
+
+    def close(self) -> None:
+        """Blocking :meth:`aclose`, for sync agents."""
+        from amm.decorator import _portal
+
+        _portal().run(self.aclose())
+
+
+class _Cancelled(Exception):
+    """Ends the agent span of a stream the caller closed (``error.type`` cancelled)."""
+
+    error_type = "cancelled"
