@@ -95,7 +95,8 @@ def test_failover_request_builds_the_span_tree_with_every_attribute(otel):
 
     assert dict(agent.attributes) == {
         "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "implementation",
-        "amm.agent_type": "implementation", "amm.task_id": "task-7", "amm.cache.hit": False}
+        "amm.agent_type": "implementation", "amm.task_id": "task-7", "amm.cache.hit": False,
+        "gen_ai.invoke_agent.inference_calls": 2, "gen_ai.invoke_agent.tool_calls": 0}
 
     assert select.attributes["amm.selection.chosen"] == "gpt-4-turbo"
     assert select.attributes["amm.selection.reason"] == "experiment arm"
