@@ -8,11 +8,18 @@ mapping into frozen :class:`~amm.models.ModelMetadata` and
 
     config/model_registry.json: models[gpt-4-turbo].cost_per_1k_input_tokens: must be a number >= 0, got -1
 
+Hostile files are errors too, never crashes: a parser failure of any kind (nesting
+too deep, an integer too long), a key given twice in one object, a number that is
+not finite or beyond a sane bound, an ``api_base`` that is not an http(s) URL with a
+host. A model's capability flags it leaves out come from a
+:class:`CapabilityDefaults` (the registry passes one that reads litellm's model map).
+
 Nothing here keeps state; :mod:`amm.registry` swaps the validated snapshot in.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -20,16 +27,24 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
+from urllib.parse import urlsplit
 
 from amm.errors import ConfigurationError
 from amm.models import Experiment, ModelMetadata, RateLimits
 
 __all__ = [
+    "CAPABILITY_FLAGS",
     "DEFAULT_OLLAMA_BASE_URL",
     "KNOWN_PROVIDERS",
     "LITELLM_PREFIXES",
+    "MAX_COUNT",
+    "MAX_PRICE_PER_1K_USD",
+    "MAX_RESPONSE_TIME_MS",
+    "CapabilityDefaults",
+    "CapabilityFlags",
     "Snapshot",
+    "UnknownCapabilities",
     "as_document",
     "read_document",
     "validate_document",
@@ -51,13 +66,51 @@ _REQUIRED_MODEL_KEYS = (
     "id", "provider", "name", "capabilities", "cost_per_1k_input_tokens",
     "cost_per_1k_output_tokens", "rate_limits", "context_window", "average_response_time_ms",
 )
-_OPTIONAL_MODEL_KEYS = ("enabled", "litellm_model", "api_base")
+#: The per-model booleans that say what a model can honour (fields of ModelMetadata).
+CAPABILITY_FLAGS = ("supports_tools", "supports_streaming", "supports_response_schema")
+_OPTIONAL_MODEL_KEYS = ("enabled", "litellm_model", "api_base", *CAPABILITY_FLAGS)
 _MODEL_KEYS = frozenset(_REQUIRED_MODEL_KEYS + _OPTIONAL_MODEL_KEYS)
 _RATE_LIMIT_KEYS = ("requests_per_minute", "tokens_per_minute")
 _EXPERIMENT_KEYS = frozenset({"name", "agent_type", "arms", "enabled"})
 _TOP_KEYS = frozenset({"models", "experiments"})
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ARM_TOLERANCE = 1e-6
+
+# Bounds far above any real model, low enough that sums and products stay finite: a
+# price of 1e308 would make every cost inf, an rpm of 10**400 overflows the limiter.
+MAX_PRICE_PER_1K_USD = 1000.0
+"""Highest accepted price, in USD per 1k tokens (input or output)."""
+MAX_RESPONSE_TIME_MS = 86_400_000.0
+"""Highest accepted ``average_response_time_ms``: one day."""
+MAX_COUNT = 10**9
+"""Highest accepted rate limit (requests or tokens per minute) and context window."""
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityFlags:
+    """What a model can honour; the defaults are those of a model nobody knows."""
+
+    supports_tools: bool = False
+    supports_streaming: bool = True
+    supports_response_schema: bool = False
+
+
+class CapabilityDefaults(Protocol):
+    """Where a model's capability flags come from when its config leaves them out."""
+
+    def flags_for(self, litellm_model: str) -> CapabilityFlags:
+        """The flags of ``litellm_model`` (e.g. ``"openai/gpt-4o"``)."""
+        ...
+
+
+class UnknownCapabilities:
+    """Knows no model: every model gets :class:`CapabilityFlags`' defaults."""
+
+    __slots__ = ()
+
+    def flags_for(self, litellm_model: str) -> CapabilityFlags:
+        """``CapabilityFlags()``, whatever the model."""
+        return CapabilityFlags()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,22 +134,9 @@ def read_document(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"{where}: cannot read: {exc}", path=where) from exc
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml  # only YAML configs pay for it
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f"line {mark.line + 1}: " if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigurationError(f"{where}: {at}invalid YAML: {problem}", path=where) from exc
+        data = _parse_yaml(text, where)
     else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(
-                f"{where}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}", path=where
-            ) from exc
+        data = _parse_json(text, where)
     if not isinstance(data, dict):
         raise ConfigurationError(
             f"{where}: the document must be an object with a 'models' list, got {_kind(data)}",
@@ -105,9 +145,132 @@ def read_document(path: Path) -> dict[str, Any]:
     return data
 
 
-def validate_document(data: Mapping[str, Any], source: str) -> Snapshot:
-    """Phase two: a raw mapping as a :class:`Snapshot`, or a ConfigurationError."""
-    v = _Validator(source)
+def _parse_json(text: str, where: str) -> Any:
+    duplicates = _RepeatedKeys()
+    try:
+        data = json.loads(text, object_pairs_hook=duplicates)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            f"{where}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}", path=where
+        ) from exc
+    except Exception as exc:  # hostile input may crash a parser in any way
+        raise ConfigurationError(f"{where}: invalid JSON: {_crash(exc)}", path=where) from exc
+    if duplicates.found:
+        obj, key = duplicates.found[0]
+        field = _join(_path_to(data, obj), key)
+        raise ConfigurationError(
+            f"{where}: {field}: duplicate key (JSON would keep only the last value)",
+            path=where, field=field,
+        )
+    return data
+
+
+class _RepeatedKeys:
+    """``object_pairs_hook`` that notes each object with a repeated key.
+
+    The hook sees one object at a time, not where it sits, so the path is found
+    after parsing (:func:`_path_to`), when there is something to report.
+    """
+
+    __slots__ = ("found",)
+
+    def __init__(self) -> None:
+        self.found: list[tuple[dict[str, Any], str]] = []
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    self.found.append((obj, key))
+                    break
+                seen.add(key)
+        return obj
+
+
+def _path_to(document: Any, target: object) -> str:
+    """Where ``target`` sits in ``document``, as the validator names it (``models[a].rate_limits``).
+
+    A list item is named by its ``id`` or ``name`` when it has one, else by its index.
+    Iterative, so a document as deep as the parser allows is walked without recursion.
+    """
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        node, at = stack.pop()
+        if node is target:
+            return at
+        if isinstance(node, dict):
+            stack.extend((value, _join(at, str(key))) for key, value in node.items())
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                label: object = index
+                if isinstance(item, dict):
+                    label = next((item[k] for k in ("id", "name") if isinstance(item.get(k), str)),
+                                 index)
+                stack.append((item, f"{at}[{label}]"))
+    return ""
+
+
+def _join(at: str, key: str) -> str:
+    return f"{at}.{key}" if at else key
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    import yaml  # only YAML configs pay for it
+
+    try:
+        return yaml.load(text, Loader=_strict_yaml_loader())  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigurationError(f"{where}: {at}invalid YAML: {problem}", path=where) from exc
+    except Exception as exc:  # hostile input may crash a parser in any way
+        raise ConfigurationError(f"{where}: invalid YAML: {_crash(exc)}", path=where) from exc
+
+
+def _crash(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@functools.cache
+def _strict_yaml_loader() -> type:
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error."""
+    import yaml
+
+    class StrictSafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` then overriding a key is YAML's merge, not a repeat
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    line = first_line.get(key)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader reports it below
+                if line is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"duplicate key {key!r} (first given at line {line + 1})",
+                        key_node.start_mark)
+                first_line[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictSafeLoader
+
+
+def validate_document(data: Mapping[str, Any], source: str, *,
+                      capability_defaults: CapabilityDefaults | None = None) -> Snapshot:
+    """Phase two: a raw mapping as a :class:`Snapshot`, or a ConfigurationError.
+
+    ``capability_defaults`` is asked only for models that leave a capability flag
+    out (default: :class:`UnknownCapabilities`).
+    """
+    v = _Validator(source, capability_defaults or UnknownCapabilities())
     if not isinstance(data, Mapping):
         v.fail("", f"the document must be an object with a 'models' list, got {_kind(data)}")
     v.no_unknown_keys(data, _TOP_KEYS, "")
@@ -142,6 +305,9 @@ def _kind(value: object) -> str:
         return f"boolean {value!r}"
     if isinstance(value, str):
         return f"string {value!r}"
+    if isinstance(value, int) and abs(value) >= 10**18:
+        # repr of a 5,000-digit int raises ValueError, and no reader wants to count zeros
+        return f"an integer of about 1e{math.floor(math.log10(abs(value)))}"
     if isinstance(value, int | float):
         return repr(value)
     return type(value).__name__
@@ -150,8 +316,9 @@ def _kind(value: object) -> str:
 class _Validator:
     """Checks one document; every failure names the source, the entry and the field."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, capability_defaults: CapabilityDefaults) -> None:
         self.source = source
+        self.capability_defaults = capability_defaults
 
     def fail(self, field: str, problem: str, *, model_id: str | None = None) -> NoReturn:
         where = f"{self.source}: {field}: " if field else f"{self.source}: "
@@ -194,24 +361,44 @@ class _Validator:
         else:
             litellm_model = f"{LITELLM_PREFIXES[provider]}/{model_id}"
 
-        enabled = raw.get("enabled", True)
-        if not isinstance(enabled, bool):
-            self.fail(f"{at}.enabled", f"must be true or false, got {_kind(enabled)}",
-                      model_id=model_id)
+        enabled = self.boolean(raw, "enabled", True, at, model_id)
+        flags = self.flags(raw, litellm_model, at, model_id)
         return ModelMetadata(
             id=model_id,
             provider=provider,
             name=name,
             capabilities=self.capabilities(raw["capabilities"], at, model_id),
-            cost_per_1k_input_tokens=self.number(raw, "cost_per_1k_input_tokens", at, model_id),
-            cost_per_1k_output_tokens=self.number(raw, "cost_per_1k_output_tokens", at, model_id),
+            cost_per_1k_input_tokens=self.price(raw, "cost_per_1k_input_tokens", at, model_id),
+            cost_per_1k_output_tokens=self.price(raw, "cost_per_1k_output_tokens", at, model_id),
             rate_limits=self.rate_limits(raw["rate_limits"], at, model_id),
             context_window=self.positive_int(raw, "context_window", at, model_id),
-            average_response_time_ms=self.number(raw, "average_response_time_ms", at, model_id),
+            average_response_time_ms=self.number(raw, "average_response_time_ms", at, model_id,
+                                                 at_most=MAX_RESPONSE_TIME_MS, unit="ms (one day)"),
             enabled=enabled,
             litellm_model=litellm_model,
             api_base=self.api_base(raw.get("api_base"), provider, at, model_id),
+            supports_tools=flags.supports_tools,
+            supports_streaming=flags.supports_streaming,
+            supports_response_schema=flags.supports_response_schema,
         )
+
+    def boolean(self, raw: Mapping[str, Any], key: str, default: bool, at: str,
+                model_id: str | None) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(f"{at}.{key}", f"must be true or false, got {_kind(value)}",
+                      model_id=model_id)
+        return value
+
+    def flags(self, raw: Mapping[str, Any], litellm_model: str, at: str,
+              model_id: str) -> CapabilityFlags:
+        given = {key: self.boolean(raw, key, False, at, model_id)
+                 for key in CAPABILITY_FLAGS if key in raw}
+        if len(given) == len(CAPABILITY_FLAGS):
+            return CapabilityFlags(**given)  # the common case asks no one (and loads nothing)
+        defaults = self.capability_defaults.flags_for(litellm_model)
+        return CapabilityFlags(**{key: given.get(key, getattr(defaults, key))
+                                  for key in CAPABILITY_FLAGS})
 
     def string(self, raw: Mapping[str, Any], key: str, at: str, model_id: str | None) -> str:
         value = raw[key]
@@ -220,12 +407,21 @@ class _Validator:
                       model_id=model_id)
         return value
 
-    def number(self, raw: Mapping[str, Any], key: str, at: str, model_id: str) -> float:
+    def price(self, raw: Mapping[str, Any], key: str, at: str, model_id: str) -> float:
+        return self.number(raw, key, at, model_id, at_most=MAX_PRICE_PER_1K_USD,
+                           unit="USD per 1k tokens")
+
+    def number(self, raw: Mapping[str, Any], key: str, at: str, model_id: str, *,
+               at_most: float, unit: str) -> float:
         value = raw[key]
-        # bool is an int to Python, never a price to a person.
+        # bool is an int to Python, never a price to a person; NaN fails every comparison.
         if (not isinstance(value, int | float) or isinstance(value, bool)
-                or not math.isfinite(value) or value < 0):
+                or not value >= 0):
             self.fail(f"{at}.{key}", f"must be a number >= 0, got {_kind(value)}",
+                      model_id=model_id)
+        # Compared before float(): float(10**400) raises OverflowError, the comparison is exact.
+        if value > at_most:
+            self.fail(f"{at}.{key}", f"must be at most {at_most:g} {unit}, got {_kind(value)}",
                       model_id=model_id)
         return float(value)
 
@@ -233,6 +429,9 @@ class _Validator:
         value = raw[key]
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             self.fail(f"{at}.{key}", f"must be an integer > 0, got {_kind(value)}",
+                      model_id=model_id)
+        if value > MAX_COUNT:
+            self.fail(f"{at}.{key}", f"must be at most {MAX_COUNT:,}, got {_kind(value)}",
                       model_id=model_id)
         return value
 
@@ -279,9 +478,10 @@ class _Validator:
             return resolved
 
         expanded = _ENV_REF.sub(expand, value)
-        if not expanded.startswith(("http://", "https://")):
-            self.fail(field, f"must be an http:// or https:// URL, got {expanded!r}",
-                      model_id=model_id)
+        problem = _url_problem(expanded)
+        if problem:
+            self.fail(field, f"must be an http:// or https:// URL with a host, got {expanded!r}"
+                      f" ({problem})", model_id=model_id)
         return expanded
 
     # -- experiments ----------------------------------------------------------------------
@@ -319,9 +519,7 @@ class _Validator:
             if key not in raw:
                 self.fail(f"{at}.{key}", "missing required key")
         agent_type = self.string(raw, "agent_type", at, None)
-        enabled = raw.get("enabled", True)
-        if not isinstance(enabled, bool):
-            self.fail(f"{at}.enabled", f"must be true or false, got {_kind(enabled)}")
+        enabled = self.boolean(raw, "enabled", True, at, None)
         arms = raw["arms"]
         if not isinstance(arms, Mapping) or not arms:
             self.fail(f"{at}.arms", f"must be a non-empty object of model id -> weight, "
@@ -335,8 +533,11 @@ class _Validator:
             elif enabled and not model.enabled:
                 self.fail(field, "model is disabled", model_id=model_id)
             if (not isinstance(weight, int | float) or isinstance(weight, bool)
-                    or not math.isfinite(weight) or weight < 0):
+                    or not weight >= 0):
                 self.fail(field, f"weight must be a number >= 0, got {_kind(weight)}",
+                          model_id=model_id)
+            if weight > 1:  # also keeps 10**400 away from float() and fsum()
+                self.fail(field, f"weight must be at most 1, got {_kind(weight)}",
                           model_id=model_id)
             weights[model_id] = float(weight)
         total = math.fsum(weights.values())
@@ -344,6 +545,22 @@ class _Validator:
             self.fail(f"{at}.arms", f"weights must sum to 1, got {total:g}")
         return Experiment(name=name, agent_type=agent_type, arms=weights,
                           enabled=enabled)
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` is no usable http(s) base URL, or None when it is one."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it contains a space or a control character"
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # parsing the port is what raises for "host:99999"
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return "the scheme is not http or https"
+    if not parts.hostname:
+        return "no host"
+    return None
 
 
 def as_document(models: Sequence[ModelMetadata], experiments: Sequence[Experiment] = ()) -> dict[str, Any]:
@@ -371,4 +588,5 @@ def _model_entry(m: ModelMetadata) -> dict[str, Any]:
         "rate_limits": rate_limits, "context_window": m.context_window,
         "average_response_time_ms": m.average_response_time_ms, "enabled": m.enabled,
         "litellm_model": m.litellm_model, "api_base": m.api_base,
+        **{key: getattr(m, key) for key in CAPABILITY_FLAGS},
     }

@@ -6,6 +6,11 @@ Readers take the current snapshot without a lock; a reload or change validates a
 whole new snapshot and swaps it in, so a reader never sees half a configuration
 and a bad file never replaces a good one.
 
+A model whose config leaves out ``supports_tools``, ``supports_streaming`` or
+``supports_response_schema`` gets what litellm's bundled model map says about its
+``litellm_model`` (:class:`LiteLLMCapabilityMap`, read without importing litellm),
+else the defaults of an unknown model.
+
 >>> registry = ModelRegistry(Path("config/model_registry.json"))
 >>> registry.get_model("gpt-4-turbo").cost_per_1k_input_tokens
 0.01
@@ -14,19 +19,31 @@ and a bad file never replaces a good one.
 from __future__ import annotations
 
 import copy
+import importlib.util
+import json
+import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from amm._registry_config import Snapshot, as_document, read_document, validate_document
+from amm._registry_config import (
+    CapabilityDefaults,
+    CapabilityFlags,
+    Snapshot,
+    as_document,
+    read_document,
+    validate_document,
+)
 from amm.errors import ConfigurationError, InvalidRequestError
 from amm.models import Experiment, ModelMetadata
 
 __all__ = [
     "AMM_CONFIG",
     "DEFAULT_CONFIG_PATH",
+    "LITELLM_CAPABILITIES",
+    "LiteLLMCapabilityMap",
     "ModelRegistry",
     "blended_cost",
     "get_default_registry",
@@ -37,6 +54,8 @@ AMM_CONFIG = "AMM_CONFIG"
 
 DEFAULT_CONFIG_PATH = Path("config/model_registry.json")
 """The registry file used when ``AMM_CONFIG`` is unset (relative to the working directory)."""
+
+_log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
@@ -49,10 +68,17 @@ class ModelRegistry:
     so callers can cache what they derive from the registry.
     """
 
-    __slots__ = ("_config_path", "_lock", "_raw", "_snapshot", "_source", "_version")
+    __slots__ = ("_capability_defaults", "_config_path", "_lock", "_raw", "_snapshot", "_source",
+                 "_version")
 
-    def __init__(self, config_path: Path | str | None) -> None:
-        """Load ``config_path`` (JSON, or YAML by suffix); raise ConfigurationError if bad."""
+    def __init__(self, config_path: Path | str | None, *,
+                 capability_defaults: CapabilityDefaults | None = None) -> None:
+        """Load ``config_path`` (JSON, or YAML by suffix); raise ConfigurationError if bad.
+
+        ``capability_defaults`` fills the capability flags a model leaves out
+        (default: litellm's bundled model map, read once per process on first need).
+        """
+        self._capability_defaults = capability_defaults or LITELLM_CAPABILITIES
         self._config_path = Path(config_path) if config_path is not None else None
         self._source = str(self._config_path) if self._config_path is not None else "<dict>"
         self._lock = threading.Lock()
@@ -65,14 +91,15 @@ class ModelRegistry:
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> ModelRegistry:
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>",
+                  capability_defaults: CapabilityDefaults | None = None) -> ModelRegistry:
         """A registry from a config document already in memory (tests, benchmarks).
 
         ``source`` is the name error messages quote instead of a file name.
         """
-        registry = cls(None)
+        registry = cls(None, capability_defaults=capability_defaults)
         registry._source = source
-        registry._raw = copy.deepcopy(dict(data))
+        registry._raw = _copied(data, source)
         registry.load_config()
         return registry
 
@@ -92,8 +119,9 @@ class ModelRegistry:
             if self._config_path is not None:
                 data = read_document(self._config_path)
             else:
-                data = copy.deepcopy(self._raw or {"models": []})
-            self._swap(validate_document(data, self._source))
+                data = _copied(self._raw or {"models": []}, self._source)
+            self._swap(validate_document(data, self._source,
+                                         capability_defaults=self._capability_defaults))
 
     def add_model(self, metadata: ModelMetadata) -> bool:
         """Add a model. False if its id is taken; ConfigurationError if it is invalid."""
@@ -128,7 +156,8 @@ class ModelRegistry:
                     f"{self._source}: models: expected a ModelMetadata, got {type(m).__name__}",
                     path=self._source, field="models",
                 )
-        return validate_document(as_document(models, current.experiments), self._source)
+        return validate_document(as_document(models, current.experiments), self._source,
+                                 capability_defaults=self._capability_defaults)
 
     def _swap(self, snapshot: Snapshot) -> None:
         # One attribute store: readers see the old snapshot or the new one, never a mix.
@@ -201,6 +230,101 @@ class ModelRegistry:
         return (f"ModelRegistry({self._source!r}, models={len(snap.models)}, "
                 f"enabled={len(snap.enabled)}, experiments={len(snap.experiments)}, "
                 f"version={self._version})")
+
+
+def _copied(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    try:
+        return copy.deepcopy(dict(data))
+    except RecursionError:
+        raise ConfigurationError(f"{source}: the document is nested too deeply",
+                                 path=source) from None
+
+
+class LiteLLMCapabilityMap:
+    """Capability flags from litellm's bundled model map, read without importing litellm.
+
+    ``import litellm`` takes seconds; its map is a plain JSON file inside the package
+    (``model_prices_and_context_window_backup.json``), found with
+    :func:`importlib.util.find_spec`, which locates a package without running it. The
+    file is read on the first :meth:`flags_for` only, then kept as flags per model
+    (a few hundred kB instead of the whole 3 MB map). A model is looked up by its
+    ``litellm_model`` (``openai/gpt-4o``), then without the provider prefix
+    (``gpt-4o``). Without litellm, or with a map it cannot read, every model gets the
+    defaults of an unknown model.
+    """
+
+    __slots__ = ("_flags", "_lock", "_path")
+
+    def __init__(self, path: Path | None = None) -> None:
+        """Read ``path`` (default: the map inside the installed litellm) on first need."""
+        self._path = path
+        self._lock = threading.Lock()
+        self._flags: dict[str, CapabilityFlags] | None = None
+
+    def flags_for(self, litellm_model: str) -> CapabilityFlags:
+        """What litellm's map says ``litellm_model`` supports; unknown models get the defaults."""
+        flags = self._flags if self._flags is not None else self._load()
+        found = flags.get(litellm_model)
+        if found is None and "/" in litellm_model:
+            found = flags.get(litellm_model.split("/", 1)[1])
+        return found or CapabilityFlags()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the map has been read (it is read at most once)."""
+        return self._flags is not None
+
+    def _load(self) -> dict[str, CapabilityFlags]:
+        with self._lock:
+            if self._flags is None:
+                self._flags = _read_litellm_map(self._path or _bundled_litellm_map())
+            return self._flags
+
+    def __repr__(self) -> str:
+        state = f"{len(self._flags)} models" if self._flags is not None else "not loaded"
+        return f"LiteLLMCapabilityMap({state})"
+
+
+def _bundled_litellm_map() -> Path | None:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / (
+        "model_prices_and_context_window_backup.json")
+
+
+def _read_litellm_map(path: Path | None) -> dict[str, CapabilityFlags]:
+    if path is None:
+        return {}
+    try:
+        with path.open("rb") as file:
+            raw = json.load(file)
+    except (OSError, ValueError, RecursionError) as exc:
+        # Only defaults are lost: explicit flags in the config still work.
+        _log.warning("cannot read litellm's model map %s (%s); capability flags a model "
+                     "leaves out get the defaults", path, exc)
+        return {}
+    # Eight distinct values at most: share them instead of one object per model.
+    interned: dict[CapabilityFlags, CapabilityFlags] = {}
+    flags: dict[str, CapabilityFlags] = {}
+    for model, info in raw.items() if isinstance(raw, dict) else ():
+        if isinstance(info, dict):
+            value = _flags_of(info)
+            flags[model] = interned.setdefault(value, value)
+    return flags
+
+
+def _flags_of(info: Mapping[str, Any]) -> CapabilityFlags:
+    streaming = info.get("supports_native_streaming", info.get("supports_streaming"))
+    return CapabilityFlags(
+        supports_tools=info.get("supports_function_calling") is True,
+        supports_streaming=streaming if isinstance(streaming, bool) else True,
+        supports_response_schema=info.get("supports_response_schema") is True,
+    )
+
+
+LITELLM_CAPABILITIES = LiteLLMCapabilityMap()
+"""The process-wide map every registry uses unless given another (read once, on first need)."""
 
 
 def blended_cost(model: ModelMetadata) -> float:

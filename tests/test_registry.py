@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -11,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from amm._registry_config import CapabilityFlags
 from amm.errors import ConfigurationError, InvalidRequestError
 from amm.models import Experiment, ModelMetadata, RateLimits
-from amm.registry import ModelRegistry, get_default_registry
+from amm.registry import LiteLLMCapabilityMap, ModelRegistry, get_default_registry
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "config" / "model_registry.json"
@@ -108,6 +111,124 @@ def test_yaml_config_is_accepted_by_suffix(tmp_path: Path) -> None:
     assert [m.id for m in ModelRegistry(path).models()] == ["a", "b"]
 
 
+# -- capability flags ---------------------------------------------------------------------
+
+_ALL_FLAGS = {"supports_tools": True, "supports_streaming": False, "supports_response_schema": True}
+
+
+class _RecordingDefaults:
+    """CapabilityDefaults that answers one set of flags and remembers who asked."""
+
+    def __init__(self, flags: CapabilityFlags) -> None:
+        self.flags = flags
+        self.asked: list[str] = []
+
+    def flags_for(self, litellm_model: str) -> CapabilityFlags:
+        self.asked.append(litellm_model)
+        return self.flags
+
+
+def test_capability_flags_stated_in_the_config_are_used_and_ask_no_one() -> None:
+    defaults = _RecordingDefaults(CapabilityFlags())
+    registry = ModelRegistry.from_dict(_doc(_model("a", **_ALL_FLAGS)),
+                                       capability_defaults=defaults)
+    a = registry.get_model("a")
+    assert a is not None
+    assert (a.supports_tools, a.supports_streaming, a.supports_response_schema) == (True, False, True)
+    assert defaults.asked == []
+
+
+def test_flags_a_model_leaves_out_come_from_the_defaults_for_its_litellm_model() -> None:
+    defaults = _RecordingDefaults(CapabilityFlags(supports_tools=True, supports_streaming=False,
+                                                  supports_response_schema=True))
+    registry = ModelRegistry.from_dict(
+        _doc(_model("a", litellm_model="openai/gpt-4o", supports_tools=False)),
+        capability_defaults=defaults)
+    a = registry.get_model("a")
+    assert a is not None
+    assert (a.supports_tools, a.supports_streaming, a.supports_response_schema) == (False, False, True)
+    assert defaults.asked == ["openai/gpt-4o"]
+
+
+def test_add_model_keeps_the_flags_of_the_metadata() -> None:
+    defaults = _RecordingDefaults(CapabilityFlags())
+    registry = ModelRegistry.from_dict(_doc(_model("a", **_ALL_FLAGS)), capability_defaults=defaults)
+    a = registry.get_model("a")
+    assert a is not None
+    assert registry.add_model(replace(a, id="c", supports_tools=False)) is True
+    c = registry.get_model("c")
+    assert c is not None and (c.supports_tools, c.supports_response_schema) == (False, True)
+    assert defaults.asked == []
+
+
+def _litellm_map(tmp_path: Path, entries: dict[str, Any]) -> Path:
+    path = tmp_path / "model_prices.json"
+    path.write_text(json.dumps({"sample_spec": {"supports_function_calling": True}, **entries}),
+                    encoding="utf-8")
+    return path
+
+
+def test_litellm_map_looks_up_the_prefixed_name_then_the_bare_name(tmp_path: Path) -> None:
+    capabilities = LiteLLMCapabilityMap(_litellm_map(tmp_path, {
+        "gpt-4o": {"supports_function_calling": True, "supports_response_schema": True},
+        "gemini/flash": {"supports_function_calling": True},
+        "o1-pro": {"supports_function_calling": True, "supports_native_streaming": False},
+    }))
+    assert capabilities.flags_for("openai/gpt-4o") == CapabilityFlags(True, True, True)
+    assert capabilities.flags_for("gemini/flash") == CapabilityFlags(True, True, False)
+    assert capabilities.flags_for("openai/o1-pro") == CapabilityFlags(True, False, False)
+    assert capabilities.flags_for("openai/unknown") == CapabilityFlags(False, True, False)
+
+
+def test_litellm_map_is_read_once_and_only_on_first_need(tmp_path: Path) -> None:
+    path = _litellm_map(tmp_path, {"gpt-4o": {"supports_function_calling": True}})
+    capabilities = LiteLLMCapabilityMap(path)
+    ModelRegistry.from_dict(_doc(_model("a", **_ALL_FLAGS)), capability_defaults=capabilities)
+    assert not capabilities.loaded and repr(capabilities) == "LiteLLMCapabilityMap(not loaded)"
+    first = capabilities.flags_for("openai/gpt-4o")
+    path.unlink()  # a second read would now find nothing
+    assert capabilities.flags_for("openai/gpt-4o") == first == CapabilityFlags(supports_tools=True)
+    assert repr(capabilities) == "LiteLLMCapabilityMap(2 models)"
+
+
+def test_unreadable_litellm_map_gives_every_model_the_unknown_model_defaults(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", encoding="utf-8")
+    for path in (broken, tmp_path / "missing.json"):
+        assert LiteLLMCapabilityMap(path).flags_for("openai/gpt-4o") == CapabilityFlags()
+
+
+def test_bundled_litellm_map_is_read_without_importing_litellm() -> None:
+    code = ("import sys; from amm.registry import LiteLLMCapabilityMap; "
+            "f = LiteLLMCapabilityMap().flags_for('openai/gpt-4o'); "
+            "print(f.supports_tools, f.supports_response_schema, 'litellm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO, timeout=60)
+    assert out.stdout.split() == ["True", "True", "False"]
+
+
+def _shipped_registries() -> list[Path]:
+    # The demo registry is package data; it lived in config/ before.
+    return sorted({*REPO.glob("config/*.json"), *REPO.glob("amm/_data/*registry*.json")})
+
+
+@pytest.mark.parametrize("path", _shipped_registries(), ids=lambda p: p.name)
+def test_shipped_registries_state_every_capability_flag(path: Path) -> None:
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    for entry in raw["models"]:
+        missing = {"supports_tools", "supports_streaming", "supports_response_schema"} - set(entry)
+        assert not missing, f"{path.name}: {entry['id']} leaves out {sorted(missing)}"
+
+
+def test_simulator_models_support_tools_and_response_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMM_SIM_URL", "http://127.0.0.1:1")
+    demo = next(p for p in _shipped_registries() if p.name == "demo_registry.json")
+    sims = [m for m in ModelRegistry(demo).models() if m.id.startswith("sim-")]
+    assert {m.id for m in sims} >= {"sim-gpt-4o", "sim-claude", "sim-gemini", "sim-llama",
+                                    "sim-gpt-mini"}
+    assert all(m.supports_tools and m.supports_response_schema for m in sims)
+
+
 # -- queries --------------------------------------------------------------------------------
 
 def test_queries_filter_by_provider_capability_and_blended_cost() -> None:
@@ -180,6 +301,12 @@ def _bad_models() -> list[tuple[str, dict[str, Any], str]]:
          "models[a].capabilities[1]: must be a non-empty string, got 3"),
         ("enabled not bool", _doc(_model("a", enabled="yes")),
          "models[a].enabled: must be true or false, got string 'yes'"),
+        ("supports_tools not bool", _doc(_model("a", supports_tools="yes")),
+         "models[a].supports_tools: must be true or false, got string 'yes'"),
+        ("supports_streaming not bool", _doc(_model("a", supports_streaming=1)),
+         "models[a].supports_streaming: must be true or false, got 1"),
+        ("supports_response_schema not bool", _doc(_model("a", supports_response_schema=None)),
+         "models[a].supports_response_schema: must be true or false, got null"),
         ("unset env var", _doc(_model("a", api_base="${AMM_TEST_UNSET_VAR}/v1")),
          "models[a].api_base: environment variable AMM_TEST_UNSET_VAR is not set"),
         ("api_base not a URL", _doc(_model("a", api_base="localhost:8000")),
@@ -202,7 +329,7 @@ def _bad_experiments() -> list[tuple[str, dict[str, Any], str]]:
         ("arm names disabled model",
          _doc(_model("a"), _model("b", enabled=False), experiments=[exp({"a": 0.5, "b": 0.5})]),
          "experiments[ab].arms.b: model is disabled"),
-        ("negative weight", _doc(experiments=[exp({"a": 1.5, "b": -0.5})]),
+        ("negative weight", _doc(experiments=[exp({"a": 1.0, "b": -0.5})]),
          "experiments[ab].arms.b: weight must be a number >= 0, got -0.5"),
         ("duplicate experiment name",
          _doc(experiments=[exp({"a": 1.0}), exp({"b": 1.0}, agent="other")]),
