@@ -59,6 +59,7 @@ from telemetry.events import (
     SelectionEvent,
 )
 from telemetry.instruments import Instruments
+from telemetry.redaction import message_texts, redact
 
 __all__ = ["AgentSpan", "Recorder", "ToolSpan"]
 
@@ -139,7 +140,7 @@ class AgentSpan:
         if exc is not None and self.span.is_recording():
             error_type = getattr(exc, "error_type", None) or type(exc).__name__
             self.span.set_attribute(c.ERROR_TYPE, str(error_type))
-            self.span.set_status(Status(StatusCode.ERROR, _short(str(exc))))
+            self.span.set_status(Status(StatusCode.ERROR, _status_text(str(exc))))
         otel_context.detach(self._ctx_token)  # type: ignore[arg-type]
         self.span.end()
 
@@ -194,7 +195,7 @@ class ToolSpan:
             if exc is not None and self.span.is_recording():
                 error_type = str(getattr(exc, "error_type", None) or type(exc).__name__)
                 self.span.set_attribute(c.ERROR_TYPE, error_type)
-                detail = _short(str(exc)) if self._capture else error_type
+                detail = _status_text(str(exc)) if self._capture else error_type
                 self.span.set_status(Status(StatusCode.ERROR, detail))
             if self._ctx_token is not None:
                 otel_context.detach(self._ctx_token)  # type: ignore[arg-type]
@@ -333,7 +334,7 @@ class Recorder:
             attrs[c.AMM_SELECTION_ARM_HONOURED] = e.chosen == e.arm
         span = self._tracer.start_span(c.SPAN_SELECT, attributes=attrs, start_time=start)
         if e.chosen is None:
-            span.set_status(Status(StatusCode.ERROR, _short(e.reason)))
+            span.set_status(Status(StatusCode.ERROR, _status_text(e.reason)))
         span.end(end_time=end)
 
     def _on_attempt(self, e: AttemptEvent) -> None:
@@ -389,7 +390,11 @@ class Recorder:
         if self._content.on_event and span.is_recording():
             span.add_event(c.GEN_AI_INFERENCE_DETAILS, content_attributes(e), timestamp=end)
         if not e.success:
-            span.set_status(Status(StatusCode.ERROR, _short(e.error_message or e.error_type or "")))
+            # Without the content opt-in, what the provider quoted of the request goes too.
+            contents = () if self._content.mode != c.CONTENT_NO_CONTENT else message_texts(
+                e.input_messages, e.output_text)
+            span.set_status(Status(StatusCode.ERROR, _status_text(
+                e.error_message or e.error_type or "", contents)))
             span.end(end_time=end)
         elif not span.is_recording():
             span.end(end_time=end)
@@ -459,7 +464,7 @@ class Recorder:
         attrs: dict[str, Any] = {c.AMM_MODEL_ID: e.model_id, c.AMM_HEALTH_AVAILABLE: e.is_available,
                                  c.AMM_HEALTH_CONSECUTIVE_FAILURES: e.consecutive_failures}
         if e.error:
-            attrs[c.AMM_HEALTH_ERROR] = _short(e.error)
+            attrs[c.AMM_HEALTH_ERROR] = _status_text(e.error)
         self._span_event(c.AMM_HEALTH_CHANGE, attrs)
 
     def _on_degradation(self, e: DegradationEvent) -> None:
@@ -490,5 +495,7 @@ class Recorder:
                 own.add_event(name, attrs)
 
 
-def _short(text: str, limit: int = 200) -> str:
+def _status_text(text: str, contents: Iterable[str] = (), limit: int = 200) -> str:
+    """A span's status message: through the one redaction step, then shortened."""
+    text = redact(text, contents=contents)
     return text if len(text) <= limit else text[: limit - 3] + "..."

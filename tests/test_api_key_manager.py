@@ -1,4 +1,4 @@
-"""APIKeyManager: loading, rotation, cool-down, disabling, redaction, no key in repr/logs."""
+"""APIKeyManager: loading, rotation, cool-downs and rests per scope, redaction, no key in repr/logs."""
 
 from __future__ import annotations
 
@@ -90,18 +90,74 @@ def test_when_every_key_cools_the_one_recovering_first_is_used() -> None:
     assert keys.get_key("openai") == K2
 
 
+def test_a_403_rests_the_key_for_that_model_only_and_for_five_minutes() -> None:
+    clock = FakeClock()
+    keys = APIKeyManager(clock=clock)
+    keys.add_key("openai", K1)
+    keys.report_failure("openai", K1, 403, model_id="locked")
+    assert keys.get_key("openai", "locked") is None
+    assert not keys.has_key("openai", "locked")
+    assert [keys.get_key("openai", "open") for _ in range(3)] == [K1, K1, K1]
+    assert keys.has_key("openai") and keys.has_key("openai", "open")
+    clock.now += 299.9
+    assert keys.get_key("openai", "locked") is None
+    clock.now += 0.2
+    assert keys.get_key("openai", "locked") == K1  # tried again after its rest
+
+
+def test_a_401_rests_the_key_at_that_base_url_and_rotation_moves_to_the_other() -> None:
+    clock = FakeClock()
+    keys = APIKeyManager(clock=clock, auth_cooldown_s=60)
+    keys.add_key("openai", K1)
+    keys.add_key("openai", K2)
+    keys.report_failure("openai", K1, 401, model_id="a", base_url="http://proxy/v1/")
+    assert [keys.get_key("openai", m, "http://proxy/v1") for m in "abc"] == [K2, K2, K2]
+    assert keys.get_key("openai", "a") == K1  # the provider's default endpoint is another scope
+    keys.report_failure("openai", K2, 401, model_id="b", base_url="http://proxy/v1")
+    assert keys.get_key("openai", "a", "http://proxy/v1") is None
+    assert keys.seconds_until_ready("openai", "a", "http://proxy/v1") is None
+    clock.now += 60.1
+    assert keys.get_key("openai", "a", "http://proxy/v1") is not None
+
+
 @pytest.mark.parametrize("status", [401, 403])
-def test_rejected_key_is_disabled_for_good(status: int) -> None:
+def test_a_rejection_reported_without_a_model_rests_the_key_at_the_default_endpoint(
+        status: int) -> None:
     clock = FakeClock()
     keys = APIKeyManager(clock=clock)
     keys.add_key("openai", K1)
     keys.add_key("openai", K2)
     keys.report_failure("openai", K1, status)
-    clock.now += 10_000
     assert [keys.get_key("openai") for _ in range(3)] == [K2, K2, K2]
     keys.report_failure("openai", K2, status)
     assert keys.get_key("openai") is None
     assert not keys.has_key("openai")
+    clock.now += 300.1
+    assert keys.has_key("openai")
+
+
+def test_a_429_for_one_model_cools_the_key_for_that_model_only() -> None:
+    clock = FakeClock()
+    keys = APIKeyManager(clock=clock, cooldown_s=60)
+    keys.add_key("openai", K1)
+    keys.report_failure("openai", K1, 429, model_id="busy")
+    assert keys.seconds_until_ready("openai", "busy") == pytest.approx(60.0)
+    assert keys.seconds_until_ready("openai", "idle") == 0.0
+    assert keys.get_key("openai", "busy") == K1  # every key cools: the provider decides
+    clock.now += 45
+    assert keys.seconds_until_ready("openai", "busy") == pytest.approx(15.0)
+
+
+def test_seconds_until_ready_is_zero_while_another_key_is_ready() -> None:
+    clock = FakeClock()
+    keys = APIKeyManager(clock=clock)
+    keys.add_key("openai", K1)
+    keys.add_key("openai", K2)
+    assert APIKeyManager().seconds_until_ready("openai") is None  # no key at all
+    keys.report_failure("openai", K1, 429, model_id="m")
+    assert keys.seconds_until_ready("openai", "m") == 0.0
+    keys.report_failure("openai", K2, 429, retry_after_s=5, model_id="m")
+    assert keys.seconds_until_ready("openai", "m") == pytest.approx(5.0)
 
 
 def test_other_statuses_and_unknown_keys_change_nothing() -> None:
@@ -181,7 +237,7 @@ def test_repr_and_str_show_state_but_never_a_key() -> None:
     text = repr(keys) + str(keys)
     for key in (K1, K2, K3):
         assert key not in text
-    assert repr(keys) == "APIKeyManager(anthropic: 1 key, 1 disabled; openai: 2 keys, 1 cooling)"
+    assert repr(keys) == "APIKeyManager(anthropic: 1 key, 1 rejected; openai: 2 keys, 1 cooling)"
 
 
 def test_log_lines_name_the_key_by_label_not_value(caplog: pytest.LogCaptureFixture) -> None:
