@@ -1,48 +1,54 @@
-"""The README's quickstart runs as written, against the simulator instead of real providers."""
+"""The README says how to get and install amm; its quickstart is run by
+``tests/test_quickstart.py`` (as a script, in a notebook) and ``tests/test_packaging.py``
+(from the built wheel)."""
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import subprocess
-import sys
+import tomllib
 from pathlib import Path
 
-from tests.fixtures_manager import model_entry
+from amm._resources import DISTRIBUTION, EXTRAS, TOP_LEVEL_PACKAGES
 
 ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def quickstart() -> str:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Quickstart", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+def section(title: str) -> str:
+    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
 def test_readme_opens_with_the_two_commands():
-    head = (ROOT / "README.md").read_text().split("\n## ", 1)[0]
+    head = README.split("\n## ", 1)[0]
     assert "make demo" in head and "make test" in head
 
 
-def test_the_quickstart_runs_as_written(tmp_path, make_simulator):
-    from amm.sim import ModelProfile
+def test_install_names_the_distribution_and_each_extra():
+    install = section("Install")
+    assert PYPROJECT["project"]["name"] == DISTRIBUTION
+    assert f"pip install {DISTRIBUTION}" in install
+    for extra in EXTRAS:
+        assert f"'{DISTRIBUTION}[{extra}]'" in install
 
-    sim = make_simulator({"coder": ModelProfile(latency_ms=1), "reviewer": ModelProfile(latency_ms=1)})
-    (tmp_path / "config").mkdir()
-    models = [
-        model_entry("coder", api_base=sim.api_base("openai"),
-                    capabilities=["text-generation", "code-generation"]),
-        model_entry("reviewer", provider="anthropic", api_base=sim.api_base("anthropic"),
-                    capabilities=["text-generation", "analysis"]),
-    ]
-    (tmp_path / "config" / "model_registry.json").write_text(json.dumps({"models": models}))
-    (tmp_path / "quickstart.py").write_text(quickstart())
-    env = {**os.environ, "OPENAI_API_KEY": "sk-quickstart-0123456789abcdef",
-           "ANTHROPIC_API_KEY": "sk-ant-quickstart-0123456789abcdef",
-           "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "quickstart.py"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "def " in out.stdout or "merge" in out.stdout.lower()
-    assert (tmp_path / "data" / "amm.db").exists()
+
+def test_install_warns_of_every_top_level_name_the_wheel_installs():
+    install = section("Install")
+    wheel = PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    assert sorted(wheel) == sorted(TOP_LEVEL_PACKAGES)
+    for name in TOP_LEVEL_PACKAGES:
+        assert f"`{name}`" in install
+    assert "analytics-python" in install and "amm check" in install
+
+
+def test_the_core_leaves_analytics_and_the_dashboard_to_extras():
+    core = " ".join(PYPROJECT["project"]["dependencies"])
+    extras = {name: " ".join(deps) for name, deps in
+              PYPROJECT["project"]["optional-dependencies"].items()}
+    for heavy in ("pandas", "numpy", "scipy", "streamlit", "altair"):
+        assert heavy not in core
+    assert "jsonschema" in core and "litellm" in core
+    for extra, modules in EXTRAS.items():  # what each command checks is what the extra installs
+        for module in modules:
+            assert module in extras[extra] or (
+                f"{DISTRIBUTION}[analytics]" in extras[extra] and module in extras["analytics"])
+    assert f"{DISTRIBUTION}[analytics,dashboard]" in extras["dev"]
