@@ -60,6 +60,8 @@ class Decision:
     ``fault`` is ``None`` for a 200; then ``malformed`` says the body is broken,
     ``good`` picks the text quality and ``delay_s`` is the wait before answering
     (a hang included). ``rng_seed`` seeds ids and text so they are reproducible.
+    ``empty``, ``missing_usage`` and ``truncated_body`` are the other broken 200s
+    (see :class:`ModelProfile`); streamed answers ignore them.
     """
 
     model: str
@@ -73,6 +75,9 @@ class Decision:
     rate: RateHeaders | None = None
     max_context: int | None = None
     prompt_tokens: int = 0
+    empty: bool = False
+    missing_usage: bool = False
+    truncated_body: bool = False
 
 
 def model_seed(seed: int, model: str) -> int:
@@ -123,6 +128,8 @@ class ModelState:
         rng = random.Random(self.seed ^ (index * 0x9E3779B97F4A7C15 & 0xFFFFFFFFFFFFFFFF))
         u_error, u_timeout, u_malformed, u_quality, u_jitter = (rng.random() for _ in range(5))
         rng_seed = rng.getrandbits(64)
+        # Drawn after rng_seed so that adding them kept every earlier answer the same.
+        u_empty, u_usage, u_truncated = (rng.random() for _ in range(3))
 
         if profile.api_key is not None and api_key != profile.api_key:
             return Decision(self.model, index, 401, Fault.AUTH)
@@ -161,6 +168,9 @@ class ModelState:
             malformed=u_malformed < profile.malformed_rate,
             rng_seed=rng_seed,
             rate=rate,
+            empty=u_empty < profile.empty_choices_rate,
+            missing_usage=u_usage < profile.missing_usage_rate,
+            truncated_body=u_truncated < profile.truncated_body_rate,
         )
 
     def _admit(self, profile: ModelProfile, now: float) -> RateHeaders:

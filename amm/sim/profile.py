@@ -60,6 +60,39 @@ class ModelProfile:
       ``protocol``: the wire protocol clients should use for this model (the
       simulator answers every model on every protocol; this tells a registry which
       ``Simulator.api_base`` to use).
+
+    Agent behaviour:
+      ``tool_rounds``: when the request declares tools (and tool choice is not
+      "none"), the model answers with tool calls while the conversation holds fewer
+      than this many tool-result turns (a run of tool messages, a user message of
+      ``tool_result`` blocks, a content of ``functionResponse`` parts); then it answers
+      text that mentions the results. It calls the first declared tool, or the one
+      the tool choice names, with arguments that are a valid instance of its schema.
+      ``parallel_tool_calls``: call every declared tool once, in declaration order,
+      in one turn. ``json_support``: honour a request for JSON output (an instance of
+      the schema, or a generic object); when False the model answers prose.
+
+    Streaming (requests that ask for a stream):
+      ``first_chunk_delay_ms``: wait after the headers before the first chunk.
+      ``stream_stall_s``: wait after the first content chunk before the rest.
+      ``stream_cut_after``: close the connection abruptly after this many content
+      chunks (text pieces, tool-call openings and argument fragments): no final
+      chunk, no ``[DONE]``. A cut stream bills the input tokens plus the output tokens
+      of the content actually sent, and, just before the cut, reports exactly that
+      usage where the protocol has a place for it: OpenAI a ``choices: []`` chunk
+      with ``usage`` (only when ``stream_options.include_usage`` was asked),
+      Anthropic a ``message_delta`` with the cumulative ``usage``, Gemini the
+      ``usageMetadata`` every chunk carries. Ollama reports usage only on its final
+      line, so a cut Ollama stream reports none.
+
+    Non-streamed fault modes (fractions like ``malformed_rate``; the stream path
+      ignores them): ``empty_choices_rate``: a 200 with an empty ``choices`` /
+      ``content`` / ``candidates`` list (Ollama: empty content), billing the input
+      only. ``missing_usage_rate``: a 200 without any usage block, billed all the
+      same. ``truncated_body_rate``: a 200 whose JSON body stops halfway, billed all
+      the same (the provider did the work; the answer was lost on the way).
+      ``echo_key`` / ``echo_prompt``: error answers quote the request's API key / the
+      prompt text, as a careless provider does (for tests that logs redact them).
     """
 
     latency_ms: float = 5.0
@@ -81,19 +114,42 @@ class ModelProfile:
     degraded_latency_factor: float = 1.0
     max_context: int | None = None
     protocol: str = "openai"
+    tool_rounds: int = 1
+    parallel_tool_calls: bool = False
+    json_support: bool = True
+    first_chunk_delay_ms: float = 0.0
+    stream_cut_after: int | None = None
+    stream_stall_s: float = 0.0
+    empty_choices_rate: float = 0.0
+    missing_usage_rate: float = 0.0
+    truncated_body_rate: float = 0.0
+    echo_key: bool = False
+    echo_prompt: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("error_rate", "malformed_rate", "timeout_rate", "quality"):
+        for name in ("error_rate", "malformed_rate", "timeout_rate", "quality",
+                     "empty_choices_rate", "missing_usage_rate", "truncated_body_rate"):
             _check_fraction(name, getattr(self, name))
         if self.degraded_quality is not None:
             _check_fraction("degraded_quality", self.degraded_quality)
         for name in ("latency_ms", "latency_jitter_ms", "hang_s", "retry_after_s",
-                     "degraded_latency_factor", "degrade_after"):
+                     "degraded_latency_factor", "degrade_after", "tool_rounds",
+                     "first_chunk_delay_ms", "stream_cut_after", "stream_stall_s"):
             _check_non_negative(name, getattr(self, name))
         if not 400 <= self.error_status <= 599:
             raise ConfigurationError(
                 f"ModelProfile.error_status: must be an HTTP error status, got {self.error_status!r}",
                 field="error_status")
+        for name in ("parallel_tool_calls", "json_support", "echo_key", "echo_prompt"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(
+                    f"ModelProfile.{name}: must be True or False, got {getattr(self, name)!r}",
+                    field=name)
+        for name in ("tool_rounds", "stream_cut_after"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigurationError(f"ModelProfile.{name}: must be an integer, got {value!r}",
+                                         field=name)
         for name in ("rpm_limit", "max_context"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -9,6 +9,8 @@ thing. The HTTP plumbing lives in :mod:`amm.sim.server`, the shared parts in
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import time
 from collections.abc import Mapping
@@ -20,6 +22,8 @@ from amm.sim.text import count_tokens
 from amm.sim.wire import (
     Answer,
     ParsedRequest,
+    ToolCall,
+    ToolSpec,
     WireError,
     WireProtocol,
     bearer,
@@ -27,6 +31,7 @@ from amm.sim.wire import (
     json_object,
     rand_id,
     text_of,
+    tool_specs,
 )
 
 __all__ = [
@@ -36,6 +41,62 @@ __all__ = [
     "OllamaProtocol",
     "OpenAIProtocol",
 ]
+
+
+JSON_TOOL = "json_tool_call"
+"""The tool litellm forces on Anthropic to get JSON output; its input is the answer."""
+
+
+def _anthropic_tool_results(message: dict[str, Any]) -> list[str] | None:
+    """The ``tool_result`` blocks of a user message, as text."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return None
+    results = [block for block in content
+               if isinstance(block, dict) and block.get("type") == "tool_result"]
+    return [text_of(block.get("content")) for block in results] if results else None
+
+
+def _function_tool(tool: dict[str, Any]) -> tuple[Any, Any]:
+    """OpenAI's and Ollama's tool: ``{"type": "function", "function": {name, parameters}}``."""
+    function = tool.get("function") or {}
+    return function.get("name"), function.get("parameters")
+
+
+def _openai_tool_choice(choice: Any) -> str | None:
+    if choice in ("none", "required"):
+        return str(choice)
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return name if isinstance(name, str) else None
+    return None
+
+
+def _include_usage(data: dict[str, Any]) -> bool:
+    options = data.get("stream_options") or {}
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def openai_tool_call(call: ToolCall) -> dict[str, Any]:
+    """A call in OpenAI's message (and stream) shape."""
+    return {"id": f"call_{call.key}", "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments_json}}
+
+
+def anthropic_tool_use(call: ToolCall, *, streamed: bool = False) -> dict[str, Any]:
+    """A ``tool_use`` content block; a streamed one opens with empty input."""
+    return {"type": "tool_use", "id": f"toolu_01{call.key[:22]}", "name": call.name,
+            "input": {} if streamed else dict(call.arguments)}
+
+
+def ollama_tool_call(call: ToolCall) -> dict[str, Any]:
+    """A call in Ollama's shape: arguments as an object, no id."""
+    return {"function": {"name": call.name, "arguments": dict(call.arguments)}}
+
+
+def gemini_function_call(call: ToolCall) -> dict[str, Any]:
+    """A ``functionCall`` part."""
+    return {"functionCall": {"name": call.name, "args": dict(call.arguments)}}
 
 
 class OpenAIProtocol(WireProtocol):
@@ -58,9 +119,30 @@ class OpenAIProtocol(WireProtocol):
               query: Mapping[str, str]) -> ParsedRequest:
         data = json_object(body)
         max_tokens = data.get("max_completion_tokens", data.get("max_tokens"))
-        return chat_request(data, None, max_tokens, bearer(headers))
+        request = chat_request(data, None, max_tokens, bearer(headers))
+        fmt = data.get("response_format")
+        fmt = fmt if isinstance(fmt, dict) else {}
+        schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" \
+            else None
+        return dataclasses.replace(
+            request, tools=tuple(tool_specs(data.get("tools"), _function_tool)),
+            tool_choice=_openai_tool_choice(data.get("tool_choice")),
+            json_mode=fmt.get("type") in ("json_object", "json_schema"),
+            json_schema=schema if isinstance(schema, dict) else None,
+            stream=data.get("stream") is True, include_usage=_include_usage(data))
+
+    @staticmethod
+    def finish_reason(answer: Answer) -> str:
+        """``tool_calls``, ``length`` or ``stop``."""
+        if answer.tool_calls:
+            return "tool_calls"
+        return "length" if answer.truncated else "stop"
 
     def success(self, decision: Decision, answer: Answer, rng: random.Random) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
+        if answer.tool_calls:
+            message["content"] = None
+            message["tool_calls"] = [openai_tool_call(c) for c in answer.tool_calls]
         return {
             "id": f"chatcmpl-{rand_id(rng, 29)}",
             "object": "chat.completion",
@@ -68,9 +150,9 @@ class OpenAIProtocol(WireProtocol):
             "model": decision.model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.text, "refusal": None},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": "length" if answer.truncated else "stop",
+                "finish_reason": self.finish_reason(answer),
             }],
             "usage": {
                 "prompt_tokens": answer.input_tokens,
@@ -79,6 +161,9 @@ class OpenAIProtocol(WireProtocol):
             },
             "system_fingerprint": "fp_amm_sim",
         }
+
+    def empty(self, decision: Decision, input_tokens: int, rng: random.Random) -> dict[str, Any]:
+        return {**self.success(decision, Answer("", input_tokens, 0, False), rng), "choices": []}
 
     def error(self, decision: Decision, message: str) -> dict[str, Any]:
         kind, code = self._ERROR_KIND[decision.fault or Fault.SERVER_ERROR]
@@ -109,20 +194,50 @@ class AnthropicProtocol(WireProtocol):
         if "anthropic-version" not in headers:
             raise WireError("anthropic-version: header is required")
         data = json_object(body)
-        return chat_request(data, data.get("system"), data.get("max_tokens"), headers.get("x-api-key"))
+        request = chat_request(data, data.get("system"), data.get("max_tokens"),
+                               headers.get("x-api-key"), _anthropic_tool_results)
+        tools = tool_specs(data.get("tools"), lambda t: (t.get("name"), t.get("input_schema")))
+        choice = data.get("tool_choice") or {}
+        kind = choice.get("type") if isinstance(choice, dict) else None
+        tool_choice = {"none": "none", "any": "required"}.get(str(kind)) or (
+            choice.get("name") if kind == "tool" and isinstance(choice, dict) else None)
+        # litellm asks for JSON through a forced tool; the answer is a call to it.
+        json_tool = next((t for t in tools if t.name == JSON_TOOL), None)
+        if json_tool is not None:
+            tools.remove(json_tool)
+            tool_choice = None if tool_choice == JSON_TOOL else tool_choice
+        return dataclasses.replace(
+            request, tools=tuple(tools), tool_choice=tool_choice,
+            json_mode=json_tool is not None,
+            json_schema=json_tool.parameters if json_tool is not None else None,
+            json_tool=JSON_TOOL if json_tool is not None else None,
+            stream=data.get("stream") is True)
+
+    @staticmethod
+    def stop_reason(answer: Answer) -> str:
+        """``tool_use``, ``max_tokens`` or ``end_turn``."""
+        if answer.tool_calls:
+            return "tool_use"
+        return "max_tokens" if answer.truncated else "end_turn"
 
     def success(self, decision: Decision, answer: Answer, rng: random.Random) -> dict[str, Any]:
+        content: list[dict[str, Any]] = [anthropic_tool_use(c) for c in answer.tool_calls]
+        if answer.text or not content:
+            content.insert(0, {"type": "text", "text": answer.text})
         return {
             "id": f"msg_01{rand_id(rng, 22)}",
             "type": "message",
             "role": "assistant",
             "model": decision.model,
-            "content": [{"type": "text", "text": answer.text}],
-            "stop_reason": "max_tokens" if answer.truncated else "end_turn",
+            "content": content,
+            "stop_reason": self.stop_reason(answer),
             "stop_sequence": None,
             "usage": {"input_tokens": answer.input_tokens,
                       "output_tokens": answer.output_tokens},
         }
+
+    def empty(self, decision: Decision, input_tokens: int, rng: random.Random) -> dict[str, Any]:
+        return {**self.success(decision, Answer("", input_tokens, 0, False), rng), "content": []}
 
     def error(self, decision: Decision, message: str) -> dict[str, Any]:
         fault = decision.fault or Fault.SERVER_ERROR
@@ -155,24 +270,33 @@ class AnthropicProtocol(WireProtocol):
 
 
 class OllamaProtocol(WireProtocol):
-    """``POST /api/chat`` (non-streaming), no auth unless the profile sets a key."""
+    """``POST /api/chat``, no auth unless the profile sets a key. A request without
+    ``stream: true`` gets one JSON body (Ollama itself streams unless told not to)."""
 
     name = "ollama"
+    usage_keys = ("prompt_eval_count", "eval_count", "prompt_eval_duration", "eval_duration")
 
     def parse(self, body: bytes, headers: Mapping[str, str], path_model: str | None,
               query: Mapping[str, str]) -> ParsedRequest:
         data = json_object(body)
-        if data.get("stream"):
-            raise WireError("streaming is not supported by the simulator; send stream: false")
         options = data.get("options") or {}
-        return chat_request(data, data.get("system"), options.get("num_predict"), bearer(headers))
+        request = chat_request(data, data.get("system"), options.get("num_predict"),
+                               bearer(headers))
+        fmt = data.get("format")
+        return dataclasses.replace(
+            request, tools=tuple(tool_specs(data.get("tools"), _function_tool)),
+            json_mode=fmt == "json" or isinstance(fmt, dict),
+            json_schema=fmt if isinstance(fmt, dict) else None, stream=data.get("stream") is True)
 
     def success(self, decision: Decision, answer: Answer, rng: random.Random) -> dict[str, Any]:
         total_ns = int(decision.delay_s * 1e9)
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+        if answer.tool_calls:
+            message["tool_calls"] = [ollama_tool_call(c) for c in answer.tool_calls]
         return {
             "model": decision.model,
             "created_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "message": {"role": "assistant", "content": answer.text},
+            "message": message,
             "done_reason": "length" if answer.truncated else "stop",
             "done": True,
             "total_duration": total_ns,
@@ -182,6 +306,10 @@ class OllamaProtocol(WireProtocol):
             "eval_count": answer.output_tokens,
             "eval_duration": total_ns - total_ns // 4,
         }
+
+    def empty(self, decision: Decision, input_tokens: int, rng: random.Random) -> dict[str, Any]:
+        # Ollama has no list of choices: its empty answer is an empty message.
+        return self.success(decision, Answer("", input_tokens, 0, False), rng)
 
     def error(self, decision: Decision, message: str) -> dict[str, Any]:
         fault = decision.fault
@@ -206,8 +334,15 @@ class GoogleProtocol(WireProtocol):
 
     def parse(self, body: bytes, headers: Mapping[str, str], path_model: str | None,
               query: Mapping[str, str]) -> ParsedRequest:
-        if not path_model:
+        model, _, action = (path_model or "").rpartition(":")
+        if not model:
             raise WireError("the model must be in the path: models/<model>:generateContent")
+        if action not in ("generateContent", "streamGenerateContent"):
+            raise WireError(f"unsupported method {action!r}: the simulator serves "
+                            "generateContent and streamGenerateContent")
+        stream = action == "streamGenerateContent"
+        if stream and query.get("alt") != "sse":
+            raise WireError("streamGenerateContent: the simulator streams with alt=sse only")
         data = json_object(body)
         contents = data.get("contents")
         if not isinstance(contents, list) or not contents:
@@ -215,36 +350,80 @@ class GoogleProtocol(WireProtocol):
         system = data.get("systemInstruction") or data.get("system_instruction") or {}
         texts = [text_of(system.get("parts"))] if isinstance(system, dict) else []
         prompt = ""
+        results: list[str] = []
+        turns = 0
         for content in contents:
             if not isinstance(content, dict):
                 raise WireError("each item of 'contents' must be an object")
             text = text_of(content.get("parts"))
             texts.append(text)
-            if content.get("role", "user") == "user":
+            found = _function_responses(content.get("parts"))
+            turns += bool(found)
+            results.extend(found)
+            texts.extend(found)
+            if text and content.get("role", "user") == "user":
                 prompt = text
-        config = data.get("generationConfig") or {}
-        max_tokens = config.get("maxOutputTokens", config.get("max_output_tokens"))
+        config = _either(data, "generationConfig", "generation_config") or {}
+        max_tokens = _either(config, "maxOutputTokens", "max_output_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise WireError(f"max_output_tokens must be a positive integer, got {max_tokens!r}")
+        schema = (_either(config, "responseJsonSchema", "response_json_schema")
+                  or _either(config, "responseSchema", "response_schema"))
         key = headers.get("x-goog-api-key") or query.get("key")
-        return ParsedRequest(path_model, prompt, sum(count_tokens(t) for t in texts),
-                             max_tokens, key)
+        return ParsedRequest(
+            model, prompt, sum(count_tokens(t) for t in texts), max_tokens, key,
+            tools=tuple(self._tools(data)), tool_choice=self._tool_choice(data),
+            tool_turns=turns, tool_results=tuple(results),
+            json_mode=_either(config, "responseMimeType", "response_mime_type")
+            == "application/json",
+            json_schema=schema if isinstance(schema, dict) else None, stream=stream)
+
+    @staticmethod
+    def _tools(data: dict[str, Any]) -> list[ToolSpec]:
+        groups = data.get("tools") or []
+        if not isinstance(groups, list):
+            raise WireError("'tools' must be a list")
+        declarations = [d for g in groups if isinstance(g, dict)
+                        for d in _either(g, "functionDeclarations", "function_declarations") or []]
+        return tool_specs(declarations, lambda d: (d.get("name"), d.get("parameters")))
+
+    @staticmethod
+    def _tool_choice(data: dict[str, Any]) -> str | None:
+        config = _either(data, "toolConfig", "tool_config") or {}
+        calling = _either(config, "functionCallingConfig", "function_calling_config") or {}
+        mode = str(calling.get("mode", "AUTO")).upper()
+        names = _either(calling, "allowedFunctionNames", "allowed_function_names") or []
+        if mode == "NONE":
+            return "none"
+        if mode == "ANY":
+            return names[0] if len(names) == 1 else "required"
+        return None
+
+    @staticmethod
+    def finish_reason(answer: Answer) -> str:
+        """``MAX_TOKENS`` or ``STOP`` (Gemini ends a function call with STOP too)."""
+        return "MAX_TOKENS" if answer.truncated else "STOP"
 
     def success(self, decision: Decision, answer: Answer, rng: random.Random) -> dict[str, Any]:
+        parts: list[dict[str, Any]] = [gemini_function_call(c) for c in answer.tool_calls]
+        if answer.text or not parts:
+            parts.insert(0, {"text": answer.text})
         return {
             "candidates": [{
-                "content": {"parts": [{"text": answer.text}], "role": "model"},
-                "finishReason": "MAX_TOKENS" if answer.truncated else "STOP",
+                "content": {"parts": parts, "role": "model"},
+                "finishReason": self.finish_reason(answer),
                 "index": 0,
             }],
-            "usageMetadata": {
-                "promptTokenCount": answer.input_tokens,
-                "candidatesTokenCount": answer.output_tokens,
-                "totalTokenCount": answer.input_tokens + answer.output_tokens,
-            },
+            "usageMetadata": gemini_usage(answer.input_tokens, answer.output_tokens),
             "modelVersion": decision.model,
             "responseId": rand_id(rng, 22),
         }
+
+    usage_keys = ("usageMetadata",)
+
+    def empty(self, decision: Decision, input_tokens: int, rng: random.Random) -> dict[str, Any]:
+        return {**self.success(decision, Answer("", input_tokens, 0, False), rng),
+                "candidates": []}
 
     def error(self, decision: Decision, message: str) -> dict[str, Any]:
         fault = decision.fault
@@ -274,6 +453,26 @@ class GoogleProtocol(WireProtocol):
 
     def malformed(self, decision: Decision) -> bytes:
         return b'{"candidates": [{"content": {"parts": [{"text": "cut off he'
+
+
+def gemini_usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    """Gemini's ``usageMetadata``."""
+    return {"promptTokenCount": input_tokens, "candidatesTokenCount": output_tokens,
+            "totalTokenCount": input_tokens + output_tokens}
+
+
+def _either(data: Any, camel: str, snake: str) -> Any:
+    """A Gemini field, which clients spell in camelCase or snake_case."""
+    if not isinstance(data, dict):
+        return None
+    return data[camel] if camel in data else data.get(snake)
+
+
+def _function_responses(parts: Any) -> list[str]:
+    if not isinstance(parts, list):
+        return []
+    found = [_either(p, "functionResponse", "function_response") for p in parts]
+    return [json.dumps(f.get("response", {})) for f in found if isinstance(f, dict)]
 
 
 PROTOCOL_CLASSES: dict[str, type[WireProtocol]] = {

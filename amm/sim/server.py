@@ -10,6 +10,7 @@ an async demo (whose loop it never blocks) and the ``amm sim`` command alike.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import threading
 import time
@@ -19,11 +20,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from amm.errors import ConfigurationError
+from amm.sim.answers import compose
 from amm.sim.behaviour import Decision, Fault, ModelState, model_seed
 from amm.sim.profile import PROTOCOLS, ModelProfile, demo_profiles
 from amm.sim.protocols import PROTOCOL_CLASSES
-from amm.sim.text import count_tokens, generate_text, truncate_tokens
-from amm.sim.wire import Answer, WireError, WireProtocol, error_message
+from amm.sim.streams import ENCODERS, StreamGate, pieces
+from amm.sim.wire import Answer, ParsedRequest, WireError, WireProtocol, error_message
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -66,6 +68,7 @@ class Simulator:
         for name, profile in (profiles or {}).items():
             self._states[name] = ModelState(name, profile, model_seed(seed, name))
         self._protocols = {name: cls() for name, cls in PROTOCOL_CLASSES.items()}
+        self._gates: dict[str, StreamGate] = {}
         self._lifecycle = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,6 +202,18 @@ class Simulator:
                 total.update(state.statuses)
             return dict(total)
 
+    def stream_gate(self, model: str) -> StreamGate:
+        """A new, closed gate for ``model``'s streams (replacing and releasing the last
+        one): each stream writes its first content chunk, sets
+        ``gate.first_chunk_sent`` and waits for ``gate.release()`` before the rest."""
+        gate = StreamGate()
+        with self._lock:
+            previous = self._gates.get(model)
+            self._gates[model] = gate
+        if previous is not None:
+            previous.release()
+        return gate
+
     def reset(self) -> None:
         """Counters, request indices and rpm windows back to zero; profiles stay."""
         with self._lock:
@@ -274,47 +289,108 @@ class Simulator:
         from aiohttp import web
 
         body = await request.read()
-        path_model = None
-        if "target" in request.match_info:
-            path_model, _, action = request.match_info["target"].rpartition(":")
-            if action != "generateContent":
-                return self._bad_request(protocol, path_model, f"unsupported method {action!r}: "
-                                         "the simulator serves generateContent only")
+        # Gemini names the model and the method in the path: "<model>:<method>".
+        target = request.match_info.get("target")
         try:
-            parsed = protocol.parse(body, request.headers, path_model, request.query)
+            parsed = protocol.parse(body, request.headers, target, request.query)
         except WireError as exc:
-            return self._bad_request(protocol, path_model or "", str(exc))
+            return self._bad_request(protocol, (target or "").rpartition(":")[0], str(exc))
 
         with self._lock:
             state = self._state_for(parsed.model)
             decision = state.decide(api_key=parsed.api_key, prompt_tokens=parsed.prompt_tokens,
                                     now=self._clock())
+            profile = state.profile
+            gate = self._gates.get(parsed.model)
         rng = random.Random(decision.rng_seed)
         headers = protocol.headers(decision, rng)
-        if decision.fault is not None:
+        if decision.fault is not None or profile is None:
             self._record(state, decision.status)
-            message = error_message(decision)
-            return web.json_response(protocol.error(decision, message),
+            error = protocol.error(decision, error_message(decision))
+            note = self._quotes(parsed, profile)
+            return web.json_response(protocol.quote(error, note) if note else error,
                                      status=decision.status, headers=headers)
         if decision.delay_s > 0:
             await asyncio.sleep(decision.delay_s)
+        answer = compose(parsed, profile, decision, rng)
+        if parsed.stream:
+            return await self._stream(protocol, request, parsed, decision, profile, answer,
+                                      state, gate, rng, headers)
         if decision.malformed:
             self._record(state, 200)
             return web.Response(body=protocol.malformed(decision), headers=headers,
                                 content_type="application/json")
-        answer = self._generate(parsed.prompt, parsed.prompt_tokens, parsed.max_tokens,
-                                decision, rng)
+        if decision.empty:
+            answer = Answer("", answer.input_tokens, 0, False)
+            payload = protocol.empty(decision, answer.input_tokens, rng)
+        else:
+            payload = protocol.success(decision, answer, rng)
         self._record(state, 200, answer.input_tokens, answer.output_tokens, billed=True)
-        return web.json_response(protocol.success(decision, answer, rng), headers=headers)
+        if decision.missing_usage:
+            payload = {k: v for k, v in payload.items() if k not in protocol.usage_keys}
+        text = json.dumps(payload)
+        if decision.truncated_body:
+            text = text[:len(text) // 2]
+        return web.Response(text=text, headers=headers, content_type="application/json")
 
     @staticmethod
-    def _generate(prompt: str, prompt_tokens: int, max_tokens: int | None, decision: Decision,
-                  rng: random.Random) -> Answer:
-        text = generate_text(prompt, good=decision.good, rng=rng)
-        truncated = False
-        if max_tokens is not None:
-            text, truncated = truncate_tokens(text, max_tokens)
-        return Answer(text, prompt_tokens, count_tokens(text), truncated)
+    def _quotes(parsed: ParsedRequest, profile: ModelProfile | None) -> str:
+        """What a careless provider's error message quotes from the request."""
+        if profile is None:
+            return ""
+        notes = []
+        if profile.echo_key:
+            notes.append(f"(api key: {parsed.api_key})")
+        if profile.echo_prompt:
+            notes.append(f"(prompt: {parsed.prompt!r})")
+        return " ".join(notes)
+
+    async def _stream(self, protocol: WireProtocol, request: web.Request, parsed: ParsedRequest,
+                      decision: Decision, profile: ModelProfile, answer: Answer,
+                      state: ModelState, gate: StreamGate | None, rng: random.Random,
+                      headers: dict[str, str]) -> web.StreamResponse:
+        """Write ``answer`` chunk by chunk, with the profile's delays, stall and cut."""
+        from aiohttp import web
+
+        encoder = ENCODERS[protocol.name](decision, parsed, answer, rng)
+        response = web.StreamResponse(headers={**headers, "Content-Type": encoder.content_type,
+                                               "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        sent = 0
+        try:
+            if profile.first_chunk_delay_ms > 0:
+                await asyncio.sleep(profile.first_chunk_delay_ms / 1000.0)
+            if opening := encoder.opening():
+                await response.write(opening)
+            for index, piece in enumerate(pieces(answer, whole_calls=encoder.whole_calls)):
+                if index == profile.stream_cut_after:
+                    if report := encoder.usage_before_cut(sent):
+                        await response.write(report)
+                    self._cut(request)
+                    return response
+                sent += piece.tokens
+                await response.write(encoder.piece(piece, sent))
+                if index == 0:
+                    if gate is not None and gate.closed:
+                        await gate.passed()
+                    if profile.stream_stall_s > 0:
+                        await asyncio.sleep(profile.stream_stall_s)
+            await response.write(encoder.closing())
+            await response.write_eof()
+            sent = answer.output_tokens
+        except ConnectionError:
+            pass  # the client went away; it is billed for what was generated until then
+        finally:
+            self._record(state, 200, answer.input_tokens, sent, billed=True)
+        return response
+
+    @staticmethod
+    def _cut(request: web.Request) -> None:
+        """Close the connection without ending the chunked body: the client sees a
+        response cut short, as when a provider's connection drops mid-stream."""
+        transport = request.transport
+        if transport is not None:
+            transport.close()  # close(), not abort(): what was written still arrives
 
     def _bad_request(self, protocol: WireProtocol, model: str, message: str) -> web.Response:
         from aiohttp import web

@@ -13,7 +13,8 @@ import keyword
 import random
 import re
 
-__all__ = ["count_tokens", "generate_text", "key_terms", "truncate_tokens", "wants_code"]
+__all__ = ["count_tokens", "generate_text", "key_terms", "split_tokens", "truncate_tokens",
+           "wants_code"]
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,}")
@@ -50,6 +51,22 @@ def truncate_tokens(text: str, max_tokens: int) -> tuple[str, bool]:
             end = match.end()
             return text[:end], bool(text[end:].strip())
     return text, False
+
+
+def split_tokens(text: str, per_piece: int) -> list[str]:
+    """``text`` in pieces of ``per_piece`` tokens (the last may hold fewer), cut at token
+    ends so that the pieces' token counts add up to the whole's."""
+    pieces: list[str] = []
+    start = 0
+    for i, match in enumerate(_TOKEN.finditer(text), start=1):
+        if i % per_piece == 0:
+            pieces.append(text[start:match.end()])
+            start = match.end()
+    if text[start:].strip() or not pieces:
+        pieces.append(text[start:])
+    elif text[start:]:
+        pieces[-1] += text[start:]
+    return pieces
 
 
 def key_terms(prompt: str, limit: int = 6) -> list[str]:

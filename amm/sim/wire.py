@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -19,6 +19,8 @@ from amm.sim.text import count_tokens
 __all__ = [
     "Answer",
     "ParsedRequest",
+    "ToolCall",
+    "ToolSpec",
     "WireError",
     "WireProtocol",
     "bearer",
@@ -27,6 +29,7 @@ __all__ = [
     "json_object",
     "rand_id",
     "text_of",
+    "tool_specs",
 ]
 
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -37,24 +40,69 @@ class WireError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the request declares: its name and its parameters' JSON schema."""
+
+    name: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One call the simulated model makes. ``key`` is random letters that each
+    protocol prefixes its own way (``call_``, ``toolu_01``)."""
+
+    key: str
+    name: str
+    arguments: Mapping[str, Any]
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as the JSON text OpenAI and Anthropic streams carry."""
+        return json.dumps(self.arguments)
+
+    @property
+    def tokens(self) -> int:
+        """Output tokens the call is billed: its name and its serialized arguments."""
+        return count_tokens(self.name) + count_tokens(self.arguments_json)
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedRequest:
-    """What the simulator needs from a request, whatever its protocol."""
+    """What the simulator needs from a request, whatever its protocol.
+
+    ``tool_choice`` is ``None`` for auto, ``"none"``, ``"required"`` or the name of
+    the tool the request forces. ``tool_turns`` counts the tool-result turns in the
+    conversation, ``tool_results`` their texts. ``json_mode`` asks for JSON output,
+    ``json_schema`` is its schema if any; ``json_tool`` names the tool through which
+    the answer must be given (litellm's Anthropic JSON mode, ``json_tool_call``).
+    """
 
     model: str
     prompt: str
     prompt_tokens: int
     max_tokens: int | None
     api_key: str | None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str | None = None
+    tool_turns: int = 0
+    tool_results: tuple[str, ...] = ()
+    json_mode: bool = False
+    json_schema: Mapping[str, Any] | None = None
+    json_tool: str | None = None
+    stream: bool = False
+    include_usage: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The generated text and its accounting."""
+    """What the model says, text or tool calls, and its accounting."""
 
     text: str
     input_tokens: int
     output_tokens: int
     truncated: bool
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def text_of(content: Any) -> str:
@@ -84,9 +132,21 @@ def json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-def chat_request(data: dict[str, Any], system: Any, max_tokens: Any,
-                 key: str | None) -> ParsedRequest:
-    """The common shape: ``model`` plus ``messages`` with role/content."""
+def _role_tool_results(message: dict[str, Any]) -> list[str] | None:
+    """OpenAI's and Ollama's tool results: a message of role ``tool``."""
+    if message.get("role") != "tool":
+        return None
+    return [text_of(message.get("content"))]
+
+
+def chat_request(data: dict[str, Any], system: Any, max_tokens: Any, key: str | None,
+                 tool_results_of: Callable[[dict[str, Any]], list[str] | None]
+                 = _role_tool_results) -> ParsedRequest:
+    """The common shape: ``model`` plus ``messages`` with role/content.
+
+    ``tool_results_of`` returns a message's tool results, or ``None`` when it holds
+    none; consecutive such messages make one tool-result turn.
+    """
     model = data.get("model")
     messages = data.get("messages")
     if not isinstance(model, str) or not model:
@@ -95,17 +155,45 @@ def chat_request(data: dict[str, Any], system: Any, max_tokens: Any,
         raise WireError("'messages' must be a non-empty list")
     texts = [text_of(system)] if system else []
     prompt = ""
+    results: list[str] = []
+    turns = 0
+    in_turn = False
     for message in messages:
         if not isinstance(message, dict):
             raise WireError("each message must be an object")
         text = text_of(message.get("content"))
-        texts.append(text)
-        if message.get("role") == "user":
+        found = tool_results_of(message)
+        if found is not None:
+            turns += not in_turn
+            results.extend(found)
+            texts.extend(found)
+        elif text and message.get("role") == "user":
             prompt = text
+        in_turn = found is not None
+        if text not in (found or ()):
+            texts.append(text)
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise WireError(f"max_tokens must be a positive integer, got {max_tokens!r}")
     return ParsedRequest(model, prompt or "\n".join(texts),
-                         sum(count_tokens(t) for t in texts), max_tokens, key)
+                         sum(count_tokens(t) for t in texts), max_tokens, key,
+                         tool_turns=turns, tool_results=tuple(results))
+
+
+def tool_specs(tools: Any, unwrap: Callable[[dict[str, Any]], tuple[Any, Any]]) -> list[ToolSpec]:
+    """Declared tools from a request's list; ``unwrap`` gives a tool's (name, schema)."""
+    if tools is None:
+        return []
+    if not isinstance(tools, list):
+        raise WireError("'tools' must be a list")
+    specs = []
+    for tool in tools:
+        if not isinstance(tool, dict):
+            raise WireError("each tool must be an object")
+        name, schema = unwrap(tool)
+        if not isinstance(name, str) or not name:
+            raise WireError("each tool needs a name")
+        specs.append(ToolSpec(name, schema if isinstance(schema, dict) else {}))
+    return specs
 
 
 def rand_id(rng: random.Random, n: int) -> str:
@@ -166,6 +254,23 @@ class WireProtocol(abc.ABC):
     def malformed(self, decision: Decision) -> bytes:
         """A 200 body cut off mid-JSON (a proxy or the provider failing mid-answer)."""
         return b'{"id": "broken", "choices": [{"message": {"content": "cut off he'
+
+    @abc.abstractmethod
+    def empty(self, decision: Decision, input_tokens: int, rng: random.Random) -> dict[str, Any]:
+        """A 200 body with nothing in it: no choice, no content block, no candidate."""
+        ...
+
+    usage_keys: ClassVar[tuple[str, ...]] = ("usage",)
+    """The body's top-level usage fields, left out of a ``missing_usage`` answer."""
+
+    def quote(self, body: dict[str, Any], note: str) -> dict[str, Any]:
+        """``body`` (an error answer) with ``note`` appended to its message."""
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return {**body, "error": {**error, "message": f"{error['message']} {note}"}}
+        if isinstance(error, str):
+            return {**body, "error": f"{error} {note}"}
+        return body
 
 
 def error_message(decision: Decision) -> str:
