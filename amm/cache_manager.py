@@ -9,8 +9,9 @@ agent request: a hit returns what any model answered to the same request.
 ``get`` looks in L1 (microseconds, the hot path), then L2 (one primary-key read);
 each hit counts in ``hit_count`` and refreshes the entry's last access. Those
 access updates are written to L2 in batches (at the next write, eviction or close),
-so an L1 hit never touches the disk. ``set`` writes L1 and L2 at once (one short
-autocommit in WAL mode). Entries live ``default_ttl_seconds`` unless ``set`` says
+so an L1 hit never touches the disk. ``set`` writes L1 at once and queues the L2
+row on the store's shared writer (:mod:`telemetry.store_writer`), which commits it
+off the request path. Entries live ``default_ttl_seconds`` unless ``set`` says
 otherwise; expired entries are misses. When the stored payloads pass ``max_size_mb``
 the least recently used entries go until 90 % of it is left.
 
@@ -28,7 +29,6 @@ import logging
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,35 +36,23 @@ from typing import TypeVar
 
 from cachetools import LRUCache
 
-from amm.errors import CacheError, InvalidRequestError
+from amm._store import open_store
+from amm.errors import CacheError, ConfigurationError, InvalidRequestError
 from amm.models import CachedResponse, ModelRequest, ModelResponse, TokenUsage, ToolCall
 from telemetry.events import NULL_SINK, CacheEvent, EventSink
+from telemetry.store_schema import CACHE_TABLE
+from telemetry.store_writer import StoreWriter
 
 __all__ = ["CACHE_TABLE", "CacheManager", "cache_key"]
 
 logger = logging.getLogger(__name__)
 
-CACHE_TABLE = "amm_cache"
-"""The L2 table; the file may be shared with other components' tables."""
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (
-    key TEXT PRIMARY KEY,
-    payload TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    cached_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    last_access REAL NOT NULL,
-    hit_count INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS {CACHE_TABLE}_expires ON {CACHE_TABLE} (expires_at);
-CREATE INDEX IF NOT EXISTS {CACHE_TABLE}_access ON {CACHE_TABLE} (last_access);
-"""
-
 _MB = 1024 * 1024
 _KEY_VERSION = "amm-cache-v1"
 _NOT_CONTENT = frozenset({"priority", "temperature"})  # temperature enters as effective
 _TOUCH_BATCH = 256  # L1 hits whose access updates wait before one L2 write
+_STORE = f"INSERT OR REPLACE INTO {CACHE_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)"
+_TOUCH = f"UPDATE {CACHE_TABLE} SET last_access = ?, hit_count = ? WHERE key = ?"
 _T = TypeVar("_T")
 
 
@@ -145,43 +133,6 @@ class _Entry:
         self.hits = hits
 
 
-class _Writer:
-    """The cache's disk writer: a daemon thread that flushes pending stores in batches,
-    woken by stores and every ``interval_s``; stopped (and drained) by ``close``."""
-
-    def __init__(self, cache: CacheManager, interval_s: float = 0.2) -> None:
-        self._cache = weakref.ref(cache)
-        self._interval_s = interval_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="amm-cache-writer", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._interval_s)
-            self._wake.clear()
-            # Let stores arriving together share one transaction.
-            self._stop.wait(0.01)
-            cache = self._cache()
-            if cache is None:
-                return
-            try:
-                cache.flush()
-            except CacheError:  # a cache that cannot write is a cache without L2: go on
-                logger.warning("cache writer: stores not written", exc_info=True)
-            del cache
-
-
 class CacheManager:
     """Two-level response cache (L1 memory, L2 SQLite) with TTL and LRU eviction.
 
@@ -201,6 +152,7 @@ class CacheManager:
         clock: Callable[[], float] = time.time,
         events: EventSink = NULL_SINK,
         cache_nondeterministic: bool = False,
+        store: StoreWriter | None = None,
     ) -> None:
         if max_size_mb <= 0 or default_ttl_seconds <= 0:
             raise InvalidRequestError(
@@ -212,20 +164,20 @@ class CacheManager:
         self._clock = clock
         self._events = events
         self._nondeterministic = cache_nondeterministic
-        # _db_lock guards the connection and the size; _l1_lock the memory level. An
-        # L1 hit takes only _l1_lock, so it never waits for a disk write or eviction.
-        # Order: _db_lock before _l1_lock.
-        self._db_lock = threading.Lock()
+        # _l1_lock guards the memory level, the touches and the stores not yet
+        # committed; an L1 hit takes only it, so it never waits for a disk write.
         self._l1_lock = threading.Lock()
         self._l1: LRUCache[str, _Entry] | None = (
             LRUCache(maxsize=l1_max_entries) if l1_max_entries > 0 else None)
         self._touched: dict[str, tuple[float, int]] = {}  # key -> (last access, hits)
-        self._pending: dict[str, tuple[str, int, _Entry]] = {}  # stored, not yet written
-        self._read_lock = threading.Lock()
-        self._reader: sqlite3.Connection | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._conn = self._open()
-        self._writer = _Writer(self)
+        self._pending: dict[str, tuple[int, _Entry]] = {}  # stored: (ticket, entry)
+        self._closed = False
+        self._owned = store is None
+        try:
+            self._store = store if store is not None else open_store(self._path)
+        except ConfigurationError as exc:
+            raise CacheError(f"cache {self._path}: cannot open: {exc.__cause__}") from exc
+        self._unsized = 0  # bytes stored since the size was last read from the file
         self._size = int(self._sql(lambda c: c.execute(
             f"SELECT COALESCE(SUM(size_bytes), 0) FROM {CACHE_TABLE}").fetchone()[0]))
 
@@ -263,7 +215,7 @@ class CacheManager:
 
     def _get(self, key: str) -> CachedResponse | None:
         now = self._clock()
-        flush = False
+        touched: dict[str, tuple[float, int]] = {}
         if self._l1 is not None:
             with self._l1_lock:
                 entry = self._l1.get(key)
@@ -273,18 +225,25 @@ class CacheManager:
                         return None  # L2 holds the same expiry
                     entry.hits += 1
                     self._touched[key] = (now, entry.hits)
-                    flush = len(self._touched) >= _TOUCH_BATCH
+                    if len(self._touched) >= _TOUCH_BATCH:
+                        touched, self._touched = self._touched, {}
                     hit = CachedResponse(entry.response, entry.cached_at, entry.expires_at,
                                          entry.hits)
             if entry is not None:
-                if flush:
-                    self._writer.wake()  # access times go to disk with the next batch
+                if touched:  # access times go to disk with the next batch
+                    self._store.submit_many(_TOUCH, [(at, hits, k)
+                                                     for k, (at, hits) in touched.items()])
                 return hit
         with self._l1_lock:
             pending = self._pending.get(key)
-        if pending is not None and pending[2].expires_ts > now:  # stored, not yet on disk
-            pending[2].hits += 1
-            e = pending[2]
+            if pending is not None and self._store.is_committed(pending[0]):
+                del self._pending[key]  # on disk now: read it there
+                pending = None
+        if pending is not None and pending[1].expires_ts > now:  # stored, not yet on disk
+            e = pending[1]
+            e.hits += 1
+            with self._l1_lock:
+                self._touched[key] = (now, e.hits)
             return CachedResponse(e.response, e.cached_at, e.expires_at, e.hits)
         return self._read(lambda c: self._get_l2(c, key, now))
 
@@ -323,50 +282,53 @@ class CacheManager:
         size = len(payload.encode("utf-8", "surrogatepass"))
         now = self._clock()
         entry = _Entry(response, now, now + ttl, 0)
-        # L1 and the pending map at once; the disk write happens on the writer thread,
-        # off the request path (a commit, or a WAL checkpoint, took up to 50 ms there).
+        # L1 at once; the disk write is queued on the store's writer thread, off the
+        # request path (a commit, or a WAL checkpoint, took up to 50 ms there).
         with self._l1_lock:
-            if self._conn is None:
+            if self._closed:
                 raise CacheError(f"cache {self._path} is closed")
             if self._l1 is not None:
                 self._l1[cache_key] = entry
-            self._pending[cache_key] = (payload, size, entry)
-        self._writer.wake()
+            ticket = self._store.submit(_STORE, (cache_key, payload, size, now, now + ttl,
+                                                 now, 0))
+            self._pending[cache_key] = (ticket, entry)
+            if len(self._pending) > 4 * _TOUCH_BATCH:
+                self._prune_pending_locked()
+            self._unsized += size
+            oversize = self._size + self._unsized > self._max_bytes
+        if oversize:  # re-read the size in the batch and evict there if it is real
+            self._store.submit(self._evict_if_over)
+
+    def _prune_pending_locked(self) -> None:
+        done = [k for k, (t, _) in self._pending.items() if self._store.is_committed(t)]
+        for k in done:
+            del self._pending[k]
+
+    def _evict_if_over(self, conn: sqlite3.Connection) -> None:
+        """Queued work: size from the file, LRU eviction when past the maximum. It
+        reads what it needs, so running it again after a failed batch is harmless."""
+        self._write_touches(conn)
+        with self._l1_lock:
+            self._unsized = 0
+        self._size = int(conn.execute(
+            f"SELECT COALESCE(SUM(size_bytes), 0) FROM {CACHE_TABLE}").fetchone()[0])
+        if self._size > self._max_bytes:
+            self._evict_lru(conn, self._max_bytes * 0.9)
 
     def flush(self) -> None:
         """Write every pending store (and access time) to L2 now. Raises CacheError
-        when L2 refuses."""
+        when L2 refuses (the stores stay queued for the next try)."""
         with self._l1_lock:
-            pending, self._pending = self._pending, {}
-            if not pending and not self._touched:
-                return
-
-        def write(conn: sqlite3.Connection) -> None:
-            # IMMEDIATE: take the write lock first, waiting out other writers of the
-            # shared file; a deferred transaction that read first fails at once in WAL.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for key, (payload, size, e) in pending.items():
-                    old = conn.execute(f"SELECT size_bytes FROM {CACHE_TABLE} WHERE key = ?",
-                                       (key,)).fetchone()
-                    conn.execute(
-                        f"INSERT OR REPLACE INTO {CACHE_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (key, payload, size, e.cached_ts, e.expires_ts, e.cached_ts, e.hits))
-                    self._size += size - (old[0] if old else 0)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            self._write_touches(conn)  # after the rows they touch exist
-            if self._size > self._max_bytes:
-                self._evict_lru(conn, self._max_bytes * 0.9)
-
+            touched, self._touched = self._touched, {}
+        if touched:
+            self._store.submit_many(_TOUCH, [(at, hits, key)
+                                             for key, (at, hits) in touched.items()])
         try:
-            self._sql(write)
-        except CacheError:
-            with self._l1_lock:  # keep the batch for the next try; newer stores win
-                self._pending = {**pending, **self._pending}
-            raise
+            self._store.flush()
+        except sqlite3.Error as exc:
+            raise CacheError(f"cache {self._path}: {exc}") from exc
+        with self._l1_lock:
+            self._prune_pending_locked()
 
     # -- maintenance -------------------------------------------------------------------
 
@@ -442,26 +404,20 @@ class CacheManager:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Write pending stores and access updates, and close the file. Idempotent."""
-        self._writer.stop()
-        try:
-            self.flush()
-        except CacheError:
-            logger.warning("cache %s: pending stores lost at close", self._path, exc_info=True)
-        with self._db_lock:
-            conn, self._conn = self._conn, None
-            if conn is None:
+        """Write pending stores and access updates, and let go of the store.
+        Idempotent; never raises (what could not be written is logged)."""
+        with self._l1_lock:
+            if self._closed:
                 return
-            try:
-                self._write_touches(conn)
-            except sqlite3.Error:
-                logger.warning("cache %s: access times lost at close", self._path, exc_info=True)
-            finally:
-                conn.close()
-        with self._read_lock:
-            reader, self._reader = self._reader, None
-            if reader is not None:
-                reader.close()
+            self._closed = True
+            touched, self._touched = self._touched, {}
+        if touched:
+            self._store.submit_many(_TOUCH, [(at, hits, key)
+                                             for key, (at, hits) in touched.items()])
+        if self._owned:
+            self._store.release()
+        else:
+            self._store.flush_quietly()
 
     def __enter__(self) -> CacheManager:
         return self
@@ -482,53 +438,28 @@ class CacheManager:
 
     # -- the database ------------------------------------------------------------------
 
-    def _open(self) -> sqlite3.Connection:
-        try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None,
-                                   timeout=5.0)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(_SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-        except (sqlite3.Error, OSError) as exc:
-            raise CacheError(f"cache {self._path}: cannot open: {exc}") from exc
-        return conn
-
     def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run read-only ``work`` on the reader connection: WAL lets it run beside the
-        writer's transaction, so a cache miss never waits for a batch being written."""
-        with self._read_lock:
-            if self._conn is None:
-                raise CacheError(f"cache {self._path} is closed")
-            if self._reader is None:
-                try:
-                    self._reader = sqlite3.connect(self._path, check_same_thread=False,
-                                                   isolation_level=None, timeout=5.0)
-                except sqlite3.Error as exc:
-                    raise CacheError(f"cache {self._path}: {exc}") from exc
-            try:
-                return work(self._reader)
-            except sqlite3.Error as exc:
-                raise CacheError(f"cache {self._path}: {exc}") from exc
+        """Run read-only ``work`` on the store's reader connection: WAL lets it run
+        beside a batch being written, so a cache miss never waits for the writer."""
+        if self._closed:
+            raise CacheError(f"cache {self._path} is closed")
+        try:
+            return self._store.read(work)
+        except sqlite3.Error as exc:
+            raise CacheError(f"cache {self._path}: {exc}") from exc
 
     def _sql(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``work`` on the connection, mapping database failures to CacheError."""
-        with self._db_lock:
-            if self._conn is None:
-                raise CacheError(f"cache {self._path} is closed")
-            try:
-                return work(self._conn)
-            except sqlite3.Error as exc:
-                raise CacheError(f"cache {self._path}: {exc}") from exc
+        """Run ``work`` in a transaction of the store's writer connection (after what
+        is queued), mapping database failures to CacheError."""
+        if self._closed:
+            raise CacheError(f"cache {self._path} is closed")
+        try:
+            return self._store.run(work)
+        except sqlite3.Error as exc:
+            raise CacheError(f"cache {self._path}: {exc}") from exc
 
     def _write_touches(self, conn: sqlite3.Connection) -> None:
         with self._l1_lock:
             touched, self._touched = self._touched, {}
         if touched:
-            conn.executemany(
-                f"UPDATE {CACHE_TABLE} SET last_access = ?, hit_count = ? WHERE key = ?",
-                [(at, hits, key) for key, (at, hits) in touched.items()])
+            conn.executemany(_TOUCH, [(at, hits, key) for key, (at, hits) in touched.items()])

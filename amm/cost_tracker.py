@@ -1,15 +1,35 @@
 """The cost ledger: every billed token in SQLite exactly once, and the day's spend in memory.
 
 Booking a cost (:meth:`CostTracker.record_cost`, or the listener :meth:`CostTracker.record`
-for ``AttemptEvent``) appends to an in-memory batch and adds to the day's running
-total at once, so :meth:`check_budget`, :meth:`current_spend` and :meth:`would_exceed`
-are exact and instant. A small writer thread (it works with or without an event loop)
-writes batches to the table ``amm_cost_ledger`` of a WAL SQLite file every
-``flush_interval_s`` or when ``batch_size`` records wait. Each record carries a
-client-made unique id and is written with ``INSERT OR IGNORE``, so a retried batch
-never books anything twice; a failed write keeps the batch for the next try.
-:meth:`flush` writes everything pending now; :meth:`close` flushes and stops, so a
-clean shutdown loses nothing, and a crash loses at most what was not flushed yet.
+for ``AttemptEvent``) queues the row on the store's shared writer
+(:mod:`telemetry.store_writer`) and adds to the day's running total at once, so
+:meth:`check_budget`, :meth:`current_spend` and :meth:`would_exceed` are exact and
+instant. The writer commits batches to the table ``amm_cost_ledger`` of a WAL SQLite
+file every ``flush_interval_s``, when ``batch_size`` records wait, or at once for a
+caller of :meth:`durable`. Each record carries a client-made unique id and is
+written with ``INSERT OR IGNORE``, so a retried batch never books anything twice; a
+failed write keeps the batch for the next try. :meth:`flush` writes everything
+pending now; :meth:`close` flushes and stops, so a clean shutdown loses nothing.
+
+Durability of a returned response: the request path awaits :meth:`durable` before
+it returns. It waits for the commit of every row booked so far; callers waiting
+together share one commit (group commit), and with ``synchronous=NORMAL`` in WAL a
+commit survives a killed process. So a response the caller saw has its ledger row.
+
+Reservations (concurrency-safe budget): before a call, :meth:`reserve` holds its
+estimated cost; it raises :class:`~amm.errors.BudgetExceededError` when today's
+spend + every held reservation + the estimate passes the budget. The call's actual
+cost is booked by the ledger as usual; then :meth:`Reservation.settle` (or
+``release()`` when nothing was spent) drops the hold. Bound: spend never passes the
+budget by more than the estimation error of the calls in flight, that is
+sum(max(0, actual - estimate)) over calls holding a reservation at the same time.
+
+A store that cannot be written: requests are not failed by the ledger, but the
+budget **fails closed** by default: while the store is failing (its last commit
+failed), :meth:`reserve` refuses with ``BudgetExceededError`` (``error_type``
+``"ledger_unwritable"``) and :meth:`would_exceed` says True, since spend that cannot
+be recorded cannot be bounded. ``fail_open=True`` keeps admitting calls on the
+in-memory total instead. ``write_failures`` counts the failed commits.
 
 Days are UTC days. A new instance on an existing file starts the day's running total
 from the database, and knows which budget alerts (50/80/100 % by default, each once
@@ -32,11 +52,12 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 from amm._ledger_store import ALERTS_TABLE, LEDGER_TABLE, AlertRow, LedgerStore
-from amm.errors import ConfigurationError, InvalidRequestError
+from amm.errors import BudgetExceededError, ConfigurationError, InvalidRequestError
 from amm.models import BudgetStatus, utcnow
 from telemetry.events import NULL_SINK, AttemptEvent, BudgetAlertEvent, Event, EventSink
+from telemetry.store_writer import StoreWriter
 
-__all__ = ["LEDGER_TABLE", "CostTracker"]
+__all__ = ["LEDGER_TABLE", "CostTracker", "Reservation"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +90,46 @@ def _check_count(name: str, value: object) -> None:
         )
 
 
+class Reservation:
+    """A hold on part of today's budget for one call in flight (from
+    :meth:`CostTracker.reserve`). ``settle`` or ``release`` ends it; both are
+    idempotent and thread-safe, the first one counts. Usable as a context manager
+    (released on exit unless settled).
+
+    >>> with tracker.reserve(0.02) as hold:
+    ...     response = await call()
+    ...     hold.settle(response.cost)
+    """
+
+    __slots__ = ("_tracker", "actual_cost_usd", "day", "estimated_cost_usd", "settled")
+
+    def __init__(self, tracker: CostTracker, estimated_cost_usd: float, day: str) -> None:
+        self._tracker = tracker
+        self.estimated_cost_usd = estimated_cost_usd
+        self.day = day
+        self.settled = False
+        self.actual_cost_usd: float | None = None
+
+    def settle(self, actual_cost_usd: float) -> None:
+        """The call finished and cost ``actual_cost_usd`` (booked by the ledger, not
+        here): drop the hold."""
+        self._tracker._end(self, float(actual_cost_usd))
+
+    def release(self) -> None:
+        """The call will not spend (refused, failed before billing): drop the hold."""
+        self._tracker._end(self, None)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        state = "settled" if self.settled else "held"
+        return f"Reservation(${self.estimated_cost_usd:.6f}, {state})"
+
+
 class CostTracker:
     """Durable, exact cost ledger with an in-memory daily budget.
 
@@ -89,6 +150,8 @@ class CostTracker:
         flush_interval_s: float = 0.5,
         batch_size: int = 256,
         busy_timeout_s: float = 5.0,
+        fail_open: bool = False,
+        store: StoreWriter | None = None,
     ) -> None:
         if isinstance(daily_budget, bool) or not isinstance(daily_budget, int | float) \
                 or not math.isfinite(daily_budget) or daily_budget <= 0:
@@ -106,12 +169,15 @@ class CostTracker:
         self._thresholds = thresholds
         self._clock = clock
         self._events = events
+        self._fail_open = fail_open
         self._store = LedgerStore(Path(db_path), flush_interval_s=flush_interval_s,
-                                  batch_size=batch_size, busy_timeout_s=busy_timeout_s)
+                                  batch_size=batch_size, busy_timeout_s=busy_timeout_s,
+                                  store=store)
         # _lock guards the day's running state; _roll_lock serialises day changes.
         self._lock = threading.Lock()
         self._roll_lock = threading.Lock()
         self._seen: dict[str, None] = {}
+        self._reserved = 0.0  # today's held reservations
         self._today = _day(self._clock())
         self._today_total, self._fired = self._load_day(self._today)
         self._store.set_budget(self._today, self._budget)
@@ -120,6 +186,82 @@ class CostTracker:
     def db_path(self) -> Path:
         """The SQLite file this component writes."""
         return self._store.path
+
+    @property
+    def write_failures(self) -> int:
+        """Failed commits of the store this ledger writes (shared with the other
+        components of the file); 0 while everything is written."""
+        return self._store.writer.write_failures
+
+    @property
+    def can_record(self) -> bool:
+        """False while the store is failing: spend is not being made durable."""
+        return self._store.writer.healthy
+
+    # -- durability barrier ----------------------------------------------------------
+
+    async def durable(self) -> bool:
+        """Wait until every cost booked so far is committed to the database.
+
+        The request path awaits this before returning a response, so a response the
+        caller saw has its ledger row even if the process is killed next. Callers
+        waiting together share one commit. Never raises: False when the store could
+        not write (the rows stay queued and are retried; see ``write_failures``).
+        """
+        return await self._store.wait_async()
+
+    def wait_durable(self, timeout_s: float | None = None) -> bool:
+        """:meth:`durable` for code without an event loop (blocks the thread)."""
+        return self._store.wait(timeout_s=timeout_s)
+
+    # -- reservations ----------------------------------------------------------------
+
+    def reserve(self, estimated_cost_usd: float) -> Reservation:
+        """Hold ``estimated_cost_usd`` of today's budget for a call about to be made.
+
+        Raises BudgetExceededError (nothing held) when spend + reserved + estimate
+        would pass the budget, or, unless ``fail_open``, when the store is failing
+        (``error_type="ledger_unwritable"``); InvalidRequestError for a negative or
+        non-finite estimate. Thread-safe.
+        """
+        est = estimated_cost_usd
+        if isinstance(est, bool) or not isinstance(est, int | float) \
+                or not math.isfinite(est) or est < 0:
+            raise InvalidRequestError(f"estimated_cost_usd must be a finite number >= 0; "
+                                      f"got {est!r}", error_type="invalid_cost")
+        if not self._fail_open and not self._store.writer.healthy:
+            raise BudgetExceededError(
+                f"cost ledger {self.db_path} cannot be written: calls are refused until it "
+                f"can (fail closed; CostTracker(fail_open=True) admits them)",
+                error_type="ledger_unwritable")
+        day = _day(self._clock())
+        if day > self._today:
+            self._roll_to(day)
+        with self._lock:
+            committed = self._today_total + self._reserved
+            if committed + est > self._budget:
+                raise BudgetExceededError(
+                    f"daily budget of ${self._budget:.2f} would be exceeded: spent "
+                    f"${self._today_total:.4f}, reserved ${self._reserved:.4f}, this call "
+                    f"${float(est):.4f}", error_type="budget_exceeded")
+            self._reserved += est
+            return Reservation(self, float(est), self._today)
+
+    def _end(self, hold: Reservation, actual: float | None) -> None:
+        with self._lock:
+            if hold.settled:
+                return
+            hold.settled = True
+            hold.actual_cost_usd = actual
+            if hold.day == self._today:
+                self._reserved = max(0.0, self._reserved - hold.estimated_cost_usd)
+
+    def reserved(self) -> float:
+        """USD held today by reservations of calls in flight."""
+        day = _day(self._clock())
+        if day > self._today:
+            self._roll_to(day)
+        return self._reserved
 
     # -- booking ---------------------------------------------------------------------
 
@@ -227,8 +369,12 @@ class CostTracker:
         return self._today_total
 
     def would_exceed(self, estimated_cost: float) -> bool:
-        """Would spending ``estimated_cost`` more take today's spend over the budget?"""
-        return self.current_spend() + estimated_cost > self._budget
+        """Would spending ``estimated_cost`` more, on top of today's spend and every
+        held reservation, pass the budget? True while the store is failing (fail
+        closed) unless ``fail_open``."""
+        if not self._fail_open and not self._store.writer.healthy:
+            return True
+        return self.current_spend() + self.reserved() + estimated_cost > self._budget
 
     async def check_budget(self) -> BudgetStatus:
         """Today's budget utilisation (exact and instant: from memory)."""
@@ -286,10 +432,11 @@ class CostTracker:
         """How many booked records are not written yet."""
         return self._store.pending()
 
-    def close(self) -> None:
-        """Flush everything and stop the writer. Idempotent; a record booked later is
-        written at once."""
-        self._store.close()
+    def close(self) -> bool:
+        """Flush everything and stop the writer. Idempotent; never raises: False when
+        records could not be written (logged once). A record booked later is written
+        at once."""
+        return self._store.close()
 
     def __enter__(self) -> CostTracker:
         return self
@@ -321,8 +468,9 @@ class CostTracker:
             total, fired = self._load_day(day)
             with self._lock:
                 self._today, self._today_total, self._fired = day, total, fired
+                self._reserved = 0.0  # yesterday's holds do not count against today
 
     def __repr__(self) -> str:
         return (f"CostTracker({str(self.db_path)!r}, day={self._today}, "
                 f"spend=${self._today_total:.4f} of ${self._budget:.2f}, "
-                f"pending={self.pending()})")
+                f"reserved=${self._reserved:.4f}, pending={self.pending()})")

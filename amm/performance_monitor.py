@@ -5,7 +5,7 @@ Two views of the same observations:
 * in memory, a :class:`~telemetry.stats.RollingStats` over the last ``window_s``
   (``snapshot()``, cheap: the selector reads it for every candidate);
 * on disk, the ``amm_performance`` table (WAL SQLite at ``db_path``), written in
-  batches by a background thread, read by ``get_model_performance`` and
+  batches by the store's shared writer (:mod:`telemetry.store_writer`), read by ``get_model_performance`` and
   ``detect_degradation`` over any window, and replayed into the rolling stats when a
   new monitor opens an existing file (warm start: a restarted process does not forget).
 
@@ -26,13 +26,13 @@ import asyncio
 import logging
 import math
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from amm.errors import InvalidRequestError, PerformanceMonitorError
+from amm._store import open_store
+from amm.errors import ConfigurationError, InvalidRequestError, PerformanceMonitorError
 from amm.models import PerformanceDegradation, PerformanceMetrics
 from telemetry.events import (
     HEALTH_CHECK_AGENT,
@@ -45,35 +45,17 @@ from telemetry.events import (
     StatsSnapshot,
 )
 from telemetry.stats import RollingStats
-from telemetry.store_schema import connect
+from telemetry.store_schema import PERFORMANCE_DDL, PERFORMANCE_TABLE
+from telemetry.store_writer import StoreWriter
 
 __all__ = ["PERFORMANCE_DDL", "PerformanceMonitor"]
 
 _log = logging.getLogger("amm.performance")
 
-PERFORMANCE_DDL = """
-CREATE TABLE IF NOT EXISTS amm_performance (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts            REAL    NOT NULL,  -- epoch seconds
-    model_id      TEXT    NOT NULL,
-    agent_type    TEXT    NOT NULL DEFAULT '',
-    task_id       TEXT    NOT NULL DEFAULT '',
-    latency_ms    REAL,              -- NULL: a quality-only row
-    success       INTEGER,
-    error_type    TEXT,
-    cost_usd      REAL    NOT NULL DEFAULT 0,
-    input_tokens  INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    quality_score REAL               -- NULL: not evaluated
-);
-CREATE INDEX IF NOT EXISTS amm_performance_model_ts ON amm_performance (model_id, ts);
-"""
-_INSERT = ("INSERT INTO amm_performance (ts, model_id, agent_type, task_id, latency_ms, success, "
-           "error_type, cost_usd, input_tokens, output_tokens, quality_score) "
+_INSERT = (f"INSERT INTO {PERFORMANCE_TABLE} (ts, model_id, agent_type, task_id, latency_ms, "
+           "success, error_type, cost_usd, input_tokens, output_tokens, quality_score) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _Row = tuple[float, str, str, str, float | None, int | None, str | None, float, int, int, float | None]
-
-_MAX_PENDING = 100_000  # rows kept while the store fails; beyond, the oldest are dropped
 
 
 class PerformanceMonitor:
@@ -91,6 +73,7 @@ class PerformanceMonitor:
         min_samples: int = 10,
         events: EventSink = NULL_SINK,
         flush_interval_s: float = 0.5,
+        store: StoreWriter | None = None,
     ) -> None:
         self.db_path = Path(db_path)
         self._clock = clock
@@ -99,24 +82,23 @@ class PerformanceMonitor:
         self._baseline_s = baseline_window_s
         self._min_samples = min_samples
         self._events = events
-        self._flush_interval_s = flush_interval_s
-        self._pending: list[_Row] = []
-        self._lock = threading.Lock()  # guards _pending
-        self._db_lock = threading.Lock()  # one writer/reader of the connection at a time
-        self._wake = threading.Event()
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._owned = store is None
         try:
-            self._conn: sqlite3.Connection = connect(self.db_path)
-            self._conn.executescript(PERFORMANCE_DDL)
-            self._conn.commit()
+            self._store = store if store is not None else open_store(
+                self.db_path, flush_interval_s=flush_interval_s, clock=clock)
+        except ConfigurationError as exc:
+            raise PerformanceMonitorError(
+                f"cannot open the performance store {self.db_path}: {exc.__cause__}") from exc
+        try:
             self._warm_start()
         except sqlite3.Error as exc:
+            self.close()
             raise PerformanceMonitorError(
-                f"cannot open the performance store {self.db_path}: {exc}") from exc
+                f"cannot read the performance store {self.db_path}: {exc}") from exc
 
     def __repr__(self) -> str:
-        return (f"PerformanceMonitor({str(self.db_path)!r}, pending={len(self._pending)}, "
+        return (f"PerformanceMonitor({str(self.db_path)!r}, pending={self._store.pending()}, "
                 f"models={len(self._stats.models())}, closed={self._closed})")
 
     # --- recording ---------------------------------------------------------------------
@@ -238,11 +220,10 @@ class PerformanceMonitor:
         """(latencies of attempts, successes, quality scores) of rows in [since, until)."""
         self.flush()
         try:
-            with self._db_lock:
-                rows = self._conn.execute(
-                    "SELECT latency_ms, success, quality_score FROM amm_performance "
-                    "WHERE model_id = ? AND ts >= ? AND ts < ?", (model_id, since, until + 1e-6),
-                ).fetchall()
+            rows = self._store.read(lambda c: c.execute(
+                f"SELECT latency_ms, success, quality_score FROM {PERFORMANCE_TABLE} "
+                "WHERE model_id = ? AND ts >= ? AND ts < ?", (model_id, since, until + 1e-6),
+            ).fetchall())
         except sqlite3.Error as exc:
             raise PerformanceMonitorError(f"reading {self.db_path} failed: {exc}",
                                           model_id=model_id) from exc
@@ -253,63 +234,44 @@ class PerformanceMonitor:
 
     # --- persistence ------------------------------------------------------------------
     def _enqueue(self, row: _Row) -> None:
-        with self._lock:
-            if self._closed:
-                _log.warning("performance monitor closed: row for %s not stored", row[1])
-                return
-            self._pending.append(row)
-            if len(self._pending) > _MAX_PENDING:
-                del self._pending[: len(self._pending) - _MAX_PENDING]
-                _log.error("performance store behind: oldest rows dropped")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="amm-performance-flush",
-                                                daemon=True)
-                self._thread.start()
+        if self._closed:
+            _log.debug("performance monitor closed: row for %s not stored", row[1])
+            return
+        self._store.submit(_INSERT, row)
 
-    def _run(self) -> None:
-        while not self._wake.wait(self._flush_interval_s):
-            try:
-                self.flush()
-            except PerformanceMonitorError:
-                _log.exception("performance store flush failed; will retry")
+    @property
+    def write_failures(self) -> int:
+        """Failed commits of the store this monitor writes (shared with the other
+        components of the file)."""
+        return self._store.write_failures
 
     def flush(self) -> None:
-        """Write every pending row now, in one transaction. Idempotent."""
-        with self._lock:
-            rows, self._pending = self._pending, []
-        if not rows:
-            return
+        """Write every pending row now, in one transaction. Idempotent. Raises
+        PerformanceMonitorError when the store refuses (the rows stay queued)."""
         try:
-            with self._db_lock, self._conn:
-                self._conn.executemany(_INSERT, rows)
+            self._store.flush()
         except sqlite3.Error as exc:
-            with self._lock:  # keep them for the next try
-                self._pending[:0] = rows
-            raise PerformanceMonitorError(f"writing {len(rows)} rows to {self.db_path} failed: {exc}"
-                                          ) from exc
+            raise PerformanceMonitorError(
+                f"writing to {self.db_path} failed: {exc}") from exc
 
     def close(self) -> None:
-        """Flush and close the store; stop the flush thread. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        try:
-            self.flush()
-        finally:
-            with self._db_lock:
-                self._conn.close()
+        """Write what is pending and let go of the store. Idempotent; never raises
+        (a write it could not do is logged by the store)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owned:
+            self._store.release()
+        else:
+            self._store.flush_quietly()
 
     def _warm_start(self) -> None:
         """Replay the rows of the rolling window into the in-memory statistics."""
         since = self._clock() - self._stats.window_s
-        rows = self._conn.execute(
+        rows = self._store.read(lambda c: c.execute(
             "SELECT ts, model_id, agent_type, latency_ms, success, error_type, cost_usd, "
-            "input_tokens, output_tokens, quality_score FROM amm_performance WHERE ts >= ? "
-            "ORDER BY ts", (since,)).fetchall()
+            f"input_tokens, output_tokens, quality_score FROM {PERFORMANCE_TABLE} WHERE ts >= ? "
+            "ORDER BY ts", (since,)).fetchall())
         for ts, model, agent, latency, success, error_type, cost, tin, tout, quality in rows:
             if latency is not None:
                 self._stats.observe_attempt(model, agent, latency, bool(success), error_type,

@@ -2,7 +2,8 @@
 
 Rows have the shape of the OpenTelemetry Collector's ClickHouse exporter table
 (see :mod:`telemetry.store_schema`). It runs behind a batch span processor, so
-writes happen off the request path, one transaction per batch; ``INSERT OR
+writes happen off the request path; each export is queued on the file's shared
+writer (:mod:`telemetry.store_writer`) and waits for its commit; ``INSERT OR
 IGNORE`` on (TraceId, SpanId) makes a replayed batch a no-op. The file is in WAL
 mode, so the dashboard reads while agents write. A crash loses at most the batch
 not yet exported; everything committed before it stays.
@@ -16,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 
-from telemetry.store_schema import connect, ensure_schema
+from telemetry.store_writer import StoreError, StoreWriter
 
 __all__ = ["SpanStoreExporter", "iso_ns", "span_row"]
 
@@ -121,53 +121,70 @@ def span_row(span: ReadableSpan) -> tuple[Any, ...]:
 
 
 class SpanStoreExporter(SpanExporter):
-    """Writes each exported batch of spans into ``otel_traces`` in one transaction."""
+    """Writes each exported batch of spans into ``otel_traces`` (one commit, shared
+    with whatever else the store's writer has queued)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, commit_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
+        self._writer: StoreWriter | None = None
         self._closed = False
+        self._commit_timeout_s = commit_timeout_s
+        self._warned = False
         self.exported = 0  # spans handed to SQLite (duplicates included)
-        try:  # create the table now, so readers (the dashboard) can open the file at once
-            self._connection()
-        except (sqlite3.Error, OSError):
-            _log.exception("span store %s cannot be opened yet; will retry on export", self.path)
+        # Open now, so readers (the dashboard) find the tables at once.
+        self._open()
 
     def __repr__(self) -> str:
         return f"SpanStoreExporter({str(self.path)!r}, exported={self.exported})"
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            conn = connect(self.path)
-            ensure_schema(conn)
-            self._conn = conn
-        return self._conn
+    @property
+    def write_failures(self) -> int:
+        """Failed commits of the store (0 when it never opened)."""
+        return self._writer.write_failures if self._writer is not None else 0
+
+    def _open(self) -> StoreWriter | None:
+        with self._lock:
+            if self._writer is None and not self._closed:
+                try:
+                    self._writer = StoreWriter.open(self.path)
+                except StoreError as exc:
+                    if not self._warned:  # once, not once per batch
+                        self._warned = True
+                        _log.warning("span store: %s; spans are not stored locally until "
+                                     "it can be opened", exc)
+            return self._writer
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Insert ``spans`` (one transaction); a row already stored is left as it is."""
+        """Insert ``spans``; a row already stored is left as it is. Waits for the
+        commit; FAILURE (never an exception) when the store cannot write them now."""
         if self._closed:
+            return SpanExportResult.FAILURE
+        writer = self._open()
+        if writer is None:
             return SpanExportResult.FAILURE
         try:
             rows = [span_row(span) for span in spans]
-            with self._lock:
-                conn = self._connection()
-                with conn:  # one transaction: the whole batch or nothing
-                    conn.executemany(_INSERT, rows)
-                self.exported += len(rows)
-        except (sqlite3.Error, OSError, ValueError, TypeError):
-            _log.exception("span store %s: batch of %d spans not written", self.path, len(spans))
+        except (ValueError, TypeError):
+            _log.warning("span store %s: a batch of %d spans could not be encoded", self.path,
+                         len(spans), exc_info=True)
             return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+        ticket = writer.submit_many(_INSERT, rows)
+        self.exported += len(rows)
+        ok = writer.wait(ticket, self._commit_timeout_s)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Every export is committed before it returns: nothing to flush."""
+        """Every export waits for its commit: nothing to flush."""
         return True
 
     def shutdown(self) -> None:
-        """Close the connection; later exports fail. Idempotent."""
+        """Let go of the store (its last user writes what is queued); later exports
+        fail. Idempotent."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.release()

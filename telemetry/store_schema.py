@@ -4,7 +4,14 @@ Request-level records are spans in the shape of the OpenTelemetry Collector's
 ClickHouse exporter table ``otel_traces``, with the map and nested columns stored as
 JSON text, so :mod:`analytics` reads this file and a ClickHouse fed by a collector
 with the same mapping. Components keep their own tables in the same file
-(``amm_cost_ledger``, ``amm_cache``, ``amm_performance``); each creates its own.
+(``amm_cost_ledger``, ``amm_budget``, ``amm_budget_alerts``, ``amm_performance``,
+``amm_cache``), all defined here: :data:`STORE_DDL` is the whole of ``amm.db`` and
+:func:`ensure_store_schema` creates it.
+
+Every connection goes through :func:`connect`, which makes the file private: a data
+directory it creates is 0700, ``amm.db`` and its ``-wal``/``-shm`` files are 0600
+(SQLite gives those the main file's mode), and an existing file of ours with group
+or other bits is tightened. A stricter umask is respected (bits are only removed).
 
 Column meanings (as in ClickHouse):
     Timestamp       span start, ISO-8601 UTC with nanoseconds as text ('2026-11-25T23:17:20.123456789Z')
@@ -18,11 +25,16 @@ Column meanings (as in ClickHouse):
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
-__all__ = ["BUDGET_DDL", "BUDGET_TABLE", "LEDGER_DDL", "LEDGER_TABLE", "OTEL_TRACES_DDL",
-           "connect", "ensure_schema"]
+__all__ = ["ALERTS_DDL", "ALERTS_TABLE", "BUDGET_DDL", "BUDGET_TABLE", "CACHE_DDL", "CACHE_TABLE",
+           "LEDGER_DDL", "LEDGER_TABLE", "OTEL_TRACES_DDL", "PERFORMANCE_DDL",
+           "PERFORMANCE_TABLE", "STORE_DDL", "connect", "ensure_schema", "ensure_store_schema",
+           "make_private_dir"]
 
 OTEL_TRACES_DDL = """
 CREATE TABLE IF NOT EXISTS otel_traces (
@@ -82,18 +94,111 @@ CREATE TABLE IF NOT EXISTS {BUDGET_TABLE} (
 """
 
 
+ALERTS_TABLE = "amm_budget_alerts"
+"""The budget alerts fired, one row per (day, threshold)."""
+
+ALERTS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {ALERTS_TABLE} (
+    day       TEXT NOT NULL,
+    threshold REAL NOT NULL,
+    fired_at  TEXT NOT NULL,
+    PRIMARY KEY (day, threshold)
+);
+"""
+
+PERFORMANCE_TABLE = "amm_performance"
+"""One row per attempt (latency_ms set) or per quality score (quality_score set)."""
+
+PERFORMANCE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {PERFORMANCE_TABLE} (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts            REAL    NOT NULL,  -- epoch seconds
+    model_id      TEXT    NOT NULL,
+    agent_type    TEXT    NOT NULL DEFAULT '',
+    task_id       TEXT    NOT NULL DEFAULT '',
+    latency_ms    REAL,              -- NULL: a quality-only row
+    success       INTEGER,
+    error_type    TEXT,
+    cost_usd      REAL    NOT NULL DEFAULT 0,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    quality_score REAL               -- NULL: not evaluated
+);
+CREATE INDEX IF NOT EXISTS {PERFORMANCE_TABLE}_model_ts ON {PERFORMANCE_TABLE} (model_id, ts);
+CREATE INDEX IF NOT EXISTS {PERFORMANCE_TABLE}_ts ON {PERFORMANCE_TABLE} (ts);
+"""
+
+CACHE_TABLE = "amm_cache"
+"""The response cache's second level (JSON payloads, never pickle)."""
+
+CACHE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (
+    key         TEXT PRIMARY KEY,
+    payload     TEXT NOT NULL,
+    size_bytes  INTEGER NOT NULL,
+    cached_at   REAL NOT NULL,
+    expires_at  REAL NOT NULL,
+    last_access REAL NOT NULL,
+    hit_count   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS {CACHE_TABLE}_expires ON {CACHE_TABLE} (expires_at);
+CREATE INDEX IF NOT EXISTS {CACHE_TABLE}_access ON {CACHE_TABLE} (last_access);
+"""
+
+STORE_DDL = OTEL_TRACES_DDL + LEDGER_DDL + BUDGET_DDL + ALERTS_DDL + PERFORMANCE_DDL + CACHE_DDL
+"""Every table of ``amm.db``."""
+
+
+def make_private_dir(path: str | Path) -> Path:
+    """Create ``path`` (and missing parents) as 0700 directories (less under a stricter
+    umask). A directory that exists already is left as it is: it may be the user's."""
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for p in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+            p.mkdir(mode=0o700)
+    return path
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` 0600 when missing; take group/other bits off our files."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(p.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(p, mode & 0o700)
+        except (FileNotFoundError, PermissionError):  # absent, or another user's file
+            pass
+
+
 def connect(path: str | Path, *, readonly: bool = False, timeout_s: float = 5.0) -> sqlite3.Connection:
-    """Open the store. Writers get WAL mode, so readers in other processes (the
-    dashboard) never block them; ``readonly`` opens with ``mode=ro``."""
+    """Open the store. Writers get WAL mode with ``synchronous=NORMAL`` (a commit
+    survives a killed process; only power loss can take the last commits), so readers
+    in other processes (the dashboard) never block them; ``readonly`` opens with
+    ``mode=ro``. A writer's directory and files are made private (see above).
+    Raises ``OSError`` or ``sqlite3.Error`` when the file cannot be opened."""
     path = Path(path)
     if readonly:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout_s,
                                check_same_thread=False)
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
+        _private_file(path)
         conn = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
     conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
     return conn
 
@@ -101,4 +206,10 @@ def connect(path: str | Path, *, readonly: bool = False, timeout_s: float = 5.0)
 def ensure_schema(conn: sqlite3.Connection) -> None:
     """Create the ``otel_traces`` table and its indexes if they are missing."""
     conn.executescript(OTEL_TRACES_DDL)
+    conn.commit()
+
+
+def ensure_store_schema(conn: sqlite3.Connection) -> None:
+    """Create every table of ``amm.db`` (:data:`STORE_DDL`) that is missing."""
+    conn.executescript(STORE_DDL)
     conn.commit()
