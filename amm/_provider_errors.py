@@ -10,12 +10,26 @@ exception becomes an :mod:`amm.errors` exception. It decides by HTTP status firs
     429                             -> RateLimitError            retryable, Retry-After
     timeout                         -> ProviderTimeoutError      retryable
     401 / 403                       -> AuthenticationError       permanent
+    400, context too long           -> ContextWindowExceededError
+    400                             -> InvalidRequestError       (whatever the text says)
     body is not JSON                -> ProviderError             retryable
+    refused before sending          -> InvalidRequestError       "client_error"
     context too long                -> ContextWindowExceededError
     404                             -> ModelNotFoundError
-    400 / 422                       -> InvalidRequestError
+    422, other BadRequestError      -> InvalidRequestError
     503 / ServiceUnavailable        -> ModelUnavailableError     retryable (the seed's reading)
     5xx, connection, anything else  -> ProviderError             retryable (other 4xx: not)
+
+"Refused before sending" is a TypeError/ValueError-like error raised in this
+process (litellm rejecting a parameter, a custom adapter rejecting input) with no
+provider response anywhere in its chain: the request is at fault, not the model,
+so it never counts against the model's health.
+
+The exceptions of litellm and the provider SDKs keep what the provider echoed
+(keys, prompts) in their args, ``body``, ``response`` and chained causes.
+:func:`sanitized_chain` stands in for such a chain with plain
+:class:`RedactedProviderError` objects carrying only type names and redacted
+text, so a traceback of an amm error prints nothing secret.
 
 Nothing here imports litellm: classes are recognised by name, so this module
 costs nothing until an error happens.
@@ -28,7 +42,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +60,17 @@ from amm.errors import (
     RateLimitError,
 )
 
-__all__ = ["DEFAULT_SERVERS", "map_provider_error", "rate_limit_info", "retry_after_s", "server_of"]
+__all__ = [
+    "DEFAULT_SERVERS",
+    "RedactedProviderError",
+    "is_client_side",
+    "map_provider_error",
+    "rate_limit_info",
+    "retry_after_s",
+    "sanitized_chain",
+    "scrub_in_place",
+    "server_of",
+]
 
 DEFAULT_SERVERS: Mapping[str, tuple[str, int]] = {
     "openai": ("api.openai.com", 443),
@@ -96,16 +120,24 @@ def map_provider_error(
         return AuthenticationError(message, error_type="authentication", status_code=401, **kw)
     if status == 403 or "PermissionDeniedError" in names:
         return AuthenticationError(message, error_type="permission_denied", status_code=403, **kw)
+    if status == 400 or (status is None and "BadRequestError" in names):
+        # The provider refused this request; whatever the text quotes, the model is fine.
+        if "ContextWindowExceededError" in names or _CONTEXT.search(text):
+            return ContextWindowExceededError(message, error_type="context_window_exceeded",
+                                              status_code=400, **kw)
+        return InvalidRequestError(message, error_type="bad_request", status_code=status, **kw)
     if _MALFORMED.search(text) or isinstance(exc, json.JSONDecodeError):
         # A 200 whose body is not JSON: litellm reports it as 500, 422 or a connection error.
         return ProviderError(message, error_type="malformed_response", is_retryable=True,
                              status_code=status, **kw)
+    if is_client_side(exc):
+        return InvalidRequestError(message, error_type="client_error", **kw)
     if "ContextWindowExceededError" in names or _CONTEXT.search(text):
         return ContextWindowExceededError(message, error_type="context_window_exceeded",
                                           status_code=status or 400, **kw)
     if status == 404 or "NotFoundError" in names:
         return ModelNotFoundError(message, error_type="model_not_found", status_code=404, **kw)
-    if status in (400, 422) or "BadRequestError" in names:
+    if status == 422 or "BadRequestError" in names:
         return InvalidRequestError(message, error_type="bad_request", status_code=status, **kw)
     if status == 503 or "ServiceUnavailableError" in names:
         return ModelUnavailableError(message, error_type="503", status_code=503, **kw)
@@ -118,6 +150,96 @@ def map_provider_error(
     retryable = status is None or status >= 500
     return ProviderError(message, error_type=str(status) if status else type(exc).__name__,
                          is_retryable=retryable, status_code=status, **kw)
+
+
+# Raised by our own process when it cannot build or send a request from its input.
+_CLIENT_SIDE = (TypeError, ValueError, KeyError, AttributeError, IndexError,
+                NotImplementedError, AssertionError)
+_NOT_CLIENT_SIDE = (json.JSONDecodeError, UnicodeDecodeError)  # a reply that did not parse
+_MAX_CHAIN = 8
+_MAX_CAUSE_TEXT = 2000
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes/contexts, oldest last, cycle-safe and bounded."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(seen) < _MAX_CHAIN and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _has_response(exc: BaseException) -> bool:
+    try:
+        return getattr(exc, "response", None) is not None
+    except Exception:  # a placeholder response that raises on access: still a response
+        return True
+
+
+def is_client_side(exc: BaseException) -> bool:
+    """Did our own process refuse to send the request (a TypeError/ValueError-like
+    error in the chain and no provider response in it)? Such a failure is the
+    request's, never the model's."""
+    chain = _chain(exc)
+    if any(_has_response(e) for e in chain):
+        return False
+    return any(isinstance(e, _CLIENT_SIDE) and not isinstance(e, _NOT_CLIENT_SIDE)
+               for e in chain)
+
+
+class RedactedProviderError(Exception):
+    """Stands in an amm error's ``__cause__`` chain for an exception of litellm, a
+    provider SDK or an adapter: the original's type name and its redacted text.
+
+    The originals keep whatever the provider echoed (keys, prompts) in their args,
+    ``body`` and ``response``; these carry nothing else.
+    """
+
+    def __init__(self, type_name: str, text: str) -> None:
+        super().__init__(f"{type_name}: {text}" if text else type_name)
+        self.type_name = type_name
+
+
+def sanitized_chain(exc: BaseException | None, redact: Callable[[str], str]
+                    ) -> RedactedProviderError | None:
+    """A chain of :class:`RedactedProviderError` standing in for ``exc`` and its causes."""
+    if exc is None:
+        return None
+    head: RedactedProviderError | None = None
+    tail: RedactedProviderError | None = None
+    for original in _chain(exc):
+        cls = type(original)
+        try:
+            text = str(original)
+        except Exception:
+            text = ""
+        link = RedactedProviderError(f"{cls.__module__}.{cls.__qualname__}",
+                                     redact(text[:_MAX_CAUSE_TEXT]))
+        link.__suppress_context__ = True
+        if tail is None:
+            head = link
+        else:
+            tail.__cause__ = link
+        tail = link
+    return head
+
+
+def scrub_in_place(exc: BaseException, redact: Callable[[str], str]) -> None:
+    """Redact ``exc``'s own texts (args, string attributes) and replace its causes by
+    :func:`sanitized_chain`: for an exception that stays in a chain amm raises."""
+    with contextlib.suppress(Exception):
+        exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+    for name, value in list(getattr(exc, "__dict__", {}).items()):
+        if isinstance(value, str):
+            with contextlib.suppress(Exception):
+                setattr(exc, name, redact(value))
+        elif name in ("body", "response", "request", "litellm_response_headers"):
+            with contextlib.suppress(Exception):  # a provider's echo: nothing we need
+                setattr(exc, name, None)
+    cause = exc.__cause__ or exc.__context__
+    exc.__cause__ = sanitized_chain(cause, redact)
+    exc.__context__ = None
 
 
 def _status(exc: BaseException) -> int | None:

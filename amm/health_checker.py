@@ -3,8 +3,13 @@
 A model starts available. It becomes unavailable after ``failure_threshold`` (3)
 consecutive failures and available again after one success. Only transient
 failures count (timeouts, 5xx, dropped connections, malformed answers): a 429, a
-spent quota or another 4xx says nothing about whether the model is up
-(:func:`counts_against_health`).
+spent quota, another 4xx or a request refused before it was sent says nothing about
+whether the model is up (:func:`counts_against_health`).
+
+The last error is kept for the model's status, and so reaches other requests'
+selection reasons and log lines: it passes :func:`telemetry.redaction.redact`
+with the failed request's own texts, whatever the content opt-in (one request's
+prompt is never another request's business).
 
 Failures come from two places. A check (:meth:`HealthChecker.check_model_health`)
 sends a one-token request through the API client (``ModelRequest(prompt="ping",
@@ -42,6 +47,7 @@ from telemetry.events import (
     EventSink,
     HealthChangeEvent,
 )
+from telemetry.redaction import message_texts, redact
 
 __all__ = [
     "HEALTH_AGENT_TYPE",
@@ -62,7 +68,7 @@ HEALTH_TASK_ID = "health-check"
 _NOT_HEALTH = frozenset({
     "rate_limited", "rate_limited_local", "insufficient_quota", "authentication",
     "permission_denied", "missing_api_key", "bad_request", "context_window_exceeded",
-    "model_not_found", "client_closed", "budget_exceeded",
+    "model_not_found", "client_closed", "budget_exceeded", "client_error",
     # class names, for errors raised without an explicit error_type
     "RateLimitError", "QuotaExceededError", "AuthenticationError", "InvalidRequestError",
     "ContextWindowExceededError", "ModelNotFoundError", "BudgetExceededError", "CacheError",
@@ -74,7 +80,8 @@ def counts_against_health(error_type: str | None) -> bool:
 
     Yes for timeouts, 5xx, connection failures, malformed answers and anything
     unknown (a failure we cannot explain is treated as the model's); no for 429s,
-    quota, auth and other 4xx, which say nothing about whether the model is up.
+    quota, auth, other 4xx and requests refused before sending (``client_error``),
+    which say nothing about whether the model is up.
     """
     if not error_type:
         return True
@@ -191,9 +198,9 @@ class HealthChecker:
         except Exception as exc:
             elapsed_ms = (self._clock() - started) * 1000.0
             if isinstance(exc, APIModelError):
-                error, kind = exc.error_message, exc.error_type
+                error, kind = redact(exc.error_message), exc.error_type
             else:  # a broken client is still a failed check
-                error, kind = f"{type(exc).__name__}: {exc}", type(exc).__name__
+                error, kind = redact(f"{type(exc).__name__}: {exc}"), type(exc).__name__
             counted = counts_against_health(kind)
             change = self._result(model_id, ok=False if counted else None, error=error,
                                   response_ms=None)
@@ -220,8 +227,9 @@ class HealthChecker:
                 change = self._result(event.model_id, ok=True, error=None,
                                       response_ms=event.latency_ms)
             elif counts_against_health(event.error_type):
-                change = self._result(event.model_id, ok=False,
-                                      error=event.error_message or event.error_type,
+                error = redact(event.error_message or event.error_type or "",
+                               contents=message_texts(event.input_messages))
+                change = self._result(event.model_id, ok=False, error=error or None,
                                       response_ms=None)
             else:
                 return
