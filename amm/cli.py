@@ -40,7 +40,7 @@ _DEFAULT_CONFIG = "config/model_registry.json"
 
 
 def _config_path(arg: str | None) -> Path:
-    path = Path(arg or os.environ.get("AMM_CONFIG", _DEFAULT_CONFIG))
+    path = Path(arg or os.environ.get("AMM_CONFIG") or _DEFAULT_CONFIG)
     if not path.exists():
         from amm.errors import ConfigurationError
 
@@ -50,7 +50,7 @@ def _config_path(arg: str | None) -> Path:
 
 
 def _store_path(arg: str | None) -> Path:
-    return Path(arg or os.environ.get("AMM_STORE", "data/amm.db"))
+    return Path(arg or os.environ.get("AMM_STORE") or "data/amm.db")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -146,12 +146,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     require_extra("analytics", "amm report")
-    from analytics.report import report_text
-
     store = _store_path(args.store)
     if not store.exists():
-        print(f"no store at {store}: run `amm demo` first, or give --store", file=sys.stderr)
+        print(f"amm report: no store at {store}: run `amm demo` first, or give --store",
+              file=sys.stderr)
         return 2
+    from analytics.report import report_text
+
     print(report_text(store))
     return 0
 

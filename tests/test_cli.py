@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +39,23 @@ def test_models_prints_the_registry_as_a_table():
     assert out.returncode == 0, out.stderr
     assert "gpt-4-turbo" in out.stdout and "claude-3.5-sonnet" in out.stdout
     assert "$/1k in" in out.stdout
+
+
+def test_models_without_a_registry_says_where_to_give_one_in_one_line(tmp_path):
+    out = run("models", cwd=tmp_path, env={"AMM_CONFIG": ""})
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "amm models: config/model_registry.json: no registry file here; give --config FILE or "
+        "set AMM_CONFIG (amm demo needs none)"]
+
+
+def test_models_with_an_invalid_registry_prints_one_line_naming_the_field(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"models": [{"id": "x"}]}))
+    out = run("models", "--config", str(bad))
+    assert out.returncode == 2
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("amm models: ") and "bad.json" in line and "models[x]" in line
 
 
 def test_check_reports_an_invalid_config_without_a_traceback(tmp_path):
@@ -128,9 +147,8 @@ def test_report_without_a_store_says_how_to_get_one(tmp_path):
     assert "amm demo" in out.stderr
 
 
-def test_dashboard_serves_the_report_until_stopped(tmp_path):
-    import socket
-
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_dashboard_serves_the_report_and_stopping_the_command_stops_streamlit(tmp_path, signum):
     from analytics.synthetic import write_synthetic_store
 
     store = tmp_path / "amm.db"
@@ -139,8 +157,8 @@ def test_dashboard_serves_the_report_until_stopped(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([*AMM, "dashboard", "--store", str(store), "--port", str(port),
-                             "--headless"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=ROOT)
+                             "--headless"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -153,6 +171,13 @@ def test_dashboard_serves_the_report_until_stopped(tmp_path):
                 assert proc.poll() is None, "the dashboard exited"
                 assert time.monotonic() < deadline, "the dashboard never answered"
                 time.sleep(0.5)
+        proc.send_signal(signum)  # only to amm, as a supervisor would: not its process group
+        assert proc.wait(timeout=30) == 0
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "Streamlit outlived amm dashboard"
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stdout is not None
+    assert f"http://127.0.0.1:{port}" in proc.stdout.readline()  # headless: the URL, printed
