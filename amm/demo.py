@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import time
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,9 @@ _PROMPTS = {
                 "and their trade-offs for long documents.",
     "triage": "Triage this bug report about {t}: give the severity and the owning team.",
     "docs": "Write a short docstring for {t}.",
+    # Agent calls: an ops agent that looks things up with tools, a chat agent that streams.
+    "ops": "Which runbook covers {t} and who is on call for it?",
+    "chat": "Explain {t} to a new engineer, step by step.",
 }
 _AGENT_CAPS = {
     "planning": ["reasoning"],
@@ -45,6 +49,8 @@ _AGENT_CAPS = {
     "research": ["long-context"],
     "triage": ["text-generation"],
     "docs": ["text-generation"],
+    "ops": ["text-generation"],
+    "chat": ["text-generation"],
 }
 # Triage is cost-sensitive and must not run on the local model: it lands on the
 # cheap, flaky hosted one, whose errors the run fails over from.
@@ -81,6 +87,78 @@ def _demo_profiles(requests: int) -> dict[str, Any]:
     return profiles
 
 
+_TOOLS = [
+    {"type": "function", "function": {
+        "name": "find_runbook", "description": "The runbook that covers a system",
+        "parameters": {"type": "object", "properties": {"system": {"type": "string"}},
+                       "required": ["system"]}}},
+    {"type": "function", "function": {
+        "name": "on_call", "description": "Who is on call for a team",
+        "parameters": {"type": "object", "properties": {"team": {"type": "string"}},
+                       "required": ["team"]}}},
+]
+
+
+def _run_tool(name: str, arguments: dict[str, Any]) -> str:
+    """The ops agent's tools, answered locally (a real agent would call its systems)."""
+    if name == "find_runbook":
+        return f"runbook RB-{zlib.crc32(str(arguments).encode()) % 900 + 100}: restart, then page the owner"
+    return "on call: the platform team (pager 4242)"
+
+
+async def _ops_agent(prompt: str, temperature: float, *, llm: Any) -> str:
+    """A tool loop: ask, run the tools the model calls, send the results back."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    for _ in range(3):
+        reply = await llm.complete(messages, tools=_TOOLS, max_tokens=200, temperature=temperature)
+        if not reply.tool_calls:
+            return str(reply.content)
+        messages.append(reply.assistant_message())
+        for call in reply.tool_calls:
+            with llm.tool(call.name, call_id=call.id, arguments=call.arguments) as span:
+                result = _run_tool(call.name, call.parsed())
+                span.set_result(result)
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+    return ""
+
+
+async def _chat_agent(prompt: str, temperature: float, *, llm: Any) -> str:
+    """A streaming agent: the answer reaches the caller chunk by chunk."""
+    stream = llm.stream(prompt, max_tokens=200, temperature=temperature)
+    parts = [chunk.delta async for chunk in stream]
+    return "".join(parts)
+
+
+async def _plain_agent(prompt: str, temperature: float, *, llm: Any) -> str:
+    reply = await llm.complete(prompt, max_tokens=200, temperature=temperature)
+    return str(reply.content)
+
+
+_AGENT_BODIES = {"ops": _ops_agent, "chat": _chat_agent}
+
+
+class FirstChunkTimes:
+    """A listener that keeps each model's times to first chunk (streamed attempts)."""
+
+    def __init__(self) -> None:
+        self.by_model: dict[str, list[float]] = {}
+
+    def record(self, event: Any) -> None:
+        ttfc = getattr(event, "time_to_first_chunk_s", None)
+        if ttfc is not None and getattr(event, "success", False):
+            self.by_model.setdefault(event.model_id, []).append(ttfc)
+
+    def lines(self) -> list[str]:
+        """One line per model: p50 and max time to first chunk, in ms."""
+        out = []
+        for model, times in sorted(self.by_model.items()):
+            times = sorted(times)
+            p50 = times[len(times) // 2] * 1000.0
+            out.append(f"    {model:<14} {len(times):>4} streams  first chunk p50 {p50:6.1f} ms"
+                       f"  max {times[-1] * 1000.0:6.1f} ms")
+        return out
+
+
 async def _workload(manager: Any, requests: int, concurrency: int, seed: int,
                     progress: Any) -> tuple[int, Counter[str]]:
     from amm.decorator import managed_model
@@ -88,13 +166,9 @@ async def _workload(manager: Any, requests: int, concurrency: int, seed: int,
 
     agents = {}
     for agent, caps in _AGENT_CAPS.items():
-        @managed_model(agent_type=agent, capabilities=caps, manager=manager,
-                       **_AGENT_OPTIONS.get(agent, {}))
-        async def run(prompt: str, temperature: float, *, llm: Any) -> str:
-            reply = await llm.complete(prompt, max_tokens=200, temperature=temperature)
-            return str(reply.content)
-
-        agents[agent] = run
+        body = _AGENT_BODIES.get(agent, _plain_agent)
+        agents[agent] = managed_model(agent_type=agent, capabilities=caps, manager=manager,
+                                      **_AGENT_OPTIONS.get(agent, {}))(body)
 
     rng = random.Random(seed)
     plan = []
@@ -173,9 +247,13 @@ def run_demo(
         out.write(f"amm demo: {requests} requests, concurrency {concurrency}, seed {seed}\n")
         out.write(f"  provider simulator on {sim.base_url} (OpenAI, Anthropic, Gemini, Ollama protocols)\n")
         counts = DecisionCounts()
-        ok, failed = asyncio.run(_run(requests, concurrency, seed, data_dir, budget, counts, out))
+        first_chunks = FirstChunkTimes()
+        ok, failed = asyncio.run(_run(requests, concurrency, seed, data_dir, budget, counts,
+                                      first_chunks, out))
         billed = sim.billed()
     summary, _ = demo_summary(store, counts=counts, billed=billed, budget=budget)
+    summary += "\n\n  Streaming (chat agent), time to first chunk per model:\n" + (
+        "\n".join(first_chunks.lines()) or "    no streamed answers")
     out.write(summary + "\n")
     out.write(f"\n  store: {store}\n")
     out.write("  traces: set OTEL_EXPORTER_OTLP_ENDPOINT to export them to Jaeger or Tempo "
@@ -184,7 +262,8 @@ def run_demo(
 
 
 async def _run(requests: int, concurrency: int, seed: int, data_dir: Path, budget: float,
-               counts: DecisionCounts, out: Any) -> tuple[int, Counter[str]]:
+               counts: DecisionCounts, first_chunks: FirstChunkTimes,
+               out: Any) -> tuple[int, Counter[str]]:
     from amm.api_key_manager import APIKeyManager
     from amm.manager import BudgetPolicy, ModelManager
 
@@ -204,6 +283,7 @@ async def _run(requests: int, concurrency: int, seed: int, data_dir: Path, budge
             performance_windows_s=(3.0, 60.0),
         )
     manager.recorder.add_listener(counts)
+    manager.recorder.add_listener(first_chunks)
     async with manager:
         ok, failed = await _workload(manager, requests, concurrency, seed,
                                      _progress_bar(requests, out))
