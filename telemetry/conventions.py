@@ -59,29 +59,40 @@ __all__ = [
     "AMM_SELECTION_PROPENSITY",
     "AMM_SELECTION_REASON",
     "AMM_TASK_ID",
+    "AMM_TELEMETRY_SIGNAL",
     "AMM_TOOL_CALLS",
     "AMM_USAGE_ESTIMATED",
     "CONTENT_EVENT_ONLY",
     "CONTENT_NO_CONTENT",
     "CONTENT_SPAN_AND_EVENT",
     "CONTENT_SPAN_ONLY",
+    "DEFAULT_OTLP_PROTOCOL",
     "DURATION_BUCKETS_S",
     "ENV_CAPTURE_MESSAGE_CONTENT",
+    "ENV_LOGS_EXPORTER",
     "ENV_METRICS_EXPORTER",
     "ENV_OTLP_ENDPOINT",
+    "ENV_OTLP_LOGS_ENDPOINT",
+    "ENV_OTLP_LOGS_PROTOCOL",
     "ENV_OTLP_METRICS_ENDPOINT",
+    "ENV_OTLP_METRICS_PROTOCOL",
     "ENV_OTLP_PROTOCOL",
     "ENV_OTLP_TRACES_ENDPOINT",
+    "ENV_OTLP_TRACES_PROTOCOL",
     "ENV_RESOURCE_ATTRIBUTES",
     "ENV_SDK_DISABLED",
     "ENV_SERVICE_NAME",
     "ENV_TRACES_EXPORTER",
     "ENV_TRACES_SAMPLER",
     "ENV_TRACES_SAMPLER_ARG",
+    "ENV_VIEWER_ATTRIBUTES",
     "ERROR_TYPE",
     "ERROR_TYPE_OTHER",
+    "EVAL_LABEL_FAIL",
+    "EVAL_LABEL_PASS",
     "EVAL_NAMES",
     "GEN_AI_AGENT_NAME",
+    "GEN_AI_CONVERSATION_ID",
     "GEN_AI_EVALUATION_EXPLANATION",
     "GEN_AI_EVALUATION_NAME",
     "GEN_AI_EVALUATION_RESULT",
@@ -109,12 +120,19 @@ __all__ = [
     "GEN_AI_TOOL_DEFINITIONS",
     "GEN_AI_TOOL_NAME",
     "GEN_AI_TOOL_TYPE",
+    "GEN_AI_USAGE_COST",
     "GEN_AI_USAGE_INPUT_TOKENS",
     "GEN_AI_USAGE_OUTPUT_TOKENS",
+    "INPUT_MIME_TYPE",
+    "INPUT_VALUE",
     "INSTRUMENTATION_SCOPE",
+    "LLM_COST_COMPLETION",
+    "LLM_COST_PROMPT",
+    "LLM_COST_TOTAL",
     "METRIC_BUDGET_UTILIZATION",
     "METRIC_CACHE_REQUESTS",
     "METRIC_COST",
+    "METRIC_EXPORT_FAILURES",
     "METRIC_FAILOVERS",
     "METRIC_MODEL_AVAILABLE",
     "METRIC_OPERATION_DURATION",
@@ -123,18 +141,29 @@ __all__ = [
     "METRIC_TIME_PER_OUTPUT_CHUNK",
     "METRIC_TIME_TO_FIRST_CHUNK",
     "METRIC_TOKEN_USAGE",
+    "OI_KIND_AGENT",
+    "OI_KIND_CHAIN",
+    "OI_KIND_EVALUATOR",
+    "OI_KIND_LLM",
+    "OI_KIND_TOOL",
+    "OPENINFERENCE_PROJECT_NAME",
+    "OPENINFERENCE_SPAN_KIND",
     "OP_CHAT",
     "OP_EXECUTE_TOOL",
     "OP_INVOKE_AGENT",
+    "OUTPUT_MIME_TYPE",
+    "OUTPUT_VALUE",
     "QUALITY_BUCKETS",
     "SERVER_ADDRESS",
     "SERVER_PORT",
+    "SESSION_ID",
     "SPAN_EVALUATE",
     "SPAN_SELECT",
     "TOKEN_BUCKETS",
     "TOKEN_TYPE_INPUT",
     "TOKEN_TYPE_OUTPUT",
     "TOOL_TYPE_FUNCTION",
+    "USER_ID",
     "agent_span_name",
     "chat_span_name",
     "provider_name",
@@ -179,6 +208,11 @@ GEN_AI_INVOKE_AGENT_TOOL_CALLS = "gen_ai.invoke_agent.tool_calls"
 """On ``invoke_agent``: how many ``execute_tool`` spans ran under it (set when it ends)."""
 GEN_AI_INFERENCE_DETAILS = "gen_ai.client.inference.operation.details"
 """Event carrying the messages when content capture includes events."""
+GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
+"""The conversation (session, thread) a call belongs to; from ``agent_span(session_id=...)``."""
+GEN_AI_USAGE_COST = "gen_ai.usage.cost"
+"""Not (yet) in the conventions: the cost in USD of one attempt, where Langfuse reads it.
+Written with the viewer attributes (``AMM_TELEMETRY_VIEWER_ATTRIBUTES``)."""
 TOKEN_TYPE_INPUT = "input"
 TOKEN_TYPE_OUTPUT = "output"
 
@@ -190,6 +224,9 @@ GEN_AI_EVALUATION_SCORE_LABEL = "gen_ai.evaluation.score.label"
 GEN_AI_EVALUATION_EXPLANATION = "gen_ai.evaluation.explanation"
 EVAL_NAMES = ("overall", "completeness", "relevance", "coherence")
 """The ``gen_ai.evaluation.name`` values amm emits, one event each."""
+EVAL_LABEL_PASS = "pass"
+EVAL_LABEL_FAIL = "fail"
+"""``gen_ai.evaluation.score.label`` of the ``overall`` score against the quality threshold."""
 
 OP_CHAT = "chat"
 OP_INVOKE_AGENT = "invoke_agent"
@@ -199,6 +236,39 @@ SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
 ERROR_TYPE_OTHER = "_OTHER"
+
+# --- general attributes (OpenTelemetry semantic conventions) ----------------------
+SESSION_ID = "session.id"
+"""The session (conversation) of a call; Phoenix and Langfuse group traces by it."""
+USER_ID = "user.id"
+"""The end user on whose behalf a call ran; Phoenix and Langfuse filter by it."""
+
+# --- viewer attributes (OpenInference: Arize Phoenix, Langfuse) ---------------------
+# Written next to the GenAI names, never instead of them, while the viewer attributes
+# are on (ENV_VIEWER_ATTRIBUTES). Phoenix derives a span's kind from gen_ai.* on its
+# own but takes every span with gen_ai.request.model and no operation for an LLM call,
+# and only reads openinference.span.kind for the rest; Langfuse reads
+# openinference.span.kind before gen_ai.operation.name, and its cost from
+# gen_ai.usage.cost or llm.cost.total. Neither reads amm.cost_usd.
+OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
+OI_KIND_AGENT = "AGENT"
+OI_KIND_CHAIN = "CHAIN"
+OI_KIND_LLM = "LLM"
+OI_KIND_EVALUATOR = "EVALUATOR"
+OI_KIND_TOOL = "TOOL"
+OPENINFERENCE_PROJECT_NAME = "openinference.project.name"
+"""Resource attribute naming the Phoenix project; amm sets it to ``service.name`` unless
+given (Phoenix ignores ``service.name``)."""
+INPUT_VALUE = "input.value"
+"""What a viewer's trace list shows as Input (``invoke_agent``, content opt-in only)."""
+OUTPUT_VALUE = "output.value"
+"""What a viewer's trace list shows as Output (``invoke_agent``, content opt-in only)."""
+INPUT_MIME_TYPE = "input.mime_type"
+OUTPUT_MIME_TYPE = "output.mime_type"
+LLM_COST_PROMPT = "llm.cost.prompt"
+LLM_COST_COMPLETION = "llm.cost.completion"
+LLM_COST_TOTAL = "llm.cost.total"
+"""OpenInference cost names (USD); ``llm.cost.total`` equals ``amm.cost_usd``."""
 
 # --- amm attributes ---------------------------------------------------------------
 AMM_TASK_ID = "amm.task_id"
@@ -284,6 +354,11 @@ METRIC_QUALITY_SCORE = "amm.quality.score"
 METRIC_BUDGET_UTILIZATION = "amm.budget.utilization"
 METRIC_MODEL_AVAILABLE = "amm.model.available"
 METRIC_SPANS_DROPPED = "amm.telemetry.spans_dropped"
+METRIC_EXPORT_FAILURES = "amm.telemetry.export.failures"
+"""Counter: exports (batches) an OTLP backend did not take, by ``amm.telemetry.signal`` and
+``error.type`` (the HTTP status, the gRPC code or the exception's name)."""
+AMM_TELEMETRY_SIGNAL = "amm.telemetry.signal"
+"""Attribute of ``amm.telemetry.export.failures``: ``traces``, ``metrics`` or ``logs``."""
 
 DURATION_BUCKETS_S: tuple[float, ...] = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -346,15 +421,34 @@ ENV_OTLP_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 """OTLP endpoint of traces only; for HTTP the full URL (nothing is appended)."""
 ENV_OTLP_METRICS_ENDPOINT = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
 """OTLP endpoint of metrics only; for HTTP the full URL (nothing is appended)."""
+ENV_OTLP_LOGS_ENDPOINT = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
+"""OTLP endpoint of logs only; for HTTP the full URL (nothing is appended)."""
+DEFAULT_OTLP_PROTOCOL = "http/protobuf"
+"""The specification's default OTLP protocol, whatever the endpoint's port."""
 ENV_OTLP_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
-"""``grpc`` or ``http/protobuf``; default ``grpc`` when the endpoint port is 4317,
-``http/protobuf`` when it is 4318, else ``grpc``."""
+"""``http/protobuf`` (default, as the specification says) or ``grpc``; the per-signal
+variables below win for their signal. ``http/json`` is not supported by the Python
+exporters: amm says so and uses ``http/protobuf``."""
+ENV_OTLP_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+"""Protocol of traces only (wins over ``OTEL_EXPORTER_OTLP_PROTOCOL``)."""
+ENV_OTLP_METRICS_PROTOCOL = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+"""Protocol of metrics only (wins over ``OTEL_EXPORTER_OTLP_PROTOCOL``)."""
+ENV_OTLP_LOGS_PROTOCOL = "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"
+"""Protocol of logs only (wins over ``OTEL_EXPORTER_OTLP_PROTOCOL``)."""
 ENV_TRACES_EXPORTER = "OTEL_TRACES_EXPORTER"
 """Comma list of ``otlp``, ``console``, ``none``; default ``otlp`` (active only with an
 endpoint)."""
 ENV_METRICS_EXPORTER = "OTEL_METRICS_EXPORTER"
 """Comma list of ``otlp``, ``console``, ``none``; default ``otlp`` (active only with an
 endpoint)."""
+ENV_LOGS_EXPORTER = "OTEL_LOGS_EXPORTER"
+"""Comma list of ``otlp``, ``console``, ``none``; default ``otlp`` (active only with an
+endpoint): amm's own log records (``amm.*`` loggers, WARNING and above) as OTLP logs."""
+ENV_VIEWER_ATTRIBUTES = "AMM_TELEMETRY_VIEWER_ATTRIBUTES"
+"""``true`` (default) or ``false``: also write the attributes GenAI trace viewers read
+(``openinference.span.kind``, ``llm.cost.*``, ``gen_ai.usage.cost``, ``session.id``,
+``input.value``/``output.value`` under the content opt-in, the resource's
+``openinference.project.name``). The GenAI convention names are written either way."""
 ENV_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
 """``always_on``, ``always_off``, ``traceidratio``, ``parentbased_*``; default
 ``parentbased_always_on``."""

@@ -9,6 +9,15 @@ Span tree of one managed call (parent > children)::
     ├── execute_tool {tool}         tool_span(), one per tool execution the agent runs
     └── amm.evaluate                QualityEvent (built after the fact)
 
+Every span also carries ``openinference.span.kind`` (AGENT, CHAIN, LLM, TOOL,
+EVALUATOR), each ``chat`` span its cost as ``gen_ai.usage.cost`` and ``llm.cost.total``
+too, and under the content opt-in ``invoke_agent`` shows the last user message and the
+answer as ``input.value`` / ``output.value``: what trace viewers (Phoenix, Langfuse)
+read, see :mod:`telemetry.viewers`; ``viewer_attributes=False`` (or
+``AMM_TELEMETRY_VIEWER_ATTRIBUTES=false``) leaves them out. ``session.id``,
+``gen_ai.conversation.id`` and ``user.id`` given to :meth:`Recorder.agent_span` are
+copied onto every span recorded in its scope.
+
 When ``invoke_agent`` ends it carries ``gen_ai.invoke_agent.inference_calls`` and
 ``gen_ai.invoke_agent.tool_calls``: the ``chat`` attempts and ``execute_tool`` spans
 recorded directly in its scope (a nested agent span counts its own).
@@ -60,6 +69,7 @@ from telemetry.events import (
 )
 from telemetry.instruments import Instruments
 from telemetry.redaction import message_texts, redact
+from telemetry.viewers import cost_attributes, input_text, kind, viewer_attributes_enabled
 
 __all__ = ["AgentSpan", "Recorder", "ToolSpan"]
 
@@ -69,18 +79,25 @@ _log = logging.getLogger("amm.telemetry")
 # agent_span); beyond this many the oldest is ended, so memory stays bounded.
 _MAX_UNSCOPED_PENDING = 256
 
+# Attributes of an agent span copied onto every span of its scope.
+_INHERITED = frozenset({c.GEN_AI_CONVERSATION_ID, c.SESSION_ID, c.USER_ID})
+
 
 class _Pending:
-    """One agent scope: its chat spans still waiting for their quality event, and how
-    many inference calls and tool executions ran in it."""
+    """One agent scope: its chat spans still waiting for their quality event, how
+    many inference calls and tool executions ran in it, its agent span and the
+    attributes (session, user) every span in it inherits."""
 
-    __slots__ = ("inference_calls", "lock", "spans", "tool_calls")
+    __slots__ = ("agent", "inference_calls", "inherited", "lock", "spans", "tool_calls")
 
-    def __init__(self) -> None:
+    def __init__(self, agent: Span = trace.INVALID_SPAN,
+                 inherited: Mapping[str, Any] | None = None) -> None:
         self.spans: dict[tuple[str, str], tuple[Span, int]] = {}
         self.lock = threading.Lock()
         self.inference_calls = 0
         self.tool_calls = 0
+        self.agent = agent
+        self.inherited: dict[str, Any] = dict(inherited or {})
 
     def put(self, key: tuple[str, str], span: Span, end_ns: int, limit: int | None = None) -> None:
         with self.lock:
@@ -119,9 +136,14 @@ class AgentSpan:
 
     def __enter__(self) -> Span:
         rec = self._recorder
-        self.span = rec._tracer.start_span(self._name, kind=SpanKind.INTERNAL, attributes=self._attrs)
+        outer = rec._scope.get()
+        # A nested agent inherits its caller's session and user unless given its own.
+        inherited = {**(outer.inherited if outer is not None else {}),
+                     **{k: v for k, v in self._attrs.items() if k in _INHERITED}}
+        attrs = {**inherited, **self._attrs}
+        self.span = rec._tracer.start_span(self._name, kind=SpanKind.INTERNAL, attributes=attrs)
         self._ctx_token = otel_context.attach(trace.set_span_in_context(self.span))
-        self._pending_token = rec._scope.set(_Pending())
+        self._pending_token = rec._scope.set(_Pending(self.span, inherited))
         return self.span
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -170,8 +192,9 @@ class ToolSpan:
         if scope is not None:
             scope.tool_calls += 1
         try:
+            attrs = {**scope.inherited, **self._attrs} if scope is not None else self._attrs
             self.span = rec._tracer.start_span(self._name, kind=SpanKind.INTERNAL,
-                                               attributes=self._attrs)
+                                               attributes=attrs)
             self._ctx_token = otel_context.attach(trace.set_span_in_context(self.span))
         except Exception:  # telemetry must never fail the tool
             _log.exception("opening %s failed", self._name)
@@ -220,7 +243,13 @@ class Recorder:
         listeners: Iterable[EventSink] = (),
         capture_content: str | bool | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
+        viewer_attributes: bool | None = None,
+        quality_threshold: float | None = None,
     ) -> None:
+        """``viewer_attributes``: also write what trace viewers read (see
+        :mod:`telemetry.viewers`); default from ``AMM_TELEMETRY_VIEWER_ATTRIBUTES``, on.
+        ``quality_threshold``: label the ``overall`` evaluation ``pass``/``fail`` against it
+        (no label when None)."""
         tp = tracer_provider or trace.get_tracer_provider()
         mp = meter_provider or otel_metrics.get_meter_provider()
         self._tracer = tp.get_tracer(c.INSTRUMENTATION_SCOPE)
@@ -228,6 +257,8 @@ class Recorder:
         self._listeners: tuple[EventSink, ...] = tuple(listeners)
         self._content = ContentPolicy.resolve(capture_content)
         self._clock_ns = clock_ns
+        self._viewer = viewer_attributes_enabled(viewer_attributes)
+        self._quality_threshold = quality_threshold
         self._scope: ContextVar[_Pending | None] = ContextVar(f"amm_pending_{id(self)}", default=None)
         self._unscoped = _Pending()
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -265,15 +296,35 @@ class Recorder:
             except Exception:  # a broken listener must never break the call
                 _log.exception("listener %r failed on %s", listener, type(event).__name__)
 
-    def agent_span(self, agent_type: str, task_id: str, *, agent_name: str | None = None) -> AgentSpan:
+    def agent_span(self, agent_type: str, task_id: str, *, agent_name: str | None = None,
+                   session_id: str | None = None, user_id: str | None = None,
+                   attributes: Mapping[str, Any] | None = None) -> AgentSpan:
         """Context manager opening ``invoke_agent {agent}``; yields the span.
+
+        ``session_id`` becomes ``gen_ai.conversation.id`` (and ``session.id`` for the
+        viewers), ``user_id`` becomes ``user.id``; both are copied onto every span
+        recorded inside (chat, select, evaluate, tools, nested agents), so a viewer
+        can group and filter traces by them. ``attributes`` are added to this span
+        only (amm's own names win over them).
+
+        >>> with rec.agent_span("research", "task-1", session_id="chat-42", user_id="u-7"):
+        ...     ...
 
         Nested use nests spans; an exception sets error status and ``error.type``
         (the exception's ``error_type`` if it has one, else its class name) and re-raises.
         """
         name = agent_name or agent_type
-        attrs = {c.GEN_AI_OPERATION_NAME: c.OP_INVOKE_AGENT, c.GEN_AI_AGENT_NAME: name,
-                 c.AMM_AGENT_TYPE: agent_type, c.AMM_TASK_ID: task_id}
+        attrs: dict[str, Any] = dict(attributes or {})
+        if session_id:
+            attrs[c.GEN_AI_CONVERSATION_ID] = str(session_id)
+            if self._viewer:
+                attrs[c.SESSION_ID] = str(session_id)
+        if user_id:
+            attrs[c.USER_ID] = str(user_id)
+        attrs.update({c.GEN_AI_OPERATION_NAME: c.OP_INVOKE_AGENT, c.GEN_AI_AGENT_NAME: name,
+                      c.AMM_AGENT_TYPE: agent_type, c.AMM_TASK_ID: task_id})
+        if self._viewer:
+            attrs.update(kind(c.OI_KIND_AGENT))
         return AgentSpan(self, c.agent_span_name(name), attrs)
 
     def tool_span(self, name: str, *, call_id: str | None = None, arguments: str | None = None,
@@ -287,6 +338,8 @@ class Recorder:
         """
         attrs: dict[str, Any] = {c.GEN_AI_OPERATION_NAME: c.OP_EXECUTE_TOOL,
                                  c.GEN_AI_TOOL_NAME: name, c.GEN_AI_TOOL_TYPE: tool_type}
+        if self._viewer:
+            attrs.update(kind(c.OI_KIND_TOOL))
         if call_id is not None:
             attrs[c.GEN_AI_TOOL_CALL_ID] = call_id
         capture = self._content.on_span
@@ -332,6 +385,7 @@ class Recorder:
         if e.arm is not None:
             attrs[c.AMM_EXPERIMENT_ARM] = e.arm
             attrs[c.AMM_SELECTION_ARM_HONOURED] = e.chosen == e.arm
+        self._add_common(attrs, c.OI_KIND_CHAIN, self._scope.get())
         span = self._tracer.start_span(c.SPAN_SELECT, attributes=attrs, start_time=start)
         if e.chosen is None:
             span.set_status(Status(StatusCode.ERROR, _status_text(e.reason)))
@@ -383,8 +437,13 @@ class Recorder:
             attrs[c.AMM_TOOL_CALLS] = e.tool_call_count
         if not e.success:
             attrs[c.ERROR_TYPE] = e.error_type or c.ERROR_TYPE_OTHER
+        if self._viewer:
+            attrs.update(cost_attributes(e.cost_usd))
         if self._content.on_span:
             attrs.update(content_attributes(e))
+            if self._viewer:
+                self._add_io(attrs, scope, e)
+        self._add_common(attrs, c.OI_KIND_LLM, scope)
         span = self._tracer.start_span(c.chat_span_name(e.model_id), kind=SpanKind.CLIENT,
                                        attributes=attrs, start_time=start)
         if self._content.on_event and span.is_recording():
@@ -415,17 +474,48 @@ class Recorder:
         if pending is not None:
             chat, chat_end = pending
             for name, value in scores.items():
-                chat.add_event(c.GEN_AI_EVALUATION_RESULT, {
-                    c.GEN_AI_EVALUATION_NAME: name,
-                    c.GEN_AI_EVALUATION_SCORE_VALUE: float(value),
-                }, timestamp=end)
+                chat.add_event(c.GEN_AI_EVALUATION_RESULT, self._evaluation(name, value),
+                               timestamp=end)
             chat.end(end_time=chat_end)
+        # amm.model_id, not gen_ai.request.model: viewers take any span with a request
+        # model for an LLM call, and this one calls no model.
         attrs: dict[str, Any] = {
-            c.GEN_AI_REQUEST_MODEL: e.model_id, c.AMM_AGENT_TYPE: e.agent_type,
+            c.AMM_MODEL_ID: e.model_id, c.AMM_AGENT_TYPE: e.agent_type,
             c.AMM_TASK_ID: e.task_id,
             **{f"amm.quality.{name}": float(value) for name, value in scores.items()},
         }
+        self._add_common(attrs, c.OI_KIND_EVALUATOR, scope)
         self._tracer.start_span(c.SPAN_EVALUATE, attributes=attrs, start_time=start).end(end_time=end)
+
+    def _evaluation(self, name: str, value: float) -> dict[str, Any]:
+        attrs: dict[str, Any] = {c.GEN_AI_EVALUATION_NAME: name,
+                                 c.GEN_AI_EVALUATION_SCORE_VALUE: float(value)}
+        if name == "overall" and self._quality_threshold is not None:
+            attrs[c.GEN_AI_EVALUATION_SCORE_LABEL] = (
+                c.EVAL_LABEL_PASS if value >= self._quality_threshold else c.EVAL_LABEL_FAIL)
+        return attrs
+
+    def _add_common(self, attrs: dict[str, Any], oi_kind: str, scope: _Pending | None) -> None:
+        """The scope's session and user, and the span kind for the viewers."""
+        if scope is not None:
+            for key, value in scope.inherited.items():
+                attrs.setdefault(key, value)
+        if self._viewer:
+            attrs.update(kind(oi_kind))
+
+    def _add_io(self, attrs: dict[str, Any], scope: _Pending | None, e: AttemptEvent) -> None:
+        """``input.value``/``output.value`` on the chat span and its agent span (content opt-in)."""
+        text_in = input_text(e.input_messages)
+        io: dict[str, Any] = {}
+        if text_in is not None:
+            io[c.INPUT_VALUE] = text_in
+        if e.success and e.output_text is not None:
+            io[c.OUTPUT_VALUE] = e.output_text
+        attrs.update(io)
+        agent = scope.agent if scope is not None else trace.INVALID_SPAN
+        if io and agent.is_recording():
+            # Last attempt wins: a failover's answer replaces nothing the first asked.
+            agent.set_attributes(io)
 
     def _on_failover(self, e: FailoverEvent) -> None:
         self._instruments.failover(e)

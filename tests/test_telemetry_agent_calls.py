@@ -196,7 +196,8 @@ def test_tool_span_nests_under_the_agent_span_without_content(otel):
     assert span.status.status_code is StatusCode.UNSET
     assert dict(span.attributes) == {
         c.GEN_AI_OPERATION_NAME: "execute_tool", c.GEN_AI_TOOL_NAME: "get_weather",
-        c.GEN_AI_TOOL_CALL_ID: "call_1", c.GEN_AI_TOOL_TYPE: "function"}
+        c.GEN_AI_TOOL_CALL_ID: "call_1", c.GEN_AI_TOOL_TYPE: "function",
+        c.OPENINFERENCE_SPAN_KIND: "TOOL"}
     assert "Paris" not in everything(otel)
 
 

@@ -96,7 +96,8 @@ def test_failover_request_builds_the_span_tree_with_every_attribute(otel):
     assert dict(agent.attributes) == {
         "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "implementation",
         "amm.agent_type": "implementation", "amm.task_id": "task-7", "amm.cache.hit": False,
-        "gen_ai.invoke_agent.inference_calls": 2, "gen_ai.invoke_agent.tool_calls": 0}
+        "gen_ai.invoke_agent.inference_calls": 2, "gen_ai.invoke_agent.tool_calls": 0,
+        "openinference.span.kind": "AGENT"}
 
     assert select.attributes["amm.selection.chosen"] == "gpt-4-turbo"
     assert select.attributes["amm.selection.reason"] == "experiment arm"
@@ -134,6 +135,9 @@ def test_failover_request_builds_the_span_tree_with_every_attribute(otel):
         "amm.attempt": 2,
         "amm.task_id": "task-7",
         "amm.agent_type": "implementation",
+        "gen_ai.usage.cost": 0.0042,
+        "llm.cost.total": 0.0042,
+        "openinference.span.kind": "LLM",
     }
     assert "gen_ai.system" not in ok.attributes
     # Held open for the quality event, then ended with the attempt's own end time.
