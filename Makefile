@@ -28,7 +28,7 @@ demo: env
 	@echo "Open the report on this store:  $(VENV)/bin/amm dashboard"
 
 # Includes tests/test_packaging.py: the wheel built and installed into fresh venvs
-# (about 40 s with uv's cache warm from `make env`; PyPI for what the cache lacks).
+# (about a minute with uv's cache warm from `make env`; PyPI for what it lacks).
 test: env
 	$(VENV)/bin/ruff check amm telemetry analytics dashboards tests
 	$(VENV)/bin/mypy

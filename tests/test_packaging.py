@@ -3,8 +3,8 @@
 One wheel is built per session and installed into fresh virtual environments under
 tmp: the core alone, the core with ``[analytics,dashboard]``, and one that another
 distribution writes over. Versions are pinned to ``uv.lock`` (``uv export``), so uv
-mostly links from its package cache; on a machine with a warm cache the module takes
-about half a minute, most of it the demo and Streamlit starting. Every command runs
+mostly links from its package cache; with the cache warm (after `make env`) the module
+takes about a minute, most of it the demo and Streamlit starting. Every command runs
 from an unrelated directory with an environment that does not point at the repository.
 """
 
