@@ -1,15 +1,28 @@
-"""A/B experiments: per-arm statistics, arm differences and a verdict valid under peeking.
+"""A/B experiments: every metric decided by one always-valid rule, and a headline verdict.
 
 Only randomised traffic counts: requests of the experiment whose assigned arm was
 actually used (``arm_honoured``) and that were not served from the cache (a cache
-hit says nothing about the arm's model today). Per arm: n, mean quality, success
-rate, mean and p95 latency, cost per request and cost per quality point, each with
-a 95% CI. Between two arms: Welch's t for means, a two-proportion z test for the
-success rate, a bootstrap for p95 latency and cost per quality point; Cohen's d;
-the n per arm still needed for the minimum detectable effect at power 0.8.
+hit says nothing about the arm's model today).
 
-The verdict on quality uses the mSPRT over daily looks (:func:`analytics.stats.msprt`),
-so an analyst may read it every day: its false-positive rate stays at or below 5%.
+Four metrics per request, each compared between every pair of arms by the same
+sequential rule (:mod:`analytics.sequential`, daily looks):
+
+- ``quality``: the overall score, **0 for a failed request** (a model that fails on
+  the hard tasks must not look better for it);
+- ``success_rate``: answered / requests;
+- ``latency_ms``: mean latency per request;
+- ``cost_per_request``: mean USD per request.
+
+Each result has n per arm, the estimate, its always-valid confidence sequence and
+p-value, and a decision: ``winner``, ``equivalent`` (only when the interval lies
+inside +-MDE) or ``continue``, frozen at the look that decided. With k arms every
+pair is tested at ``alpha / (k (k - 1) / 2)`` (Bonferroni; p-values are reported
+adjusted), so the family-wise error over pairs stays at alpha per metric.
+
+The headline verdict of a pair follows a :class:`DecisionRule`: a primary metric
+(quality by default) and guardrails (success rate and cost): the primary's winner is
+the winner unless a guardrail says it is significantly worse, and a decided
+guardrail or other metric is always said, whatever the primary does.
 
     for line in summarize(load_requests("data/amm.db")):
         print(line)
@@ -18,40 +31,70 @@ so an analyst may read it every day: its false-positive rate stays at or below 5
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
 
-from analytics.stats import (
-    Interval,
-    SequentialResult,
-    TestResult,
-    bootstrap_ci,
-    bootstrap_diff,
-    mean_ci,
-    msprt,
-    proportion_ci,
-    sample_size_per_arm,
-    two_proportion_test,
-    welch_test,
+from analytics.sequential import (
+    EQUIVALENT,
+    WINNER,
+    cumulative,
+    first_decision,
+    needed_per_arm,
+    sequential_path,
 )
+from analytics.stats import Interval, bootstrap_ci, mean_ci, proportion_ci
 
 __all__ = [
+    "AB_METRICS",
     "ArmSummary",
     "Comparison",
+    "DecisionRule",
     "ExperimentReport",
+    "MetricResult",
     "analyse_experiment",
     "analyse_experiments",
     "randomised",
     "summarize",
 ]
 
+AB_METRICS = ("quality", "success_rate", "latency_ms", "cost_per_request")
+"""The metrics every experiment is decided on, in report order."""
+
+_HIGHER_IS_BETTER = {"quality": True, "success_rate": True, "latency_ms": False,
+                     "cost_per_request": False}
+_LABELS = {"quality": "quality", "success_rate": "success rate", "latency_ms": "latency",
+           "cost_per_request": "cost"}
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRule:
+    """How the per-metric decisions of a pair combine into the headline verdict.
+
+    ``primary`` decides the winner; a ``guardrails`` metric on which that winner is
+    significantly worse blocks it (a trade-off is reported instead).
+
+        DecisionRule(primary="quality", guardrails=("success_rate", "cost_per_request"))
+    """
+
+    primary: str = "quality"
+    guardrails: tuple[str, ...] = ("success_rate", "cost_per_request")
+
+    def __post_init__(self) -> None:
+        unknown = {self.primary, *self.guardrails} - set(AB_METRICS)
+        if unknown:
+            raise ValueError(f"unknown metrics {sorted(unknown)}; expected some of {AB_METRICS}")
+
 
 @dataclass(frozen=True, slots=True)
 class ArmSummary:
-    """One arm on randomised traffic; every value with its 95% CI."""
+    """One arm on randomised traffic (all of it, not frozen); every value with its 95% CI.
+
+    ``quality`` counts a failed request as 0, like the A/B test.
+    """
 
     arm: str
     n: int
@@ -64,22 +107,73 @@ class ArmSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricResult:
+    """Arm ``b`` minus arm ``a`` on one metric, frozen at the look that decided it.
+
+    ``diff`` is the estimate with its always-valid interval at level ``level``
+    (``1 - alpha / pairs``); ``p_value`` is the always-valid p-value, Bonferroni
+    adjusted; ``margin`` is the MDE in the metric's units (the equivalence margin);
+    ``needed_per_arm`` the n per arm at which the sequential rule has 80% power at
+    the MDE (``more_needed_per_arm`` the rest; 0 once decided).
+    """
+
+    metric: str
+    arm_a: str
+    arm_b: str
+    n_a: int
+    n_b: int
+    mean_a: float
+    mean_b: float
+    diff: Interval
+    p_value: float
+    decision: str  # "winner" / "equivalent" / "continue"
+    winner: str | None
+    stopped_at: datetime | None
+    looks: int
+    margin: float
+    level: float
+    needed_per_arm: int
+    more_needed_per_arm: int
+
+    @property
+    def relative(self) -> Interval:
+        """``diff / mean_a`` (for cost and latency, printed as a percentage)."""
+        if not self.mean_a:
+            return Interval(math.nan, math.nan, math.nan)
+        return Interval(self.diff.estimate / self.mean_a, self.diff.low / self.mean_a,
+                        self.diff.high / self.mean_a)
+
+    def describe(self) -> str:
+        """``success rate: b better (+3.1 pts, 95% CS +1.2..+5.0 pts, p=0.001, n=400/410)``."""
+        label = _LABELS[self.metric]
+        if self.decision == "winner":
+            loser = self.arm_a if self.winner == self.arm_b else self.arm_b
+            return (f"{label}: {self.winner} better than {loser} ({_oriented(self)}, "
+                    f"p={_fmt_p(self.p_value)}, n={self.n_a}/{self.n_b})")
+        stats = (f"{self.arm_b} - {self.arm_a} {_fmt_diff(self)}, {self.level:.0%} CS "
+                 f"{_fmt_interval(self)}, p={_fmt_p(self.p_value)}, n={self.n_a}/{self.n_b}")
+        if self.decision == "equivalent":
+            return f"{label}: equivalent within +-{_fmt_margin(self)} ({stats})"
+        more = (f"; need ~{self.more_needed_per_arm} more per arm"
+                if self.more_needed_per_arm > 0 else "")
+        return f"{label}: no decision yet ({stats}{more})"
+
+
+@dataclass(frozen=True, slots=True)
 class Comparison:
-    """Arm ``b`` minus arm ``a`` on each metric, the sequential decision and the verdict."""
+    """Arm ``b`` minus arm ``a`` on every metric, and the pair's headline verdict."""
 
     arm_a: str
     arm_b: str
-    quality: TestResult
-    success_rate: TestResult
-    latency_mean_ms: TestResult
-    latency_p95_ms: TestResult
-    cost_per_request: TestResult
-    cost_per_quality_point: TestResult
-    sequential_quality: SequentialResult
-    sequential_success: SequentialResult
-    needed_per_arm: int
-    more_needed_per_arm: int
+    results: tuple[MetricResult, ...]
     verdict: str
+
+    def metric(self, name: str) -> MetricResult:
+        """The result on ``name`` (one of :data:`AB_METRICS`)."""
+        for r in self.results:
+            if r.metric == name:
+                return r
+        raise KeyError(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +186,8 @@ class ExperimentReport:
     comparisons: tuple[Comparison, ...]
     excluded: int  # experiment requests left out: arm not honoured or cache hits
     mde: float
+    alpha: float = 0.05
+    rule: DecisionRule = field(default_factory=DecisionRule)
 
     @property
     def verdicts(self) -> list[str]:
@@ -121,10 +217,23 @@ def randomised(requests: pd.DataFrame, experiment: str) -> pd.DataFrame:
     return requests[mask.to_numpy(bool)]
 
 
+def metric_values(df: pd.DataFrame, metric: str) -> pd.Series:
+    """Per-request values of ``metric`` (NaN where undefined: a success with no score)."""
+    failed = (df["outcome"] == "error").to_numpy(bool)
+    if metric == "quality":
+        return df["quality"].astype(float).mask(failed & df["quality"].isna(), 0.0)
+    if metric == "success_rate":
+        return pd.Series((~failed).astype(float), index=df.index)
+    if metric == "latency_ms":
+        return df["latency_ms"].astype(float)
+    if metric == "cost_per_request":
+        return df["cost_usd"].astype(float)
+    raise ValueError(f"unknown metric {metric!r}; expected one of {AB_METRICS}")
+
+
 def _cost_quality(df: pd.DataFrame) -> np.ndarray:
-    # A failed request earns no quality but may cost: quality 0 penalises it fairly.
     return np.column_stack([df["cost_usd"].to_numpy(float),
-                            df["quality"].fillna(0.0).to_numpy(float)])
+                            metric_values(df, "quality").fillna(0.0).to_numpy(float)])
 
 
 def _ratio(s: np.ndarray) -> np.ndarray:
@@ -138,118 +247,220 @@ def _p95(s: np.ndarray) -> np.ndarray:
 
 
 def _arm_summary(arm: str, df: pd.DataFrame) -> ArmSummary:
-    ok = (df["outcome"] == "success").to_numpy(bool)
+    ok = (df["outcome"] != "error").to_numpy(bool)
     latency = df["latency_ms"].to_numpy(float)
     return ArmSummary(
-        arm=arm, n=len(df), quality=mean_ci(df["quality"].dropna().to_numpy(float)),
+        arm=arm, n=len(df), quality=mean_ci(metric_values(df, "quality").dropna().to_numpy()),
         success_rate=proportion_ci(int(ok.sum()), len(df)),
-        latency_mean_ms=mean_ci(latency), latency_p95_ms=bootstrap_ci(latency, _p95),
+        latency_mean_ms=mean_ci(latency),
+        latency_p95_ms=bootstrap_ci(latency, _p95, n_boot=1000),
         cost_per_request=mean_ci(df["cost_usd"].to_numpy(float)),
-        cost_per_quality_point=bootstrap_ci(_cost_quality(df), _ratio),
+        cost_per_quality_point=bootstrap_ci(_cost_quality(df), _ratio, n_boot=1000),
     )
 
 
-def _daily(df: pd.DataFrame, days: pd.DatetimeIndex, column: str) -> list[np.ndarray]:
-    day = df["time"].dt.floor("1D")
-    return [df.loc[(day == d).to_numpy(bool), column].dropna().to_numpy(float) for d in days]
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    mde: float
+    mde_rate: float
+    mde_relative: float
+    alpha: float  # per pair (already divided by the number of pairs)
+    pairs: int
+    power: float
 
 
-def _pct(x: float) -> str:
-    return f"{x:+.2f}".replace("+-", "-")
+def _margin(metric: str, s: _Settings, first_mean: float) -> float:
+    if metric == "quality":
+        return s.mde
+    if metric == "success_rate":
+        return s.mde_rate
+    # Cost and latency: the MDE is relative to the first look's level, fixed from then
+    # on so that later data cannot move a decision already taken.
+    return s.mde_relative * abs(first_mean) if first_mean else math.nan
 
 
-def _verdict(a: str, b: str, sa: ArmSummary, sb: ArmSummary, seq: SequentialResult,
-             seq_ok: SequentialResult, more: int, mde: float) -> str:
-    diff = seq.diff
-    if seq.reject and not math.isnan(diff.estimate):
-        winner, loser = (b, a) if diff.estimate > 0 else (a, b)
-        sign = 1 if diff.estimate > 0 else -1
-        lo, hi = sorted((sign * diff.low, sign * diff.high))
-        cw = (sb if winner == b else sa).cost_per_request.estimate
-        cl = (sa if winner == b else sb).cost_per_request.estimate
-        if cl > 0 and not math.isnan(cw):
-            change = (cl - cw) / cl
-            cost = f"{abs(change):.0%} {'cheaper' if change >= 0 else 'more expensive'}"
-        else:
-            cost = "cost not comparable"
-        line = (f"{winner} better on quality ({_pct(abs(diff.estimate))}, 95% CI "
-                f"{_pct(lo)}..{_pct(hi)}) than {loser}, {cost}")
-        if seq_ok.reject:
-            pts = sign * seq_ok.diff.estimate * 100
-            line += f", success rate {pts:+.1f} pts"
-        return line + "; enough data"
-    if more > 0:
-        return (f"no difference yet between {a} and {b} (quality {_pct(diff.estimate)}): "
-                f"need ~{more} more requests per arm")
-    return (f"no difference in quality larger than {mde:.2f} between {a} and {b} "
-            f"({_pct(diff.estimate)}, 95% CI {_pct(diff.low)}..{_pct(diff.high)}); enough data")
+def _compare_metric(metric: str, a: str, b: str, da: pd.DataFrame, db: pd.DataFrame,
+                    days: pd.DatetimeIndex, ends: list[datetime], s: _Settings
+                    ) -> MetricResult:
+    def looks(df: pd.DataFrame) -> list[np.ndarray]:
+        values, day = metric_values(df, metric), df["time"].dt.floor("1D")
+        return [values[(day == d).to_numpy(bool)].dropna().to_numpy(float) for d in days]
+
+    la, lb = looks(da), looks(db)
+    ca, cb = cumulative(la), cumulative(lb)
+    valid = np.flatnonzero((ca.n >= 2) & (cb.n >= 2))
+    first = int(valid[0]) if len(valid) else 0
+    first_mean = float((ca.s[first] + cb.s[first]) / max(ca.n[first] + cb.n[first], 1))
+    margin = _margin(metric, s, first_mean)
+    if not len(valid) or not margin > 0:  # no data, or a metric that is 0 everywhere
+        return _undecided(metric, a, b, ca.n[-1], cb.n[-1], s, margin)
+    binary = metric == "success_rate"
+    path = sequential_path(ca, cb, tau=margin, alpha=s.alpha, binary=binary)
+    stop = first_decision(path, margin=margin)
+    i, code = int(stop.look), int(stop.decision)
+    d, half = float(path.diff[i]), float(path.half[i])
+    higher = _HIGHER_IS_BETTER[metric]
+    winner = ((b if (d > 0) == higher else a) if code == WINNER else None)
+    sd = math.sqrt(float(path.var[i]) / (1 / ca.n[i] + 1 / cb.n[i]))  # per request
+    needed = needed_per_arm(sd, margin, alpha=s.alpha, power=s.power)
+    n_a, n_b = int(ca.n[i]), int(cb.n[i])
+    decided = code != 0
+    return MetricResult(
+        metric=metric, arm_a=a, arm_b=b, n_a=n_a, n_b=n_b,
+        mean_a=float(path.mean_a[i]), mean_b=float(path.mean_b[i]),
+        diff=Interval(d, d - half, d + half),
+        p_value=min(1.0, float(path.p_value[i]) * s.pairs),
+        decision="winner" if code == WINNER else "equivalent" if code == EQUIVALENT else "continue",
+        winner=winner, stopped_at=ends[i] if decided else None, looks=i + 1, margin=margin,
+        level=1 - s.alpha, needed_per_arm=needed,
+        more_needed_per_arm=0 if decided else max(0, needed - min(n_a, n_b)))
 
 
-def _compare(a: str, b: str, da: pd.DataFrame, db: pd.DataFrame, sa: ArmSummary,
-             sb: ArmSummary, *, mde: float, mde_rate: float, alpha: float,
-             power: float) -> Comparison:
-    qa, qb = da["quality"].dropna().to_numpy(float), db["quality"].dropna().to_numpy(float)
-    oka = (da["outcome"] == "success").to_numpy(float)
-    okb = (db["outcome"] == "success").to_numpy(float)
-    days = pd.DatetimeIndex(sorted(set(pd.concat([da["time"], db["time"]]).dt.floor("1D"))))
-    seq_q = msprt(_daily(da, days, "quality"), _daily(db, days, "quality"), tau=mde, alpha=alpha)
-    ok_a = da.assign(ok=oka)
-    ok_b = db.assign(ok=okb)
-    seq_ok = msprt(_daily(ok_a, days, "ok"), _daily(ok_b, days, "ok"), tau=mde_rate,
-                   alpha=alpha)
-    pooled_sd = float(np.sqrt((qa.var(ddof=1) + qb.var(ddof=1)) / 2)) if min(
-        len(qa), len(qb)) > 1 else 0.2
-    needed = sample_size_per_arm(pooled_sd, mde, alpha=alpha, power=power)
-    more = max(0, needed - min(len(da), len(db)))
-    return Comparison(
-        arm_a=a, arm_b=b, quality=welch_test(qa, qb),
-        success_rate=two_proportion_test(int(oka.sum()), len(oka), int(okb.sum()), len(okb)),
-        latency_mean_ms=welch_test(da["latency_ms"].to_numpy(float),
-                                   db["latency_ms"].to_numpy(float)),
-        latency_p95_ms=bootstrap_diff(da["latency_ms"].to_numpy(float),
-                                      db["latency_ms"].to_numpy(float), _p95),
-        cost_per_request=welch_test(da["cost_usd"].to_numpy(float),
-                                    db["cost_usd"].to_numpy(float)),
-        cost_per_quality_point=bootstrap_diff(_cost_quality(da), _cost_quality(db), _ratio),
-        sequential_quality=seq_q, sequential_success=seq_ok, needed_per_arm=needed,
-        more_needed_per_arm=more,
-        verdict=_verdict(a, b, sa, sb, seq_q, seq_ok, more, mde),
-    )
+def _undecided(metric: str, a: str, b: str, n_a: float, n_b: float, s: _Settings,
+               margin: float) -> MetricResult:
+    nan = math.nan
+    return MetricResult(metric=metric, arm_a=a, arm_b=b, n_a=int(n_a), n_b=int(n_b),
+                        mean_a=nan, mean_b=nan, diff=Interval(nan, nan, nan), p_value=1.0,
+                        decision="continue", winner=None, stopped_at=None, looks=0,
+                        margin=margin, level=1 - s.alpha, needed_per_arm=-1,
+                        more_needed_per_arm=0)
+
+
+def _compare(a: str, b: str, da: pd.DataFrame, db: pd.DataFrame, s: _Settings,
+             rule: DecisionRule) -> Comparison:
+    times = pd.concat([da["time"], db["time"]])
+    day = times.dt.floor("1D")
+    days = pd.DatetimeIndex(sorted(set(day)))
+    last = times.groupby(day.to_numpy()).max()
+    ends = [last[d].floor("us").to_pydatetime() for d in days]
+    results = tuple(_compare_metric(m, a, b, da, db, days, ends, s) for m in AB_METRICS)
+    return Comparison(arm_a=a, arm_b=b, results=results, verdict=_verdict(a, b, results, rule))
+
+
+# --- The words -------------------------------------------------------------------------
+
+
+def _sign(x: float, fmt: str) -> str:
+    return format(x, "+" + fmt).replace("+-", "-")
+
+
+def _scale(r: MetricResult) -> tuple[float, str, str]:
+    return {"quality": (1.0, ".3f", ""), "success_rate": (100.0, ".1f", " pts"),
+            "latency_ms": (1.0, ".0f", " ms"), "cost_per_request": (1.0, ".6f", " USD")}[r.metric]
+
+
+def _fmt_diff(r: MetricResult) -> str:
+    k, fmt, unit = _scale(r)
+    text = f"{_sign(r.diff.estimate * k, fmt)}{unit}"
+    if r.metric in ("latency_ms", "cost_per_request"):
+        text += f" ({_sign(r.relative.estimate * 100, '.1f')}%)"
+    return text
+
+
+def _fmt_interval(r: MetricResult) -> str:
+    k, fmt, unit = _scale(r)
+    text = f"{_sign(r.diff.low * k, fmt)}..{_sign(r.diff.high * k, fmt)}{unit}"
+    if r.metric in ("latency_ms", "cost_per_request"):
+        rel = r.relative
+        text += f" ({_sign(rel.low * 100, '.1f')}%..{_sign(rel.high * 100, '.1f')}%)"
+    return text
+
+
+def _fmt_margin(r: MetricResult) -> str:
+    k, fmt, unit = _scale(r)
+    return f"{format(r.margin * k, fmt)}{unit}"
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
+
+
+def _oriented(r: MetricResult) -> str:
+    """The winner minus the loser, with its interval (relative to the loser's level)."""
+    k, fmt, unit = _scale(r)
+    sign = 1 if r.winner == r.arm_b else -1
+    lo, hi = sorted((sign * r.diff.low, sign * r.diff.high))
+    est = sign * r.diff.estimate
+    text = (f"{_sign(est * k, fmt)}{unit}, {r.level:.0%} CS "
+            f"{_sign(lo * k, fmt)}..{_sign(hi * k, fmt)}{unit}")
+    base = r.mean_a if sign == 1 else r.mean_b
+    if r.metric in ("latency_ms", "cost_per_request") and base:
+        text += (f"; {_sign(est / base * 100, '.1f')}%, "
+                 f"{_sign(lo / base * 100, '.1f')}%..{_sign(hi / base * 100, '.1f')}%")
+    return text
+
+
+def _verdict(a: str, b: str, results: tuple[MetricResult, ...], rule: DecisionRule) -> str:
+    by = {r.metric: r for r in results}
+    p = by[rule.primary]
+    label = _LABELS[rule.primary]
+    others = [r for r in results if r.metric != rule.primary and r.decision != "continue"]
+    tail = "".join(f"; {r.describe()}" for r in others)
+    if p.decision == "winner":
+        loser = a if p.winner == b else b
+        head = (f"{p.winner} better on {label} ({_oriented(p)}, p={_fmt_p(p.p_value)}) "
+                f"than {loser}")
+        harmed = [by[g] for g in rule.guardrails
+                  if by[g].decision == "winner" and by[g].winner == loser]
+        if harmed:
+            names = ", ".join(_LABELS[g.metric] for g in harmed)
+            return f"trade-off, no overall winner: {head} but worse on {names}{tail}"
+        return f"{head}{tail}"
+    if p.decision == "equivalent":
+        return (f"{a} and {b} equivalent on {label} within +-{_fmt_margin(p)} "
+                f"({b} - {a} {_fmt_diff(p)}, {p.level:.0%} CS {_fmt_interval(p)}){tail}")
+    more = (f"; need ~{p.more_needed_per_arm} more requests per arm"
+            if p.more_needed_per_arm > 0 else "")
+    return (f"no decision yet on {label} between {a} and {b} ({b} - {a} {_fmt_diff(p)}, "
+            f"{p.level:.0%} CS {_fmt_interval(p)}, n={p.n_a}/{p.n_b}{more}){tail}")
+
+
+# --- Entry points ----------------------------------------------------------------------
 
 
 def analyse_experiment(requests: pd.DataFrame, experiment: str, *, mde: float = 0.03,
-                       mde_rate: float = 0.03, alpha: float = 0.05, power: float = 0.8,
+                       mde_rate: float = 0.03, mde_relative: float = 0.10,
+                       alpha: float = 0.05, power: float = 0.8,
+                       rule: DecisionRule | None = None,
                        min_per_arm: int = 10) -> ExperimentReport:
     """Arms and pairwise comparisons of ``experiment`` on randomised traffic.
 
-    ``mde``: the smallest quality difference worth finding (also the mSPRT's tau);
-    ``mde_rate``: the same for the success rate.
+    ``mde``: the smallest quality difference worth finding (the mSPRT's tau and the
+    equivalence margin); ``mde_rate``: the same for the success rate (absolute);
+    ``mde_relative``: the same for latency and cost, as a fraction of their level.
     """
-    if not (0 < alpha < 1 and 0 < power < 1 and mde > 0 and mde_rate > 0):
+    if not (0 < alpha < 1 and 0 < power < 1 and mde > 0 and mde_rate > 0
+            and mde_relative > 0):
         raise ValueError(f"need 0 < alpha, power < 1 and mde > 0; got alpha={alpha}, "
-                         f"power={power}, mde={mde}, mde_rate={mde_rate}")
+                         f"power={power}, mde={mde}, mde_rate={mde_rate}, "
+                         f"mde_relative={mde_relative}")
+    rule = rule or DecisionRule()
     in_exp = requests[(requests["experiment"] == experiment).fillna(False).to_numpy(bool)]
     fair = randomised(requests, experiment)
     agent = in_exp["agent_type"].mode()
     groups = {str(arm): df for arm, df in fair.groupby("arm", sort=True)}
     arms = {arm: _arm_summary(arm, df) for arm, df in groups.items()}
     comparable = [arm for arm, df in groups.items() if len(df) >= min_per_arm]
-    comparisons = tuple(
-        _compare(a, b, groups[a], groups[b], arms[a], arms[b], mde=mde, mde_rate=mde_rate,
-                 alpha=alpha, power=power)
-        for a, b in combinations(comparable, 2))
+    pairs = list(combinations(comparable, 2))
+    s = _Settings(mde=mde, mde_rate=mde_rate, mde_relative=mde_relative,
+                  alpha=alpha / max(len(pairs), 1), pairs=max(len(pairs), 1), power=power)
+    comparisons = tuple(_compare(a, b, groups[a], groups[b], s, rule) for a, b in pairs)
     return ExperimentReport(
         name=experiment, agent_type=str(agent.iloc[0]) if len(agent) else None,
         arms=tuple(arms.values()), comparisons=comparisons,
-        excluded=len(in_exp) - len(fair), mde=mde)
+        excluded=len(in_exp) - len(fair), mde=mde, alpha=alpha, rule=rule)
 
 
-def analyse_experiments(requests: pd.DataFrame, **options: float) -> list[ExperimentReport]:
+def analyse_experiments(requests: pd.DataFrame, *, rule: DecisionRule | None = None,
+                        **options: float) -> list[ExperimentReport]:
     """:func:`analyse_experiment` for every experiment in ``requests``, by name."""
     names = sorted(requests["experiment"].dropna().unique())
-    return [analyse_experiment(requests, str(name), **options) for name in names]
+    return [analyse_experiment(requests, str(name), rule=rule, **options)  # type: ignore[arg-type]
+            for name in names]
 
 
-def summarize(requests: pd.DataFrame, **options: float) -> list[str]:
+def summarize(requests: pd.DataFrame, *, rule: DecisionRule | None = None,
+              **options: float) -> list[str]:
     """The verdict lines of every experiment (the dashboard and ``amm report`` show these)."""
-    return [line for rep in analyse_experiments(requests, **options) for line in rep.verdicts]
+    return [line for rep in analyse_experiments(requests, rule=rule, **options)
+            for line in rep.verdicts]
