@@ -284,23 +284,38 @@ class LiteLLMStream:
             try:
                 chunk = await self._raw.__anext__()
             except StopAsyncIteration:
+                self._harvest_usage()
                 raise
             except APIModelError:
+                self._harvest_usage()
                 raise
             except Exception as exc:
+                self._harvest_usage()
                 raise map_provider_error(exc, model_id=self._model.id, task_id=self._task_id,
                                          secret=self._secret) from exc
             out = self._take(chunk)
             if out:
                 return out
 
+    def _harvest_usage(self) -> None:
+        """The last usage the provider reported, also from chunks litellm received but
+        held back (a usage report just before a cut): billing is exact when it exists."""
+        for chunk in reversed(getattr(self._raw, "chunks", None) or ()):
+            if self._take_usage(getattr(chunk, "usage", None)):
+                return
+
+    def _take_usage(self, usage: Any) -> bool:
+        if usage is None:
+            return False
+        tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
+        tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
+        if not (tokens_in or tokens_out):
+            return False
+        self.usage = TokenUsage(tokens_in, tokens_out)
+        return True
+
     def _take(self, chunk: Any) -> StreamChunk:
-        usage = getattr(chunk, "usage", None)
-        if usage is not None:
-            tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
-            tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
-            if tokens_in or tokens_out:
-                self.usage = TokenUsage(tokens_in, tokens_out)
+        self._take_usage(getattr(chunk, "usage", None))
         if "response_id" not in self.metadata and getattr(chunk, "id", None):
             self.metadata["response_id"] = chunk.id
             self.metadata["response_model"] = getattr(chunk, "model", None)
@@ -326,6 +341,7 @@ class LiteLLMStream:
 
     async def aclose(self) -> None:
         """Stop reading and close the provider's HTTP response (idempotent, never raises)."""
+        self._harvest_usage()
         close = getattr(self._raw, "aclose", None)
         if close is None:
             return

@@ -47,6 +47,7 @@ from amm.models import (
     estimate_tokens,
 )
 from amm.streaming import Accumulator, StreamChunk, ToolCallDelta
+from amm.timeouts import attempt_timeout, remaining
 from telemetry.events import NULL_SINK, AttemptEvent, EventSink, RateLimitedEvent
 
 if TYPE_CHECKING:
@@ -162,7 +163,9 @@ class APIClientManager:
                 return await attempt(model_id, request, attempt=retry + 1)
             except APIModelError as err:
                 delay = self._delay_before_retry(err, retry, max_retries)
-                if delay is None:
+                left = remaining()
+                if delay is None or (left is not None and delay >= left):
+                    # No retry, or none that would end before the request's deadline.
                     err.attempted_models = [model_id]
                     raise
             await self._sleep(delay)
@@ -221,7 +224,7 @@ class APIClientManager:
                     f"{model_id}: no usable API key for provider {model.provider!r} (set "
                     f"{model.provider.upper()}_API_KEY; keys rejected with 401/403 are disabled)",
                     error_type="missing_api_key")
-            response = await adapter.complete(model, request, api_key=key, timeout_s=self._timeout_s)
+            response = await adapter.complete(model, request, api_key=key, timeout_s=attempt_timeout(self._timeout_s))
         except Exception as exc:
             latency_ms = (time.perf_counter() - started) * 1000.0
             err = self._as_error(exc, model, request, key)
@@ -266,10 +269,10 @@ class APIClientManager:
                     error_type="missing_api_key")
             if hasattr(adapter, "stream"):
                 provider = await adapter.stream(model, request, api_key=key,
-                                                timeout_s=self._timeout_s)
+                                                timeout_s=attempt_timeout(self._timeout_s))
             else:
                 provider = _Whole(await adapter.complete(model, request, api_key=key,
-                                                         timeout_s=self._timeout_s))
+                                                         timeout_s=attempt_timeout(self._timeout_s)))
             try:
                 first = await provider.__anext__()
             except StopAsyncIteration:

@@ -67,6 +67,7 @@ from amm.errors import (
     RateLimitError,
 )
 from amm.models import FailoverReason, ModelRequest, ModelResponse
+from amm.timeouts import remaining
 from telemetry.events import NULL_SINK, DegradationEvent, EventSink, FailoverEvent
 
 __all__ = [
@@ -248,6 +249,10 @@ class FailoverManager:
             last = error
             if failovers >= self.max_retries:
                 gave_up = f"gave up after {self.max_retries} failovers"
+                break
+            left = remaining()
+            if left is not None and left <= 0:
+                gave_up = "the request's deadline passed"
                 break
             alternative = await self._alternative(model, task, reason, attempted, agent,
                                                   constraints)

@@ -40,6 +40,7 @@ from amm.errors import (
 )
 from amm.models import ModelRequest, ModelResponse, SelectionConstraints, estimate_tokens
 from amm.structured import answer_problems
+from amm.timeouts import DEADLINE
 from telemetry.events import ModelDemotedEvent, RateLimitedEvent
 
 if TYPE_CHECKING:
@@ -72,7 +73,16 @@ _DEFAULT_MAX_TOKENS = 1024
 
 
 class BudgetPolicy(enum.StrEnum):
-    """What ``complete`` does once the daily budget is spent."""
+    """What ``complete`` does once the daily budget is spent.
+
+    Every call first reserves its estimated cost (output priced at ``max_tokens``, an
+    upper bound), so concurrent calls cannot overshoot together: under REFUSE a call
+    whose reservation would pass the budget is refused, and spend stays within the
+    budget up to the error of the input-token estimate. Under DOWNGRADE such calls go
+    to the cheapest model that fits and are served even past the budget (that is
+    what downgrading means). When the ledger cannot be written, calls are refused
+    (fail closed) under both.
+    """
 
     REFUSE = "refuse"  # raise BudgetExceededError
     DOWNGRADE = "downgrade"  # route to the cheapest model that fits the request
@@ -88,6 +98,7 @@ class ManagerSettings:
     demotion_seconds: float = 300.0  # how long a low-quality model stays demoted
     degradation_check_interval_s: float = 60.0  # 0 turns the background check off
     degradation_threshold: float = 0.8
+    request_timeout_s: float = 120.0  # the whole request: every retry and failover within it
 
 
 class ModelManager:
@@ -158,7 +169,8 @@ class ModelManager:
         quality_threshold: float = 0.7,
         evaluation_window: int = 10,
         cache_enabled: bool = True,
-        timeout_s: float = 60.0,
+        timeout_s: float = 30.0,
+        request_timeout_s: float = 120.0,
         retries_per_model: int = 1,
         degradation_check_interval_s: float = 60.0,
         performance_windows_s: tuple[float, float] = (3600.0, 86400.0),
@@ -169,6 +181,11 @@ class ModelManager:
         Everything durable goes to ``{data_dir}/amm.db`` (spans, cost ledger,
         performance table, response cache), which the dashboard reads. Give
         ``recorder=`` to record on providers of your own (tests, embedding apps).
+
+        Time limits: ``timeout_s`` bounds one provider attempt (30 s), and
+        ``request_timeout_s`` the whole request with its retries and failovers (120 s):
+        each attempt gets at most the time that is left. If building fails (a bad
+        registry, an unwritable data directory), nothing is left running or open.
         """
         from amm.api_client import APIClientManager
         from amm.api_key_manager import APIKeyManager
@@ -183,32 +200,46 @@ class ModelManager:
         from amm.selector import ModelSelector
         from telemetry.recorder import Recorder
 
-        db_path = Path(data_dir) / "amm.db"
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        tel = None
-        if telemetry and recorder is None:
-            from telemetry.setup import setup
-
-            tel = setup(service_name=service_name or "amm", store_path=db_path)
-        if recorder is None:
-            # Bound to this Telemetry's own providers (the globals can be set once only).
-            recorder = tel.recorder() if tel is not None else Recorder()
-
+        # The registry first: a bad file fails before any thread, file or exporter exists.
         registry = ModelRegistry(Path(config_path))
-        keys = key_manager if key_manager is not None else APIKeyManager()
-        if key_manager is None:
-            keys.load_keys()
-        api_client = APIClientManager(keys, registry=registry, timeout_s=timeout_s, events=recorder)
-        health = HealthChecker(
-            registry, check_interval_seconds=int(health_check_interval_s),
-            api_client=api_client, events=recorder,
-        )
-        limiter = RateLimiter(registry, events=recorder)
-        recent_s, baseline_s = performance_windows_s
-        perf = PerformanceMonitor(db_path, events=recorder, recent_window_s=recent_s,
-                                  baseline_window_s=baseline_s)
-        costs = CostTracker(db_path, daily_budget=daily_budget, events=recorder)
-        cache = CacheManager(db_path, events=recorder) if cache_enabled else None
+        db_path = Path(data_dir) / "amm.db"
+        opened: list[Any] = []  # closed again, in reverse, if building fails half-way
+        tel = None
+        try:
+            db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if telemetry and recorder is None:
+                from telemetry.setup import setup
+
+                tel = setup(service_name=service_name or "amm", store_path=db_path)
+                opened.append(tel)
+            if recorder is None:
+                # Bound to this Telemetry's own providers (the globals can be set once only).
+                recorder = tel.recorder() if tel is not None else Recorder()
+            keys = key_manager if key_manager is not None else APIKeyManager()
+            if key_manager is None:
+                keys.load_keys()
+            api_client = APIClientManager(keys, registry=registry, timeout_s=timeout_s,
+                                          events=recorder)
+            opened.append(api_client)
+            health = HealthChecker(
+                registry, check_interval_seconds=int(health_check_interval_s),
+                api_client=api_client, events=recorder,
+            )
+            limiter = RateLimiter(registry, events=recorder)
+            recent_s, baseline_s = performance_windows_s
+            perf = PerformanceMonitor(db_path, events=recorder, recent_window_s=recent_s,
+                                      baseline_window_s=baseline_s)
+            opened.append(perf)
+            costs = CostTracker(db_path, daily_budget=daily_budget, events=recorder)
+            opened.append(costs)
+            cache = CacheManager(db_path, events=recorder) if cache_enabled else None
+            if cache is not None:
+                opened.append(cache)
+        except BaseException:
+            for component in reversed(opened):
+                with contextlib.suppress(Exception):
+                    (getattr(component, "shutdown", None) or component.close)()
+            raise
         evaluator = ResponseEvaluator(
             quality_threshold=quality_threshold, evaluation_window=evaluation_window, events=recorder
         )
@@ -232,6 +263,7 @@ class ModelManager:
                 budget_policy=BudgetPolicy(budget_policy), cache_enabled=cache_enabled,
                 retries_per_model=retries_per_model,
                 degradation_check_interval_s=degradation_check_interval_s,
+                request_timeout_s=request_timeout_s,
             ),
             telemetry=tel, start_health_checks=start_health_checks,
         )
@@ -329,6 +361,18 @@ class ModelManager:
         """
         if not self._started:
             await self.start()
+        deadline = DEADLINE.set(time.monotonic() + self.settings.request_timeout_s)
+        try:
+            response = await self._complete(request, constraints)
+        finally:
+            DEADLINE.reset(deadline)
+        # The ledger row of every attempt is committed before the caller sees the answer.
+        await self.cost_tracker.durable()
+        return response
+
+    async def _complete(
+        self, request: ModelRequest, constraints: SelectionConstraints | None
+    ) -> ModelResponse:
         with self._request_span(request):
             cache_key = self._cache_key(request)
             if cache_key is not None:
@@ -372,6 +416,13 @@ class ModelManager:
         """The request path of a stream up to its first chunk (called by ManagedStream)."""
         if not self._started:
             await self.start()
+        deadline = DEADLINE.set(time.monotonic() + self.settings.request_timeout_s)
+        try:
+            await self._open_stream_steps(stream)
+        finally:
+            DEADLINE.reset(deadline)
+
+    async def _open_stream_steps(self, stream: ManagedStream) -> None:
         request, constraints = stream.request, stream.constraints
         cache_key = self._cache_key(request)
         if cache_key is not None:
@@ -440,9 +491,9 @@ class ModelManager:
         self, request: ModelRequest, constraints: SelectionConstraints | None
     ) -> SelectionConstraints | None:
         tracker = self.cost_tracker
-        if tracker.daily_budget <= 0 or tracker.current_spend() < tracker.daily_budget:
+        spend = tracker.current_spend() + tracker.reserved()
+        if tracker.daily_budget <= 0 or spend < tracker.daily_budget:
             return constraints
-        spend = tracker.current_spend()
         if self.settings.budget_policy is BudgetPolicy.REFUSE:
             raise BudgetExceededError(
                 f"daily budget of ${tracker.daily_budget:.2f} exceeded (spent ${spend:.4f})",
@@ -541,17 +592,50 @@ class _Attempt:
             )
         return reservation
 
+    def _hold_budget(self, model_id: str) -> Any:
+        """Reserve the call's estimated cost on ``model_id`` (an upper bound: the output is
+        priced at ``max_tokens``), so concurrent calls cannot overshoot the budget
+        together; None when there is no budget."""
+        m = self._manager
+        tracker = m.cost_tracker
+        if tracker.daily_budget <= 0:
+            return None
+        model = m.registry.get_model(model_id)
+        if model is None:
+            return None
+        estimate = model.estimate_cost(estimate_tokens(self._request.text()),
+                                       self._request.max_tokens or _DEFAULT_MAX_TOKENS)
+        try:
+            return tracker.reserve(estimate)
+        except BudgetExceededError as exc:
+            if m.settings.budget_policy is BudgetPolicy.DOWNGRADE \
+                    and exc.error_type == "budget_exceeded":
+                return None  # downgrade keeps serving, on the cheapest model that fits
+            exc.task_id = exc.task_id or self._request.task_id or None
+            exc.model_id = exc.model_id or model_id
+            raise
+
     async def __call__(self, model_id: str) -> ModelResponse:
         m = self._manager
-        reservation = self._reserve(model_id)
+        budget = self._hold_budget(model_id)
+        try:
+            reservation = self._reserve(model_id)
+        except BaseException:
+            if budget is not None:
+                budget.release()
+            raise
         try:
             response = await m.api_client.send_request_with_retry(
                 model_id, self._request, max_retries=m.settings.retries_per_model
             )
         except BaseException:
             reservation.settle(0)
+            if budget is not None:
+                budget.release()  # failed attempts that billed are booked by the ledger
             raise
         reservation.settle(response.token_usage.total_tokens or 0)
+        if budget is not None:
+            budget.settle(response.cost)
         _correct_limits(m, model_id, response.metadata)
         if self._request.on_invalid == "failover" and (self._request.tools
                                                       or self._request.wants_json):
@@ -576,15 +660,23 @@ class _StreamAttempt(_Attempt):
 
     async def __call__(self, model_id: str) -> Any:
         m = self._manager
-        reservation = self._reserve(model_id)
+        budget = self._hold_budget(model_id)
+        try:
+            reservation = self._reserve(model_id)
+        except BaseException:
+            if budget is not None:
+                budget.release()
+            raise
         try:
             opened = await m.api_client.open_stream_with_retry(
                 model_id, self._request, max_retries=m.settings.retries_per_model
             )
         except BaseException:
             reservation.settle(0)
+            if budget is not None:
+                budget.release()
             raise
-        self.reservation = reservation
+        self.reservation = (reservation, budget)
         _correct_limits(m, model_id, opened.provider_metadata)
         return opened
 

@@ -223,9 +223,14 @@ class ManagedStream:
         self._end_span(None)
 
     def _settle(self, billed: ModelResponse | None) -> None:
-        reservation, self._reservation = self._reservation, None
-        if reservation is not None:
-            reservation.settle(billed.token_usage.total_tokens or 0 if billed is not None else 0)
+        """Settle the rate-limit and budget holds with what was billed (idempotent)."""
+        holds, self._reservation = self._reservation, None
+        if holds is None:
+            return
+        limit, budget = holds
+        limit.settle(billed.token_usage.total_tokens or 0 if billed is not None else 0)
+        if budget is not None:
+            budget.settle(billed.cost if billed is not None else 0.0)
 
     def _end_span(self, exc: BaseException | None) -> None:
         span, self._span = self._span, None

@@ -169,7 +169,7 @@ async def test_budget_refusal_reaches_the_caller_as_a_typed_error(build_manager)
         return (await llm.complete(q, max_tokens=50)).content
 
     async with manager:
-        await agent("first")
+        await manager.cost_tracker.record_cost("m", "general", 1, 1, 0.002, "earlier")
         with pytest.raises(BudgetExceededError):
             await agent("second")
 

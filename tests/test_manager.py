@@ -100,12 +100,38 @@ async def test_identical_deterministic_request_is_served_from_cache_without_http
 
 
 async def test_over_budget_refuses_with_budget_exceeded(build_manager):
-    manager, _, _ = build_manager({"m": GOOD}, [model_entry("m", cost_in=1.0, cost_out=1.0)],
-                                  daily_budget=0.01, budget_policy=BudgetPolicy.REFUSE)
+    manager, sim, _ = build_manager({"m": GOOD}, [model_entry("m", cost_in=1.0, cost_out=1.0)],
+                                    daily_budget=0.01, budget_policy=BudgetPolicy.REFUSE)
     async with manager:
-        await manager.complete(request(1))  # spends more than the whole budget
+        await manager.cost_tracker.record_cost("m", "implementation", 10, 10, 1.0, "seed")
         with pytest.raises(BudgetExceededError):
             await manager.complete(request(2))
+    assert sim.request_count("m") == 0
+
+
+async def test_a_call_whose_estimated_cost_would_pass_the_budget_is_refused_before_sending(
+        build_manager):
+    manager, sim, _ = build_manager({"m": GOOD}, [model_entry("m", cost_in=1.0, cost_out=1.0)],
+                                    daily_budget=0.01, budget_policy=BudgetPolicy.REFUSE)
+    async with manager:
+        with pytest.raises(BudgetExceededError) as info:
+            await manager.complete(request(1))  # 120 output tokens at $1/1k: $0.12 > $0.01
+    assert sim.request_count("m") == 0 and info.value.task_id == "task-1"
+    assert manager.cost_tracker.reserved() == 0.0
+
+
+async def test_concurrent_calls_never_overshoot_the_budget(build_manager):
+    manager, _, _ = build_manager({"m": ModelProfile(latency_ms=20)},
+                                  [model_entry("m", cost_in=0.1, cost_out=0.1)],
+                                  daily_budget=0.05, budget_policy=BudgetPolicy.REFUSE)
+    async with manager:
+        results = await asyncio.gather(*(manager.complete(request(i)) for i in range(32)),
+                                       return_exceptions=True)
+    served = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BudgetExceededError)]
+    assert served and refused and len(served) + len(refused) == 32
+    assert manager.cost_tracker.current_spend() <= 0.05
+    assert manager.cost_tracker.reserved() == 0.0
 
 
 async def test_over_budget_downgrades_to_the_cheapest_model_that_fits(build_manager):
