@@ -256,8 +256,11 @@ def run_demo(
         "\n".join(first_chunks.lines()) or "    no streamed answers")
     out.write(summary + "\n")
     out.write(f"\n  store: {store}\n")
-    out.write("  traces: set OTEL_EXPORTER_OTLP_ENDPOINT to export them to Jaeger or Tempo "
-              "(see deploy/README.md)\n")
+    from telemetry.setup import traces_destination
+
+    where = (traces_destination()
+             or "set OTEL_EXPORTER_OTLP_ENDPOINT to export them to Jaeger, Tempo or Phoenix")
+    out.write(f"  traces: {where} (see deploy/README.md)\n")
     return DemoResult(requests, ok, failed, store, time.monotonic() - started, summary)
 
 

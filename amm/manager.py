@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import difflib
 import enum
 import logging
 import time
@@ -32,8 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amm.errors import (
+    APIModelError,
     BudgetExceededError,
     CacheError,
+    InvalidRequestError,
     ModelUnavailableError,
     QualityThresholdError,
     RateLimitError,
@@ -70,6 +73,8 @@ ACTIVE_AGENT: contextvars.ContextVar[tuple[str, str] | None] = contextvars.Conte
 log = logging.getLogger("amm.manager")
 
 _DEFAULT_MAX_TOKENS = 1024
+# Exclusion reasons that pass with time: a request refused for them may be retried later.
+_TEMPORARY_REASONS = ("unavailable", "rate-limited", "demoted", "no usable API key")
 
 
 class BudgetPolicy(enum.StrEnum):
@@ -210,7 +215,7 @@ class ModelManager:
             if telemetry and recorder is None:
                 from telemetry.setup import setup
 
-                tel = setup(service_name=service_name or "amm", store_path=db_path)
+                tel = setup(service_name=service_name, store_path=db_path)
                 opened.append(tel)
             if recorder is None:
                 # Bound to this Telemetry's own providers (the globals can be set once only).
@@ -243,7 +248,8 @@ class ModelManager:
         evaluator = ResponseEvaluator(
             quality_threshold=quality_threshold, evaluation_window=evaluation_window, events=recorder
         )
-        selector = ModelSelector(registry, health, limiter, perf, events=recorder)
+        selector = ModelSelector(registry, health, limiter, perf, events=recorder,
+                                 key_check=api_client.can_call)
         failover = FailoverManager(
             selector, max_retries=max_failovers, base_backoff_seconds=base_backoff_seconds,  # type: ignore[arg-type,unused-ignore]
             events=recorder,
@@ -384,13 +390,11 @@ class ModelManager:
                 request, request.agent_type, constraints, demoted=self._demoted_for(request.agent_type)
             )
             if selection is None:
-                raise ModelUnavailableError(
-                    f"no model matches the request of agent type {request.agent_type!r}",
-                    task_id=request.task_id,
-                )
+                raise self._no_match(request, constraints)
             response = await self.failover_manager.execute_with_failover(
                 selection.model_id, request, _Attempt(self, request),
                 agent_type=request.agent_type, constraints=constraints,
+                demoted=self._demoted_for(request.agent_type),
             )
             response = await self._evaluate(request, response)
             self._check_answer(request, response)
@@ -435,14 +439,12 @@ class ModelManager:
             request, request.agent_type, constraints, demoted=self._demoted_for(request.agent_type)
         )
         if selection is None:
-            raise ModelUnavailableError(
-                f"no model matches the streamed request of agent type {request.agent_type!r}",
-                task_id=request.task_id,
-            )
+            raise self._no_match(request, constraints)
         attempt = _StreamAttempt(self, request)
         opened = await self.failover_manager.execute_with_failover(
             selection.model_id, request, attempt,
             agent_type=request.agent_type, constraints=constraints,
+            demoted=self._demoted_for(request.agent_type),
         )
         stream.serve(opened, attempt.reservation, cache_key)
 
@@ -538,6 +540,32 @@ class ModelManager:
                            f"over the last {self.evaluator.evaluation_window} answers",
                 ))
         return replace(response, metadata={**response.metadata, "quality": quality.overall_score})
+
+    def _no_match(self, request: ModelRequest,
+                  constraints: SelectionConstraints | None) -> APIModelError:
+        """The error when no model passes the filters: every model and why, retryable
+        only when some reason passes with time (health, rate limit, demotion, a key
+        resting after a 401/403)."""
+        required = set(constraints.required_capabilities) if constraints else set()
+        unknown = sorted(required - self.selector.known_capabilities())
+        if unknown:
+            known = sorted(self.selector.known_capabilities())
+            hints = []
+            for cap in unknown:
+                close = difflib.get_close_matches(cap, known, n=1)
+                hints.append(f"{cap!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            return InvalidRequestError(
+                f"no registered model has the capability {', '.join(hints)}; known "
+                f"capabilities: {', '.join(known)}", task_id=request.task_id or None,
+                error_type="unknown_capability")
+        reasons = self.selector.exclusions(request, request.agent_type, constraints,
+                                           demoted=self._demoted_for(request.agent_type))
+        temporary = any(r.startswith(_TEMPORARY_REASONS) for r in reasons.values())
+        listed = "; ".join(f"{m}: {r}" for m, r in reasons.items()) or "no models registered"
+        return ModelUnavailableError(
+            f"no model matches the request of agent type {request.agent_type!r}: {listed}",
+            task_id=request.task_id or None, failure_reasons=reasons, is_retryable=temporary,
+            error_type="no_model_matches")
 
     @staticmethod
     def _check_answer(request: ModelRequest, response: ModelResponse) -> None:

@@ -2,7 +2,10 @@
 
 gRPC (``TraceService``/``MetricsService``) and HTTP (``POST /v1/traces``,
 ``POST /v1/metrics``, protobuf bodies) on free ports of 127.0.0.1. Received spans
-are decoded to plain Python values (:class:`ReceivedSpan`).
+are decoded to plain Python values (:class:`ReceivedSpan`). ``metrics=False`` makes it
+a traces-only backend, as Phoenix, Langfuse, Jaeger and Tempo are: metrics are
+answered 405 over HTTP and ``UNIMPLEMENTED`` over gRPC (and counted in
+:attr:`OTLPReceiver.refused`).
 
 >>> with OTLPReceiver() as rx:
 ...     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = rx.grpc_endpoint
@@ -70,10 +73,26 @@ def _attrs(kvs: Any) -> dict[str, Any]:
     return {kv.key: decode_value(kv.value) for kv in kvs}
 
 
+class _RefuseMetrics(grpc.GenericRpcHandler):
+    """Counts calls to the metrics service and leaves them unhandled (UNIMPLEMENTED)."""
+
+    def __init__(self, receiver: OTLPReceiver) -> None:
+        self._receiver = receiver
+
+    def service(self, handler_call_details: Any) -> None:
+        if "MetricsService" in handler_call_details.method:
+            with self._receiver._cond:
+                self._receiver.refused += 1
+        return None
+
+
 class OTLPReceiver:
     """Collects OTLP traces and metrics over gRPC and/or HTTP on 127.0.0.1."""
 
-    def __init__(self, grpc: bool = True, http: bool = True) -> None:
+    def __init__(self, grpc: bool = True, http: bool = True, *, metrics: bool = True) -> None:
+        self._accept_metrics = metrics
+        self.refused = 0
+        """Export requests refused because this receiver takes no metrics."""
         self._spans: list[ReceivedSpan] = []
         self._metrics: list[ReceivedMetric] = []
         self._cond = threading.Condition()
@@ -164,7 +183,10 @@ class OTLPReceiver:
 
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        if self._accept_metrics:
+            metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+        else:  # an unknown service: gRPC itself answers UNIMPLEMENTED; count the calls
+            server.add_generic_rpc_handlers((_RefuseMetrics(self),))
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         self._grpc_server = server
@@ -185,6 +207,11 @@ class OTLPReceiver:
                     req = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
                     receiver._add_traces(req, "http")
                     reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                elif self.path == "/v1/metrics" and not receiver._accept_metrics:
+                    with receiver._cond:
+                        receiver.refused += 1
+                    self.send_error(405, "Method Not Allowed")
+                    return
                 elif self.path == "/v1/metrics":
                     mreq = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
                     receiver._add_metrics(mreq, "http")

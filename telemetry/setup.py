@@ -3,14 +3,20 @@
 Precedence: explicit argument > ``OTEL_*`` environment variable > default (see the
 ``ENV_*`` constants of :mod:`telemetry.conventions`).
 
-* Resource: ``service_name`` > ``OTEL_SERVICE_NAME`` > ``"amm"``, plus
-  ``OTEL_RESOURCE_ATTRIBUTES``.
-* OTLP export (traces and metrics) only when an endpoint is configured
-  (``OTEL_EXPORTER_OTLP_ENDPOINT`` or the per-signal ones), over
-  ``OTEL_EXPORTER_OTLP_PROTOCOL`` = ``grpc`` | ``http/protobuf`` (default: ``http/protobuf``
-  when the endpoint's port is 4318, else ``grpc``). Nobody is spammed with
-  failed connections to a missing localhost:4317.
-* ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``: ``otlp``, ``console``, ``none``.
+* Resource: ``service_name`` > ``OTEL_SERVICE_NAME`` > ``service.name`` in
+  ``OTEL_RESOURCE_ATTRIBUTES`` > ``"amm"``, plus the other ``OTEL_RESOURCE_ATTRIBUTES``.
+  With the viewer attributes on (``AMM_TELEMETRY_VIEWER_ATTRIBUTES``, default) the
+  resource also names the Phoenix project, ``openinference.project.name`` = the
+  service name, unless ``OTEL_RESOURCE_ATTRIBUTES`` sets it.
+* OTLP export (traces, metrics, logs) only when an endpoint is configured
+  (``OTEL_EXPORTER_OTLP_ENDPOINT`` or the per-signal ones), over the protocol of
+  ``OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL`` > ``OTEL_EXPORTER_OTLP_PROTOCOL`` >
+  ``http/protobuf`` (the specification's default, whatever the port).
+* ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER`` / ``OTEL_LOGS_EXPORTER``: ``otlp``
+  (default), ``console``, ``none``. Logs are amm's own warnings (``amm`` loggers).
+* A failing export is counted (``amm.telemetry.export.failures``) and reported once
+  with what to do; a backend that refuses metrics or logs (404/405/``UNIMPLEMENTED``)
+  is told once and no longer sent them (:mod:`telemetry.export_guard`).
 * Sampler: ``sampler`` > ``OTEL_TRACES_SAMPLER``/``_ARG`` (read by the SDK).
 * ``OTEL_SDK_DISABLED=true``: no providers at all; the recorder then only feeds
   its listeners.
@@ -32,7 +38,6 @@ import types
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
@@ -51,11 +56,19 @@ from opentelemetry.trace import TracerProvider
 
 from telemetry import conventions as c
 from telemetry.events import EventSink
+from telemetry.export_guard import (
+    ExportGuard,
+    otlp_log_exporter,
+    otlp_metric_exporter,
+    otlp_span_exporter,
+)
 from telemetry.processor import CountingBatchSpanProcessor
 from telemetry.recorder import Recorder
 from telemetry.store import SpanStoreExporter
+from telemetry.viewers import viewer_attributes_enabled
 
-__all__ = ["DEFAULT_SERVICE_NAME", "Telemetry", "current", "setup", "shutdown"]
+__all__ = ["DEFAULT_SERVICE_NAME", "Telemetry", "current", "otlp_endpoint", "otlp_protocol",
+           "setup", "shutdown", "traces_destination"]
 
 _log = logging.getLogger("amm.telemetry")
 
@@ -74,11 +87,15 @@ class Telemetry:
 
     def __init__(self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None,
                  processors: Sequence[CountingBatchSpanProcessor], *, owns_tracer: bool,
-                 owns_meter: bool, store: SpanStoreExporter | None = None) -> None:
+                 owns_meter: bool, store: SpanStoreExporter | None = None,
+                 logs: _Logs | None = None, guards: Sequence[ExportGuard] = ()) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.processors = tuple(processors)
         self.store = store
+        self.guards = tuple(guards)
+        """One per OTLP exporter: its signal, endpoint, protocol and failure state."""
+        self._logs = logs
         self._owns_tracer = owns_tracer
         self._owns_meter = owns_meter
         self._closed = False
@@ -99,12 +116,15 @@ class Telemetry:
         return sum(p.dropped for p in self.processors)
 
     def recorder(self, listeners: Iterable[EventSink] = (), *,
-                 capture_content: str | bool | None = None) -> Recorder:
+                 capture_content: str | bool | None = None,
+                 viewer_attributes: bool | None = None,
+                 quality_threshold: float | None = None) -> Recorder:
         """A :class:`Recorder` on these providers (no-op ones when disabled)."""
         return Recorder(
             tracer_provider=self.tracer_provider or trace.NoOpTracerProvider(),
             meter_provider=self.meter_provider or otel_metrics.NoOpMeterProvider(),
             listeners=listeners, capture_content=capture_content,
+            viewer_attributes=viewer_attributes, quality_threshold=quality_threshold,
         )
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -116,6 +136,8 @@ class Telemetry:
             ok = self.tracer_provider.force_flush(timeout_millis) and ok
         if self._owns_meter and isinstance(self.meter_provider, SDKMeterProvider):
             ok = bool(self.meter_provider.force_flush(timeout_millis)) and ok
+        if self._logs is not None:
+            ok = self._logs.provider.force_flush(timeout_millis) and ok
         return ok
 
     def shutdown(self) -> None:
@@ -131,6 +153,8 @@ class Telemetry:
                 p.shutdown()
         if self._owns_meter and isinstance(self.meter_provider, SDKMeterProvider):
             self.meter_provider.shutdown()
+        if self._logs is not None:
+            self._logs.close()
         global _current
         with _lock:
             if _current is self:
@@ -193,45 +217,111 @@ def _env_list(name: str, default: str) -> set[str]:
     return {v.strip().lower() for v in os.environ.get(name, default).split(",") if v.strip()}
 
 
-def _protocol(endpoint: str, signal: str) -> str:
-    explicit = (os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-                or os.environ.get(c.ENV_OTLP_PROTOCOL))
-    if explicit:
-        return explicit.strip().lower()
-    return "http/protobuf" if urlparse(endpoint).port == 4318 else "grpc"
+_SIGNAL_ENV = {
+    "traces": (c.ENV_OTLP_TRACES_ENDPOINT, c.ENV_OTLP_TRACES_PROTOCOL),
+    "metrics": (c.ENV_OTLP_METRICS_ENDPOINT, c.ENV_OTLP_METRICS_PROTOCOL),
+    "logs": (c.ENV_OTLP_LOGS_ENDPOINT, c.ENV_OTLP_LOGS_PROTOCOL),
+}
 
 
-def _otlp_span_exporter() -> SpanExporter | None:
-    endpoint = os.environ.get(c.ENV_OTLP_TRACES_ENDPOINT) or os.environ.get(c.ENV_OTLP_ENDPOINT)
-    if not endpoint:
+def otlp_protocol(signal: str) -> str:
+    """The OTLP protocol of ``signal`` (``traces``, ``metrics``, ``logs``): the per-signal
+    variable > ``OTEL_EXPORTER_OTLP_PROTOCOL`` > ``http/protobuf``. Never guessed from a port.
+
+    ``http/json`` (which the Python exporters lack) and unknown values fall back to
+    ``http/protobuf`` with a warning.
+    """
+    env = _SIGNAL_ENV[signal][1]
+    raw = (os.environ.get(env) or os.environ.get(c.ENV_OTLP_PROTOCOL) or "").strip().lower()
+    if not raw:
+        return c.DEFAULT_OTLP_PROTOCOL
+    if raw in ("grpc", "http/protobuf"):
+        return raw
+    _log.warning("OTLP protocol %r for %s is not supported here (grpc, http/protobuf); "
+                 "using %s", raw, signal, c.DEFAULT_OTLP_PROTOCOL)
+    return c.DEFAULT_OTLP_PROTOCOL
+
+
+def otlp_endpoint(signal: str) -> str | None:
+    """Where ``signal`` goes: the per-signal endpoint as given, else the base endpoint
+    (for HTTP with ``/v1/{signal}`` appended, as the exporter does); None: no export."""
+    own = os.environ.get(_SIGNAL_ENV[signal][0])
+    if own:
+        return own
+    base = os.environ.get(c.ENV_OTLP_ENDPOINT)
+    if not base:
         return None
-    if _protocol(endpoint, "TRACES") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        return OTLPSpanExporter()  # reads the endpoint, headers, TLS settings from the env
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-        OTLPSpanExporter as HTTPExporter,
-    )
-    return HTTPExporter()  # appends /v1/traces to OTEL_EXPORTER_OTLP_ENDPOINT itself
+    if otlp_protocol(signal) == "grpc":
+        return base
+    return base.rstrip("/") + f"/v1/{signal}"
 
 
-def _otlp_metric_reader() -> MetricReader | None:
-    endpoint = os.environ.get(c.ENV_OTLP_METRICS_ENDPOINT) or os.environ.get(c.ENV_OTLP_ENDPOINT)
-    if not endpoint:
+def traces_destination() -> str | None:
+    """Where OTLP traces go under the current environment, in words (None: nowhere).
+
+    >>> traces_destination()
+    'exported to http://127.0.0.1:6006/v1/traces over http/protobuf'
+    """
+    if _env_true(c.ENV_SDK_DISABLED) or "otlp" not in _env_list(c.ENV_TRACES_EXPORTER, "otlp"):
         return None
-    if _protocol(endpoint, "METRICS") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        return PeriodicExportingMetricReader(OTLPMetricExporter())
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HTTPMetricExporter,
+    endpoint = otlp_endpoint("traces")
+    return f"exported to {endpoint} over {otlp_protocol('traces')}" if endpoint else None
+
+
+def _guard(signal: str) -> ExportGuard | None:
+    endpoint = otlp_endpoint(signal)
+    return ExportGuard(signal, endpoint, otlp_protocol(signal)) if endpoint else None
+
+
+class _Logs:
+    """amm's log records as OTLP/console logs: the provider and the handler on ``amm``."""
+
+    def __init__(self, provider: Any, handler: logging.Handler) -> None:
+        self.provider = provider
+        self.handler = handler
+        logging.getLogger("amm").addHandler(handler)
+
+    def close(self) -> None:
+        logging.getLogger("amm").removeHandler(self.handler)
+        self.provider.shutdown()
+
+
+def _logs(resource: Resource, meter_provider: MeterProvider, guards: list[ExportGuard]
+          ) -> _Logs | None:
+    wanted = _env_list(c.ENV_LOGS_EXPORTER, "otlp")
+    processors: list[Any] = []
+    from opentelemetry.sdk._logs.export import (
+        BatchLogRecordProcessor,
+        ConsoleLogRecordExporter,
+        SimpleLogRecordProcessor,
     )
-    return PeriodicExportingMetricReader(HTTPMetricExporter())
+    if "otlp" in wanted and (guard := _guard("logs")) is not None:
+        guard.bind_meter(meter_provider)
+        guards.append(guard)
+        processors.append(BatchLogRecordProcessor(otlp_log_exporter(guard.protocol, guard)))
+    if "console" in wanted:
+        processors.append(SimpleLogRecordProcessor(ConsoleLogRecordExporter()))
+    if not processors:
+        return None
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    from telemetry.logs import OTelLogHandler
+
+    provider = LoggerProvider(resource=resource)
+    for processor in processors:
+        provider.add_log_record_processor(processor)
+    return _Logs(provider, OTelLogHandler(provider))
 
 
 def _resource(service_name: str | None) -> Resource:
+    # Resource.create reads OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME over it;
+    # the explicit name goes over both.
     resource = Resource.create({SERVICE_NAME: service_name} if service_name else {})
-    if not service_name and not os.environ.get(c.ENV_SERVICE_NAME) \
-            and str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    if viewer_attributes_enabled() and c.OPENINFERENCE_PROJECT_NAME not in resource.attributes:
+        resource = resource.merge(Resource({
+            c.OPENINFERENCE_PROJECT_NAME: str(resource.attributes[SERVICE_NAME])}))
     return resource
 
 
@@ -245,6 +335,7 @@ def _build(service_name: str | None, store_path: str | Path | None,
     resource = _resource(service_name)
     traces_exporters = _env_list(c.ENV_TRACES_EXPORTER, "otlp")
     metrics_exporters = _env_list(c.ENV_METRICS_EXPORTER, "otlp")
+    guards: list[ExportGuard] = []
     want_console = console if console is not None else "console" in traces_exporters
 
     # Metrics first: the span processors count their drops on this meter provider.
@@ -252,8 +343,10 @@ def _build(service_name: str | None, store_path: str | Path | None,
     owns_meter = not isinstance(existing_mp, SDKMeterProvider) or existing_mp in _installed
     if owns_meter:
         readers = list(metric_readers)
-        if "otlp" in metrics_exporters and (reader := _otlp_metric_reader()) is not None:
-            readers.append(reader)
+        if "otlp" in metrics_exporters and (metrics_guard := _guard("metrics")) is not None:
+            guards.append(metrics_guard)
+            readers.append(PeriodicExportingMetricReader(
+                otlp_metric_exporter(metrics_guard.protocol, metrics_guard)))
         if "console" in metrics_exporters or (console and "none" not in metrics_exporters):
             readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
         meter_provider: MeterProvider = SDKMeterProvider(resource=resource, metric_readers=readers)
@@ -262,6 +355,8 @@ def _build(service_name: str | None, store_path: str | Path | None,
             _installed.append(meter_provider)
     else:
         meter_provider = existing_mp
+    for guard in guards:
+        guard.bind_meter(meter_provider)
 
     existing_tp = trace.get_tracer_provider()
     owns_tracer = not isinstance(existing_tp, SDKTracerProvider) or existing_tp in _installed
@@ -271,8 +366,10 @@ def _build(service_name: str | None, store_path: str | Path | None,
     span_exporters: list[SpanExporter] = []
     if exporters is not None:
         span_exporters.extend(exporters)
-    elif owns_tracer and "otlp" in traces_exporters and (otlp := _otlp_span_exporter()) is not None:
-        span_exporters.append(otlp)
+    elif owns_tracer and "otlp" in traces_exporters and (traces_guard := _guard("traces")) is not None:
+        traces_guard.bind_meter(meter_provider)
+        guards.append(traces_guard)
+        span_exporters.append(otlp_span_exporter(traces_guard.protocol, traces_guard))
     store = SpanStoreExporter(store_path) if store_path is not None else None
     if store is not None:
         span_exporters.append(store)
@@ -288,8 +385,9 @@ def _build(service_name: str | None, store_path: str | Path | None,
             _installed.append(tracer_provider)
     else:
         _log.info("amm uses the application's tracer provider (adds %d processor(s))", len(processors))
+    logs = _logs(resource, meter_provider, guards) if owns_tracer else None
     return Telemetry(tracer_provider, meter_provider, processors, owns_tracer=owns_tracer,
-                     owns_meter=owns_meter, store=store)
+                     owns_meter=owns_meter, store=store, logs=logs, guards=guards)
 
 
 class _CallableModule(types.ModuleType):
