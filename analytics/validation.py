@@ -17,6 +17,7 @@ from itertools import combinations
 
 import numpy as np
 
+from analytics.degradation import Change, degradation_ratio, find_changes
 from analytics.sequential import (
     EQUIVALENT,
     WINNER,
@@ -25,7 +26,7 @@ from analytics.sequential import (
     sequential_path,
 )
 
-__all__ = ["ABCell", "simulate_ab"]
+__all__ = ["ABCell", "DegradationCell", "simulate_ab", "simulate_degradation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +103,103 @@ def simulate_ab(*, metric: str = "quality", arms: int = 2, effect: float = 0.0,
                   family_wise_fp=float(np.mean(any_fp)), power=power, wrong_sign=wrong,
                   median_days=median_days, coverage=covered / total, equivalence=equivalence,
                   wrong_equivalence=wrong_eq)
+
+
+# --- Degradation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DegradationCell:
+    """Outcome of ``runs`` simulated series of one metric, re-analysed every ``rerun``
+    requests as the watch does. ``change_at`` is None for stable series."""
+
+    scenario: str
+    runs: int
+    length: int
+    false_reports_per_10k: float  # distinct reports before the change (or anywhere if stable)
+    found: float  # share of runs reporting the change within ``window`` requests of it
+    median_delay: float  # requests from the change to the first report
+    median_location_error: float  # |reported change - true change|, requests
+    interval_coverage: float  # share of reported intervals containing the true change
+
+
+def _series(scenario: str, rng: np.random.Generator, runs: int, n: int,
+            change_at: int | None) -> tuple[np.ndarray, bool, str]:
+    """Oriented values (worse is up) ``(runs, n)``, whether binary, and the metric."""
+    i = np.arange(n)
+    after = (i >= change_at) if change_at is not None else np.zeros(n, bool)
+    ramp = np.clip((i - (change_at or 0)) / 1000, 0, 1) if change_at is not None else 0 * i
+    kind, _, size = scenario.partition(":")
+    if kind.startswith("latency"):  # latency-<log sd>:<x step> / drift
+        sd = float(kind.split("-")[1]) if "-" in kind else 0.5
+        shift = 0.0 if not size else np.log(float(size.rstrip("x~")))
+        level = shift * (ramp if size.endswith("~") else after)
+        return rng.normal(0, sd, (runs, n)) + level, False, "p95_latency_ms"
+    if kind == "quality":  # quality ~ N(0.8, 0.1) clipped; step down by <size>
+        drop = float(size.rstrip("~")) if size else 0.0
+        level = drop * (ramp if size.endswith("~") else after)
+        return -np.clip(rng.normal(0.8, 0.1, (runs, n)) - level, 0, 1), False, "quality"
+    if kind.startswith("errors"):  # errors-<base %>:<new %>
+        base = float(kind.split("-")[1]) / 100 if "-" in kind else 0.01
+        new = float(size.rstrip("%~")) / 100 if size else base
+        p = base + (new - base) * (ramp if size.endswith("~") else after)
+        return (rng.random((runs, n)) < p).astype(float), True, "error_rate"
+    raise ValueError(scenario)
+
+
+def _value(metric: str, x: np.ndarray) -> float:
+    if metric == "p95_latency_ms":
+        return float(np.quantile(np.exp(x), 0.95))
+    return float(np.mean(x)) if metric == "error_rate" else float(-np.mean(x))
+
+
+def _reported(x: np.ndarray, binary: bool, metric: str, threshold: float) -> list[Change]:
+    out = []
+    for ch in find_changes(x, binary=binary):
+        ref = x[ch.reference[0]:ch.reference[1]]
+        seg = x[ch.segment[0]:ch.segment[1]]
+        if degradation_ratio(metric, _value(metric, ref), _value(metric, seg)) < threshold:
+            out.append(ch)
+    return out
+
+
+def simulate_degradation(scenario: str, *, runs: int = 1000, length: int = 4000,
+                         change_at: int | None = None, rerun: int = 100,
+                         window: int = 1000, threshold: float = 0.8,
+                         seed: int = 0) -> DegradationCell:
+    """Scenarios: ``latency-0.8`` (stable, log-sd 0.8), ``latency-0.5:1.5x`` (step x1.5),
+    ``latency-0.5:2x~`` (drift to x2 over 1,000 requests), ``quality:0.15``,
+    ``errors-1:5%``, ``errors-1`` (stable 1%)..."""
+    rng = np.random.default_rng(seed)
+    xs, binary, metric = _series(scenario, rng, runs, length, change_at)
+    false, delays, errors, covered, found = 0, [], [], [], 0
+    for x in xs:
+        seen: list[int] = []
+        first_true: Change | None = None
+        first_at = 0
+        for end in range(rerun, length + 1, rerun):
+            for ch in _reported(x[:end], binary, metric, threshold):
+                true = change_at is not None and ch.segment[1] > change_at - 100 and (
+                    ch.index >= change_at - window)
+                if true and first_true is None:
+                    first_true, first_at = ch, end
+                elif not true and all(abs(ch.index - s) > 200 for s in seen):
+                    seen.append(ch.index)
+                    false += 1
+            if first_true is not None and change_at is None:
+                break
+        if first_true is not None and change_at is not None:
+            delay = first_at - change_at
+            if delay <= window:
+                found += 1
+                delays.append(delay)
+                errors.append(abs(first_true.index - change_at))
+                covered.append(first_true.low <= change_at <= first_true.high)
+    stable_requests = runs * (change_at if change_at is not None else length)
+    return DegradationCell(
+        scenario=scenario, runs=runs, length=length,
+        false_reports_per_10k=false / stable_requests * 10_000,
+        found=found / runs if change_at is not None else math.nan,
+        median_delay=float(np.median(delays)) if delays else math.nan,
+        median_location_error=float(np.median(errors)) if errors else math.nan,
+        interval_coverage=float(np.mean(covered)) if covered else math.nan)
