@@ -292,6 +292,13 @@ class APIClientManager:
         return AttemptStream(self, model, registered, request, attempt, provider, first,
                              start_ns=start_ns, started=started, ttfc_s=ttfc_s, key=key)
 
+    def can_call(self, model: ModelMetadata) -> bool:
+        """Whether a key usable for ``model`` exists (always, for keyless providers and
+        providers amm does not key itself)."""
+        if model.provider not in _KEYED_PROVIDERS:
+            return True
+        return self._keys.has_key(model.provider, model_id=model.id, base_url=model.api_base)
+
     def _resolve(self, model_id: str) -> tuple[ModelMetadata, bool]:
         registry = self._registry
         if registry is None:

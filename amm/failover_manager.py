@@ -218,9 +218,12 @@ class FailoverManager:
         *,
         agent_type: str | None = None,
         constraints: Any = None,
+        demoted: Collection[str] = (),
     ) -> ModelResponse:
         """``request_func(model_id)`` on ``primary_model``, then on alternatives.
 
+        Alternatives are chosen like the first model: same constraints, and models
+        ``demoted`` for this agent type only when nothing else is eligible.
         Raises FailoverError when every attempt failed, and re-raises at once the
         errors another model cannot fix (budget, invalid request).
         """
@@ -255,7 +258,7 @@ class FailoverManager:
                 gave_up = "the request's deadline passed"
                 break
             alternative = await self._alternative(model, task, reason, attempted, agent,
-                                                  constraints)
+                                                  constraints, demoted)
             self.record_failover(model, alternative, reason, task_id=task.task_id,
                                  agent_type=agent)
             if alternative is not None:
@@ -287,8 +290,8 @@ class FailoverManager:
                                        constraints if constraints is not None else self.constraints)
 
     async def _alternative(self, failed_model: str, task: ModelRequest, reason: FailoverReason,
-                           tried: Collection[str], agent_type: str, constraints: Any
-                           ) -> str | None:
+                           tried: Collection[str], agent_type: str, constraints: Any,
+                           demoted: Collection[str] = ()) -> str | None:
         exclude = set(tried)
         exclude.add(failed_model)
         if reason is FailoverReason.CONTEXT_TOO_LONG:
@@ -298,7 +301,7 @@ class FailoverManager:
                 exclude.update(m.id for m in registry.models()
                                if m.context_window <= failed.context_window)
         selection = await self.model_selector.select_model(task, agent_type, constraints,
-                                                           exclude=exclude)
+                                                           exclude=exclude, demoted=demoted)
         return selection.model_id if selection is not None else None
 
     # -- history and alerting -----------------------------------------------------------

@@ -173,6 +173,24 @@ class RateLimiter:
                 return False  # the common case, without walking the window for a wait
             return self._wait_locked(w, now, 1) > 0
 
+    def headroom(self, model_id: str) -> float:
+        """The share of the model's admitted capacity still free now, in [0, 1]: the
+        smaller of the requests' and the tokens' share (0 under a provider 429). The
+        selector scores availability by it."""
+        if model_id not in self._windows:
+            return 1.0  # nothing sent yet
+        with self._lock:
+            w, now = self._window_now(model_id, require_known=False)
+            if w.provider_until > now:
+                return 0.0
+            if w.limits is None:
+                return 1.0
+            free_req = self._remaining(w.requests, w.extra_requests, w.extra_requests_until,
+                                       w.request_cap, now) / max(w.request_cap, 1.0)
+            free_tok = self._remaining(w.tokens, w.extra_tokens, w.extra_tokens_until,
+                                       w.token_cap, now) / max(w.token_cap, 1.0)
+        return max(0.0, min(1.0, free_req, free_tok))
+
     @staticmethod
     def _has_room(w: Window, now: float) -> bool:
         """One more request (of one token) fits under both caps right now."""

@@ -143,9 +143,13 @@ class ModelSelector:
         events: EventSink = NULL_SINK,
         min_samples: int = 5,
         demotion: Callable[[str, str], bool] | None = None,
+        key_check: Callable[[ModelMetadata], bool] | None = None,
     ) -> None:
         """``demotion(model_id, agent_type)`` (e.g. ``ResponseEvaluator.should_demote``)
-        marks models to use only when nothing else is eligible, like ``demoted=``."""
+        marks models to use only when nothing else is eligible, like ``demoted=``.
+        ``key_check(model)`` says whether a usable API key exists for the model: a model
+        without one is excluded ("no API key"), so a partly configured machine routes
+        to what it can reach."""
         if not isinstance(min_samples, int) or min_samples < 1:
             raise InvalidRequestError(f"min_samples must be an int >= 1; got {min_samples!r}")
         self.registry = registry
@@ -157,6 +161,7 @@ class ModelSelector:
         self.min_samples = min_samples
         self._events = events
         self._demotion = demotion
+        self._key_check = key_check
         # Optional richer queries, looked up once: absent ones mean "no information".
         self._snapshot_fn: Callable[..., StatsSnapshot | None] | None = getattr(
             performance_monitor, "snapshot", None)
@@ -195,6 +200,8 @@ class ModelSelector:
             return "disabled"
         if e.provider in rq.providers:
             return f"provider {e.provider} excluded"
+        if self._key_check is not None and not self._key_check(e.model):
+            return f"no usable API key for provider {e.provider}"
         if rq.required and not rq.required <= e.caps:
             return "missing capabilities: " + ", ".join(sorted(rq.required - e.caps))
         if rq.needs_tools and not e.tools:
@@ -258,6 +265,27 @@ class ModelSelector:
             return "not in the registry"
         result = self._examine(entry, rq)
         return result if isinstance(result, str) else None
+
+    def exclusions(self, task: ModelRequest, agent_type: str, constraints: Any = None, *,
+                   demoted: Collection[str] = ()) -> dict[str, str]:
+        """Every registered model that the filters exclude for ``task``, with why (for
+        the error that says why nothing matched; not on the hot path)."""
+        rq = _Request(task, agent_type, constraints, (), demoted)
+        out: dict[str, str] = {}
+        for e in self._index():
+            result = self._examine(e, rq)
+            if isinstance(result, str):
+                out[e.id] = result
+            elif e.id in demoted:
+                out[e.id] = f"demoted for {agent_type or 'this agent type'}"
+        return out
+
+    def known_capabilities(self) -> frozenset[str]:
+        """Every capability some registered model has."""
+        caps: set[str] = set()
+        for e in self._index():
+            caps |= e.caps
+        return frozenset(caps)
 
     # -- selection ----------------------------------------------------------------------
 
