@@ -7,6 +7,7 @@ each run their own ``cProfile.Profile``; the stats of every thread are merged an
 grouped by package (amm, telemetry, opentelemetry, litellm, ...).
 
     python -m benchmarks.hot_path --calls 2000 [--path litellm] [--top 30] [--steps]
+    python -m benchmarks.hot_path --path amm_stream --calls 1500   # a streamed call, read to its end
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from benchmarks.amm_env import AmmBench, AmmPath, DecoratorPath
+from benchmarks.amm_env import AmmBench, AmmPath, AmmStreamPath, DecoratorPath, DecoratorStreamPath
 from benchmarks.mock_server import MockServer
-from benchmarks.paths import LitellmPath, Path, litellm_env
+from benchmarks.paths import LitellmPath, LitellmStreamPath, Path, StreamPath, litellm_env
 from benchmarks.runner import PromptCounter, warm_up
+from benchmarks.streaming import warm_up_streams
 
 __all__ = ["bucket_of", "main", "profile_path"]
 
@@ -88,13 +90,18 @@ class _ProfilingExecutor(ThreadPoolExecutor):
             f.result(20)
 
 
-async def profile_path(path: Path, calls: int) -> tuple[pstats.Stats, float]:
+async def profile_path(path: Path | StreamPath, calls: int) -> tuple[pstats.Stats, float]:
     """Run ``calls`` sequential calls of ``path`` under cProfile; merged stats and wall seconds."""
     loop = asyncio.get_running_loop()
     executor = _ProfilingExecutor(workers=4)
     loop.set_default_executor(executor)
     counter = PromptCounter(10**7)
-    await warm_up([path], counter, calls=50)  # also starts every worker (and its profile)
+    if path.name.endswith("_stream"):
+        await warm_up_streams([path], counter, calls=50)  # type: ignore[list-item]
+    else:
+        await warm_up([path], counter, calls=50)  # type: ignore[list-item]
+    # Starts every worker (and its profile) even when the path uses none.
+    await asyncio.gather(*(loop.run_in_executor(None, time.sleep, 0.01) for _ in range(4)))
     main_profile = cProfile.Profile()
     start = time.perf_counter()
     main_profile.enable()
@@ -204,7 +211,10 @@ async def _run(path_name: str, calls: int, top: int, cumulative: str | None,
         async with AmmBench(server.api_base) as bench:
             builders: dict[str, Any] = {"amm": lambda: AmmPath(bench),
                                         "amm_decorator": lambda: DecoratorPath(bench),
-                                        "litellm": lambda: LitellmPath(server.api_base)}
+                                        "litellm": lambda: LitellmPath(server.api_base),
+                                        "amm_stream": lambda: AmmStreamPath(bench),
+                                        "amm_decorator_stream": lambda: DecoratorStreamPath(bench),
+                                        "litellm_stream": lambda: LitellmStreamPath(server.api_base)}
             path = builders[path_name]()
             await path.setup()
             if steps:
@@ -229,7 +239,8 @@ async def _run(path_name: str, calls: int, top: int, cumulative: str | None,
 def main() -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.hot_path", description=__doc__.split("\n")[0])
-    parser.add_argument("--path", default="amm", choices=("amm", "amm_decorator", "litellm"))
+    parser.add_argument("--path", default="amm", choices=(
+        "amm", "amm_decorator", "litellm", "amm_stream", "amm_decorator_stream", "litellm_stream"))
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument("--cumulative", metavar="REGEX",

@@ -2,13 +2,15 @@
 
 Sections, in order: ``import`` (``import amm`` in fresh interpreters), ``ceiling``
 (the mock's own limit), ``latency`` (sequential, every path interleaved),
-``throughput`` (concurrency 16 and 64), ``micro`` (selection, cache hit, recorder),
+``streaming`` (time to first and last chunk of streamed calls, sequential,
+interleaved), ``throughput`` (concurrency 16 and 64), ``micro`` (selection, cache hit, recorder),
 ``memory`` (RSS over many requests through amm at concurrency 64, the highest load,
 then spans emitted versus received). ``--only`` takes section and/or path names.
 
     python -m benchmarks                 # the full run (make bench), under 10 minutes
     python -m benchmarks --quick         # small counts (the smoke test)
     python -m benchmarks --only latency,amm,litellm
+    python -m benchmarks --only streaming                 # the streamed paths only
 """
 
 from __future__ import annotations
@@ -27,16 +29,32 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from benchmarks import micro
-from benchmarks.amm_env import AmmBench, AmmPath, DecoratorPath
+from benchmarks.amm_env import (
+    AmmBench,
+    AmmPath,
+    AmmStreamPath,
+    DecoratorPath,
+    DecoratorStreamPath,
+)
 from benchmarks.mock_server import MockServer, measure_ceiling
-from benchmarks.paths import LitellmPath, Path, RawHttpxPath, RouterPath, litellm_env
+from benchmarks.paths import (
+    LitellmPath,
+    LitellmStreamPath,
+    Path,
+    RawHttpxPath,
+    RouterPath,
+    StreamPath,
+    litellm_env,
+)
 from benchmarks.report import evaluate, to_markdown, write_results
 from benchmarks.runner import PromptCounter, Series, measure, warm_up
+from benchmarks.streaming import measure_streams, summarise_streams, warm_up_streams
 
-__all__ = ["FULL", "PATHS", "QUICK", "SECTIONS", "Counts", "main", "run"]
+__all__ = ["FULL", "PATHS", "QUICK", "SECTIONS", "STREAM_PATHS", "Counts", "main", "run"]
 
-SECTIONS = ("import", "ceiling", "latency", "throughput", "micro", "memory")
+SECTIONS = ("import", "ceiling", "latency", "streaming", "throughput", "micro", "memory")
 PATHS = ("raw_httpx", "litellm", "router", "amm", "amm_decorator")
+STREAM_PATHS = ("litellm_stream", "amm_stream", "amm_decorator_stream")
 RESULTS_DIR = FsPath(__file__).resolve().parent / "results"
 
 
@@ -49,6 +67,8 @@ class Counts:
     sequential_rounds: int
     concurrent: int  # calls per path at each concurrency > 1
     concurrent_rounds: int
+    streamed: int  # streamed calls per path, sequential
+    streamed_rounds: int
     ceiling: int
     memory: int  # requests through amm in the memory run
     select_50: int
@@ -59,9 +79,10 @@ class Counts:
 
 
 FULL = Counts(warmup=100, sequential=2000, sequential_rounds=10, concurrent=1024,
-              concurrent_rounds=2, ceiling=2000, memory=20_000, select_50=2000, select_1000=200,
+              concurrent_rounds=2, streamed=1000, streamed_rounds=10, ceiling=2000, memory=20_000, select_50=2000, select_1000=200,
               cache_hits=3000, recorder=2000, import_runs=5)
 QUICK = Counts(warmup=5, sequential=30, sequential_rounds=2, concurrent=64, concurrent_rounds=1,
+               streamed=30, streamed_rounds=2,
                ceiling=128, memory=256, select_50=100, select_1000=10, cache_hits=100, recorder=100,
                import_runs=2)
 
@@ -146,8 +167,32 @@ def _paths(names: Sequence[str], server: MockServer, bench: AmmBench) -> list[Pa
     return [build[n]() for n in PATHS if n in names]
 
 
+def _stream_paths(names: Sequence[str], server: MockServer, bench: AmmBench) -> list[StreamPath]:
+    build: dict[str, Callable[[], StreamPath]] = {
+        "litellm_stream": lambda: LitellmStreamPath(server.api_base),
+        "amm_stream": lambda: AmmStreamPath(bench),
+        "amm_decorator_stream": lambda: DecoratorStreamPath(bench)}
+    return [build[n]() for n in STREAM_PATHS if n in names]
+
+
+async def _streaming(paths: Sequence[StreamPath], counter: PromptCounter,
+                     counts: Counts) -> dict[str, Any]:
+    for p in paths:
+        await p.setup()
+    try:
+        _log(f"streaming warm-up of {', '.join(p.name for p in paths)}")
+        await warm_up_streams(paths, counter, calls=counts.warmup)
+        _log("streaming: time to first and last chunk (concurrency 1), interleaved")
+        return summarise_streams(await measure_streams(
+            paths, counter, calls_per_path=counts.streamed, rounds=counts.streamed_rounds))
+    finally:
+        for p in paths:
+            await p.close()
+
+
 async def run(counts: Counts, *, sections: Sequence[str] = SECTIONS, paths: Sequence[str] = PATHS,
-              protocol: str = "http/protobuf", mode: str = "full") -> dict[str, Any]:
+              stream_paths: Sequence[str] = STREAM_PATHS, protocol: str = "http/protobuf",
+              mode: str = "full") -> dict[str, Any]:
     """Run the chosen sections over the chosen paths; return the results (budgets included)."""
     litellm_env()
     began = time.perf_counter()
@@ -177,6 +222,9 @@ async def run(counts: Counts, *, sections: Sequence[str] = SECTIONS, paths: Sequ
                     _log("sequential latency (concurrency 1), interleaved")
                     _store(results, "c1", await measure(chosen, counter, calls_per_path=counts.sequential,
                                                         concurrency=1, rounds=counts.sequential_rounds), 1)
+                if "streaming" in sections and stream_paths:
+                    results["streaming"] = await _streaming(
+                        _stream_paths(stream_paths, server, bench), counter, counts)
                 if chosen and "throughput" in sections:
                     for level in (16, 64):
                         _log(f"throughput at concurrency {level}, interleaved")
@@ -216,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
-                        help=f"sections {', '.join(SECTIONS)} and/or paths {', '.join(PATHS)}; "
+                        help=f"sections {', '.join(SECTIONS)} and/or paths "
+                             f"{', '.join(PATHS + STREAM_PATHS)}; "
                              "repeat or comma-separate")
     parser.add_argument("--protocol", default="http/protobuf", choices=("http/protobuf", "grpc"),
                         help="OTLP protocol of the exporter (default: http/protobuf)")
@@ -224,15 +273,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when a budget fails")
     args = parser.parse_args(argv)
     names = _split(args.only)
-    unknown = [n for n in names if n not in SECTIONS and n not in PATHS]
+    known = SECTIONS + PATHS + STREAM_PATHS
+    unknown = [n for n in names if n not in known]
     if unknown:
-        parser.error(f"unknown --only name(s): {', '.join(unknown)}; "
-                     f"choose from {', '.join(SECTIONS + PATHS)}")
+        parser.error(f"unknown --only name(s): {', '.join(unknown)}; choose from {', '.join(known)}")
     sections = [s for s in SECTIONS if s in names] or list(SECTIONS)
     paths = [p for p in PATHS if p in names] or list(PATHS)
+    stream_paths = [p for p in STREAM_PATHS if p in names] or list(STREAM_PATHS)
     counts = QUICK if args.quick else FULL
-    results = asyncio.run(run(counts, sections=sections, paths=paths, protocol=args.protocol,
-                              mode="quick" if args.quick else "full"))
+    results = asyncio.run(run(counts, sections=sections, paths=paths, stream_paths=stream_paths,
+                              protocol=args.protocol, mode="quick" if args.quick else "full"))
     json_path, md_path = write_results(results, args.out)
     print(to_markdown(results))
     print(f"results: {json_path} and {md_path}")

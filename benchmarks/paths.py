@@ -1,13 +1,15 @@
 """The measured call paths: one object per path, each sending the same request to the mock.
 
 Every path implements :class:`Path` (``setup`` / ``call`` / ``close``); ``call(i)``
-sends prompt number ``i``. Prompts vary with ``i`` on every path alike, so amm's
+sends prompt number ``i``. A streamed path (:class:`StreamPath`) reads the answer with
+``async for`` and returns when its first chunk carrying text arrived. Prompts vary with ``i`` on every path alike, so amm's
 cache always misses while the request bytes stay comparable between paths.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -16,9 +18,11 @@ __all__ = [
     "MAX_TOKENS",
     "TEMPERATURE",
     "LitellmPath",
+    "LitellmStreamPath",
     "Path",
     "RawHttpxPath",
     "RouterPath",
+    "StreamPath",
     "prompt",
 ]
 
@@ -46,6 +50,22 @@ class Path(Protocol):
 
     async def call(self, i: int) -> None:
         """Send prompt ``i`` and wait for the whole answer; raise on failure."""
+
+    async def close(self) -> None:
+        """Release clients. Safe to call twice."""
+
+
+class StreamPath(Protocol):
+    """One way of streaming a chat completion from the mock."""
+
+    name: str
+
+    async def setup(self) -> None:
+        """Build clients (imports happen here, not at construction)."""
+
+    async def call(self, i: int) -> float:
+        """Stream prompt ``i`` to its end; return the ``time.perf_counter()`` at which the
+        first chunk carrying text reached the caller. Raise on failure."""
 
     async def close(self) -> None:
         """Release clients. Safe to call twice."""
@@ -152,6 +172,47 @@ class RouterPath:
             discard = getattr(router, "discard", None)
             if callable(discard):
                 discard()
+
+
+class LitellmStreamPath:
+    """``litellm.acompletion(stream=True)`` read with ``async for``, usage asked for in the
+    last chunk (``include_usage``), as amm asks; retries off.
+
+    litellm first yields the role-only chunk (empty text); amm yields only chunks that
+    carry something, so both are timed at the first chunk with text.
+    """
+
+    name = "litellm_stream"
+
+    def __init__(self, api_base: str) -> None:
+        self._api_base = api_base
+        self._acompletion: Any = None
+
+    async def setup(self) -> None:
+        import litellm
+
+        self._acompletion = litellm.acompletion
+
+    async def call(self, i: int) -> float:
+        stream = await self._acompletion(
+            model=f"openai/{BENCH_MODEL}", api_base=self._api_base, api_key=BENCH_API_KEY,
+            messages=[{"role": "user", "content": prompt(i)}],
+            max_tokens=MAX_TOKENS, temperature=TEMPERATURE, max_retries=0,
+            stream=True, stream_options={"include_usage": True},
+        )
+        first = 0.0
+        text = []
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                if not first:
+                    first = time.perf_counter()
+                text.append(chunk.choices[0].delta.content)
+        if not first or not "".join(text):
+            raise RuntimeError("no text streamed by litellm")
+        return first
+
+    async def close(self) -> None:
+        self._acompletion = None
 
 
 def litellm_env() -> None:

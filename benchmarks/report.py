@@ -75,6 +75,14 @@ def _spans_lost(results: Results) -> float | None:
     return (emitted - received) + dropped
 
 
+def _stream_added(path: str, chunk: str, stat: str) -> Callable[[Results], float | None]:
+    """``path``'s streamed figure minus ``litellm.acompletion(stream=True)``'s, in ms."""
+    def added(results: Results) -> float | None:
+        return _diff(_get(results, "streaming", path, chunk, stat),
+                     _get(results, "streaming", "litellm_stream", chunk, stat))
+    return added
+
+
 def _router_share(path: str) -> Callable[[Results], float | None]:
     def share(results: Results) -> float | None:
         return _ratio(_added(results, path, "litellm", "p50_ms"),
@@ -96,6 +104,9 @@ BUDGETS: tuple[Budget, ...] = (
     Budget("amm_vs_litellm_p50_ratio", "stretch: managed call p50 / litellm.acompletion p50", "ratio",
            1.0, lambda r: _ratio(_get(r, "paths", "amm", "c1", "p50_ms"),
                                  _get(r, "paths", "litellm", "c1", "p50_ms")), stretch=True),
+    Budget("stream_first_chunk_added_p50_ms", "streamed call, time to first chunk: amm's "
+           "manager.stream minus litellm.acompletion(stream=True), p50", "ms", 1.0,
+           _stream_added("amm_stream", "first_chunk", "p50_ms")),
     Budget("amm_throughput_c64_ratio", "amm calls/s / litellm calls/s at concurrency 64", "ratio",
            0.85, lambda r: _ratio(_get(r, "paths", "amm", "c64", "calls_per_s"),
                                   _get(r, "paths", "litellm", "c64", "calls_per_s")), at_most=False),
@@ -159,6 +170,7 @@ def to_markdown(results: Results) -> str:
                 lines.append(f"| {name} | {s['concurrency']} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | "
                              f"{s['p99_ms']:.2f} | {s['calls_per_s']:.0f} | "
                              f"{s.get('cpu_ms_per_call', float('nan')):.2f} | {s['errors']} |")
+    lines += _streaming_lines(results)
     extra = []
     ceiling = results.get("mock_server")
     if ceiling:
@@ -188,6 +200,31 @@ def to_markdown(results: Results) -> str:
     if extra:
         lines += ["", *extra]
     return "\n".join(lines) + "\n"
+
+
+def _streaming_lines(results: Results) -> list[str]:
+    streaming = results.get("streaming")
+    if not streaming:
+        return []
+    lines = ["", "Streamed calls (sequential; first chunk = the first chunk carrying text):", "",
+             "| path | first chunk p50 / p95 / p99 ms | last chunk p50 / p95 / p99 ms | "
+             "CPU ms/call | errors |", "| --- | --- | --- | --- | --- |"]
+    for name, entry in streaming.items():
+        first, last = entry["first_chunk"], entry["last_chunk"]
+        lines.append(f"| {name} | {first['p50_ms']:.2f} / {first['p95_ms']:.2f} / "
+                     f"{first['p99_ms']:.2f} | {last['p50_ms']:.2f} / {last['p95_ms']:.2f} / "
+                     f"{last['p99_ms']:.2f} | {first.get('cpu_ms_per_call', float('nan')):.2f} | "
+                     f"{first['errors']} |")
+    added = []
+    for name in streaming:
+        if name == "litellm_stream":
+            continue
+        figures = [(chunk, stat, _stream_added(name, chunk, stat)(results))
+                   for chunk in ("first_chunk", "last_chunk") for stat in ("p50_ms", "p99_ms")]
+        if all(v is not None for _, _, v in figures):
+            added.append(f"- {name} minus litellm_stream: " + ", ".join(
+                f"{chunk.replace('_', ' ')} {stat[:3]} {v:+.2f} ms" for chunk, stat, v in figures))
+    return lines + (["", *added] if added else [])
 
 
 def write_results(results: Results, directory: FsPath) -> tuple[FsPath, FsPath]:

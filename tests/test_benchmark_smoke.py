@@ -1,4 +1,5 @@
-"""The benchmark runs end to end in quick mode and reports every budgeted figure.
+"""The benchmark runs end to end in quick mode (streaming section included) and reports
+every budgeted figure.
 
 No timing is asserted: only that each figure is measured, that the report is
 written, and that every span amm emitted reached the OTLP receiver.
@@ -31,6 +32,31 @@ def test_mock_server_answers_openai_chat_completions_with_usage_on_one_keepalive
     assert body["choices"][0]["message"]["content"] == COMPLETION_TEXT
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
     assert missing.status_code == 404
+
+
+def _events(text: str) -> list[str]:
+    return [line.removeprefix("data: ") for line in text.split("\n\n") if line]
+
+
+def test_mock_server_streams_openai_chunks_with_a_usage_chunk_only_when_asked() -> None:
+    streamed = {"model": "m", "messages": [], "stream": True}
+    with MockServer() as server, httpx.Client(timeout=10) as client:
+        with_usage = client.post(server.url, json={**streamed, "stream_options": {"include_usage": True}})
+        without = client.post(server.url, json=streamed)
+        plain = client.post(server.url, json={"model": "m", "messages": []})  # same connection
+    assert with_usage.headers["content-type"].startswith("text/event-stream")
+    assert with_usage.headers["transfer-encoding"] == "chunked"
+    events = _events(with_usage.text)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == COMPLETION_TEXT
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 26
+    assert all("usage" not in json.loads(e) for e in _events(without.text)[:-1])
+    assert plain.json()["choices"][0]["message"]["content"] == COMPLETION_TEXT
 
 
 def test_mock_server_stop_ends_its_process_and_is_idempotent() -> None:
@@ -77,6 +103,14 @@ def test_quick_benchmark_writes_every_figure_and_loses_no_span(tmp_path: Path) -
             summary = results["paths"][path][level]
             assert summary["errors"] == 0, (path, level, summary.get("first_error"))
             assert summary["calls"] > 0 and summary["p99_ms"] >= summary["p50_ms"] > 0
+
+    for path in ("litellm_stream", "amm_stream", "amm_decorator_stream"):
+        streamed = results["streaming"][path]
+        first, last = streamed["first_chunk"], streamed["last_chunk"]
+        assert first["errors"] == 0, (path, streamed.get("first_error"))
+        assert first["calls"] == last["calls"] > 0
+        assert 0 < first["p50_ms"] <= last["p50_ms"]
+    assert "Streamed calls" in (tmp_path / "latest.md").read_text()
 
     spans = results["spans"]
     assert spans["emitted"] > 0
