@@ -57,6 +57,7 @@ transaction and may run again after a failed batch: make it idempotent)."""
 
 _T = TypeVar("_T")
 _Item = tuple[str | Work, tuple[Any, ...]]
+_CHECKPOINT_AFTER = 2000  # commits: under constant load, checkpoint anyway
 _registry: dict[str, StoreWriter] = {}
 _registry_lock = threading.Lock()
 
@@ -105,6 +106,7 @@ class StoreWriter:
         self._waiters: list[tuple[int, Callable[[bool], None]]] = []
         self._failing = False
         self._backoff_s = flush_interval_s
+        self._uncheckpointed = 0  # commits since the last checkpoint
         self._users = 0
         self._closed = False
         self._wake = threading.Event()
@@ -113,6 +115,9 @@ class StoreWriter:
         try:
             self._conn = connect(self.path, timeout_s=busy_timeout_s)
             self._conn.isolation_level = None  # we say BEGIN and COMMIT ourselves
+            # Checkpoints (which fsync) run when the writer is idle, not inside the
+            # commit a request waits for (see _checkpoint).
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
             ensure_store_schema(self._conn)
         except (sqlite3.Error, OSError) as exc:
             if getattr(self, "_conn", None) is not None:
@@ -289,6 +294,7 @@ class StoreWriter:
             self._settle(upto, ok=False)
             raise
         self._recovered(len(batch))
+        self._uncheckpointed += 1
         self._settle(upto, ok=True)
         return len(batch)
 
@@ -355,9 +361,20 @@ class StoreWriter:
                 self.flush()
             except sqlite3.Error:
                 continue  # counted and logged once in _failed
+            if self._uncheckpointed and (not urgent or self._uncheckpointed >= _CHECKPOINT_AFTER):
+                self._checkpoint()
             if not urgent and time.monotonic() >= next_retention:
                 next_retention = time.monotonic() + self.retention.interval_s
                 self._retain()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL back into the database file (PASSIVE: never waits for readers)."""
+        with self._db_lock:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self._uncheckpointed = 0
+            except sqlite3.Error as exc:
+                _log.debug("checkpoint of %s postponed: %s", self.path, exc)
 
     def _retain(self) -> None:
         """Retention in small transactions; gives way whenever someone waits."""

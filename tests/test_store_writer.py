@@ -292,3 +292,18 @@ def test_a_read_only_filesystem_raises_configuration_error_at_start(tiny_fs: Pat
         pytest.skip("cannot remount read-only")
     with pytest.raises(ConfigurationError, match="cannot open"):
         open_store(tiny_fs / "amm.db")
+
+
+async def test_durable_commits_the_booked_rows_at_once_and_in_sync_code_too(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "amm.db"
+    with CostTracker(db, flush_interval_s=3600) as tracker:  # no timed flush would come
+        assert await tracker.durable() is True  # nothing booked: returns at once
+        await tracker.record_cost("m", "a", 1, 1, 0.1, "t1")
+        assert count(db, "amm_cost_ledger") == 0
+        assert await tracker.durable() is True
+        assert count(db, "amm_cost_ledger") == 1 and tracker.pending() == 0
+        await tracker.record_cost("m", "a", 1, 1, 0.1, "t2")
+        assert await asyncio.to_thread(tracker.wait_durable, 5.0) is True
+        assert count(db, "amm_cost_ledger") == 2
