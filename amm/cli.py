@@ -151,9 +151,28 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"amm report: no store at {store}: run `amm demo` first, or give --store",
               file=sys.stderr)
         return 2
-    from analytics.report import report_text
+    import json
+    from datetime import UTC, datetime
 
-    print(report_text(store))
+    from analytics.ab import DecisionRule
+    from analytics.report import ReportOptions, report_json, report_text
+
+    try:
+        since = datetime.fromisoformat(args.since) if args.since else None
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        guardrails = tuple(g for g in (args.guardrails or "").split(",") if g)
+        options = ReportOptions(alpha=args.alpha, mde=args.mde, threshold=args.threshold,
+                                rule=DecisionRule(args.primary, guardrails), since=since)
+        if not (0 < args.alpha < 1 and args.mde > 0 and 0 < args.threshold < 1):
+            raise ValueError("need 0 < --alpha < 1, --mde > 0 and 0 < --threshold < 1")
+    except ValueError as exc:
+        print(f"amm report: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(report_json(store, options), indent=2))
+    else:
+        print(report_text(store, options=options))
     return 0
 
 
@@ -234,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="print the analytics summary of a store")
     p.add_argument("--store", help="SQLite store (default $AMM_STORE or data/amm.db)")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text (default) or JSON (schema amm.report/1, see analytics.report)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="A/B false-positive rate, family-wise over arms (default 0.05)")
+    p.add_argument("--mde", type=float, default=0.03,
+                   help="smallest quality difference worth finding (default 0.03)")
+    p.add_argument("--primary", default="quality",
+                   choices=("quality", "success_rate", "latency_ms", "cost_per_request"),
+                   help="the metric that decides an A/B winner (default quality)")
+    p.add_argument("--guardrails", default="success_rate,cost_per_request",
+                   help="comma-separated metrics a winner must not be worse on "
+                        "(default success_rate,cost_per_request; '' for none)")
+    p.add_argument("--threshold", type=float, default=0.8,
+                   help="degradation ratio floor, the seed's semantics (default 0.8)")
+    p.add_argument("--since", help="report from this ISO time (UTC unless stated)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("dashboard", help="open the Streamlit report on a store")

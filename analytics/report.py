@@ -1,24 +1,71 @@
-"""The text report of a store (``amm report``) and the numbers the dashboard shares with it.
+"""The report of a store (``amm report``), as text or JSON, and the numbers the dashboard
+shares with it.
 
     print(report_text("data/amm.db"))
+    doc = report_json("data/amm.db", alpha=0.05, mde=0.03, primary="quality")
+
+The JSON schema (``"schema": "amm.report/1"``; fields are only ever added):
+
+- ``options``: ``alpha``, ``mde``, ``primary``, ``guardrails``, ``threshold``, ``since``;
+- ``experiments[]``: one entry per experiment, pair of arms and metric: ``name``,
+  ``agent_type``, ``metric`` (quality, success_rate, latency_ms, cost_per_request),
+  ``arms`` (``[{"name", "n", "estimate"}]``, a then b, n and estimates at the stopping
+  look), ``difference`` (b - a: ``estimate``, ``low``, ``high``, ``level``: the
+  always-valid interval), ``relative`` (the same over a's estimate), ``p_value``
+  (always-valid, multiplicity adjusted), ``decision`` (winner / equivalent /
+  continue), ``winner``, ``stopped_at`` (ISO time, null while undecided), ``margin``
+  (the MDE in the metric's units), ``needed_per_arm``, ``more_needed_per_arm``,
+  ``verdict`` (the pair's headline under the decision rule);
+- ``degradations[]``: ``model``, ``agent_type``, ``metric`` (error_rate,
+  p95_latency_ms, quality), ``change_at``, ``interval`` (``[low, high]`` of the change
+  point), ``before``, ``after``, ``before_n``, ``after_n``, ``ratio``, ``threshold``,
+  ``detected_at``.
+
+Undefined numbers are ``null``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
 
-from analytics.ab import summarize
+from analytics.ab import DecisionRule, ExperimentReport, MetricResult, analyse_experiments
 from analytics.cost import DEFAULT_DAILY_BUDGET_USD, BudgetStatus, budget_status
-from analytics.degradation import detect_degradations
+from analytics.degradation import Degradation, detect_degradations
 from analytics.load import StoreData, load_store
 from analytics.source import SpanSource
 
-__all__ = ["Overview", "model_table", "overview", "report_text", "resolve_budget"]
+__all__ = [
+    "SCHEMA",
+    "Analysis",
+    "Overview",
+    "ReportOptions",
+    "analyse_store",
+    "model_table",
+    "overview",
+    "report_json",
+    "report_text",
+    "resolve_budget",
+]
+
+SCHEMA = "amm.report/1"
+"""The JSON report's schema name (see the module docstring)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOptions:
+    """What the report decides with: A/B alpha and MDE, the decision rule, the
+    degradation threshold, and where the reported period starts."""
+
+    alpha: float = 0.05
+    mde: float = 0.03
+    rule: DecisionRule = field(default_factory=DecisionRule)
+    threshold: float = 0.8
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +139,104 @@ def model_table(data: StoreData) -> pd.DataFrame:
     return table.reset_index().sort_values("attempts", ascending=False, ignore_index=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Everything the report shows, computed once (text, JSON and dashboard agree)."""
+
+    data: StoreData
+    options: ReportOptions
+    experiments: tuple[ExperimentReport, ...]
+    degradations: tuple[Degradation, ...]
+
+
+def analyse_store(store: SpanSource | str | Path | StoreData,
+                  options: ReportOptions | None = None) -> Analysis:
+    """Load ``store`` (unless already loaded) and run the A/B and degradation analyses.
+
+    With ``options.since`` the experiments use requests from then on; degradations are
+    reported from then on, with older attempts as their reference.
+    """
+    opts = options or ReportOptions()
+    data = store if isinstance(store, StoreData) else load_store(store)
+    requests = data.requests
+    if opts.since is not None:
+        requests = requests[(requests["time"] >= opts.since).to_numpy(bool)]
+    experiments = analyse_experiments(requests, rule=opts.rule, alpha=opts.alpha, mde=opts.mde)
+    degradations = detect_degradations(data.attempts, threshold=opts.threshold,
+                                       since=opts.since)
+    return Analysis(data, opts, tuple(experiments), tuple(degradations))
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def _experiment_rows(rep: ExperimentReport) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for c in rep.comparisons:
+        for r in c.results:
+            rows.append(_metric_row(rep, r, c.verdict))
+    return rows
+
+
+def _metric_row(rep: ExperimentReport, r: MetricResult, verdict: str) -> dict[str, object]:
+    rel = r.relative
+    return {
+        "name": rep.name, "agent_type": rep.agent_type, "metric": r.metric,
+        "arms": [{"name": r.arm_a, "n": r.n_a, "estimate": _num(r.mean_a)},
+                 {"name": r.arm_b, "n": r.n_b, "estimate": _num(r.mean_b)}],
+        "difference": {"estimate": _num(r.diff.estimate), "low": _num(r.diff.low),
+                       "high": _num(r.diff.high), "level": r.level},
+        "relative": {"estimate": _num(rel.estimate), "low": _num(rel.low),
+                     "high": _num(rel.high)},
+        "p_value": _num(r.p_value), "decision": r.decision, "winner": r.winner,
+        "stopped_at": _iso(r.stopped_at), "margin": _num(r.margin),
+        "needed_per_arm": r.needed_per_arm, "more_needed_per_arm": r.more_needed_per_arm,
+        "verdict": verdict,
+    }
+
+
+def _degradation_row(d: Degradation) -> dict[str, object]:
+    return {
+        "model": d.model, "agent_type": d.agent_type, "metric": d.metric,
+        "change_at": _iso(d.change_time), "interval": [_iso(d.change_low), _iso(d.change_high)],
+        "before": _num(d.baseline), "after": _num(d.current), "before_n": d.baseline_n,
+        "after_n": d.current_n, "ratio": _num(d.ratio), "threshold": d.threshold,
+        "detected_at": _iso(d.detected_at),
+    }
+
+
+def report_json(store: SpanSource | str | Path | Analysis,
+                options: ReportOptions | None = None) -> dict[str, object]:
+    """The report as a JSON-ready dict (schema in the module docstring)."""
+    a = store if isinstance(store, Analysis) else analyse_store(store, options)
+    o = a.options
+    return {
+        "schema": SCHEMA,
+        "options": {"alpha": o.alpha, "mde": o.mde, "primary": o.rule.primary,
+                    "guardrails": list(o.rule.guardrails), "threshold": o.threshold,
+                    "since": _iso(o.since)},
+        "requests": len(a.data.requests),
+        "experiments": [row for rep in a.experiments for row in _experiment_rows(rep)],
+        "degradations": [_degradation_row(d) for d in a.degradations],
+    }
+
+
 def report_text(store: SpanSource | str | Path, *, daily_budget: float | None = None,
-                threshold: float = 0.8, now: datetime | None = None) -> str:
+                threshold: float = 0.8, now: datetime | None = None,
+                options: ReportOptions | None = None) -> str:
     """The whole report as text: overview, models, degradations, experiments, cost."""
+    opts = options or ReportOptions(threshold=threshold)
     data = load_store(store)
     ov = overview(data, daily_budget=daily_budget, now=now)
     lines = [f"amm report: {store}"]
     if ov.requests == 0:
         return "\n".join([*lines, "no requests recorded yet"])
+    a = analyse_store(data, opts)
     lines += [
         f"  {ov.requests} requests from {ov.first:%Y-%m-%d %H:%M} to {ov.last:%Y-%m-%d %H:%M} UTC",
         f"  success rate {ov.success_rate:.1%}, cache hits {ov.cache_hit_rate:.1%}, "
@@ -111,11 +248,18 @@ def report_text(store: SpanSource | str | Path, *, daily_budget: float | None = 
     for row in model_table(data).itertuples():
         lines.append(f"  {row.model:<22}{row.attempts:>9}{row.error_rate:>8.1%}"
                      f"{row.p95_latency_ms:>9.0f}{row.quality:>9.3f}{row.cost_usd:>10.2f}")
-    degradations = detect_degradations(data.attempts, threshold=threshold)
-    lines += ["", f"Degradations (threshold {threshold}):"]
-    lines += [f"  {d.describe()}" for d in degradations] or ["  none detected"]
-    lines += ["", "Experiments:"]
-    lines += [f"  {v}" for v in summarize(data.requests)] or ["  no experiments recorded"]
+    lines += ["", f"Degradations (threshold {opts.threshold}):"]
+    lines += [f"  {d.describe()}" for d in a.degradations] or ["  none detected"]
+    lines += ["", f"Experiments (alpha {opts.alpha}, quality MDE {opts.mde}, primary "
+                  f"{opts.rule.primary}, guardrails {', '.join(opts.rule.guardrails) or 'none'}):"]
+    if not a.experiments:
+        lines.append("  no experiments recorded")
+    for rep in a.experiments:
+        lines += [f"  {v}" for v in rep.verdicts]
+        arms = ", ".join(f"{arm.arm} n={arm.n}" for arm in rep.arms)
+        lines.append(f"    randomised requests: {arms}; {rep.excluded} left out")
+        for c in rep.comparisons:
+            lines += [f"    {r.describe()}" for r in c.results]
     lines += ["", "Cost:"]
     if ov.budget is None:
         lines.append("  no cost ledger entries")
