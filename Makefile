@@ -10,7 +10,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export LITELLM_TELEMETRY := False
 
-.PHONY: env demo test bench lint dashboard dist clean
+.PHONY: env demo test bench lint dashboard dist clean validate
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -40,6 +40,11 @@ bench: env
 lint: env
 	$(VENV)/bin/ruff check amm telemetry analytics dashboards tests
 	$(VENV)/bin/mypy
+
+# The A/B and degradation simulations at full size (1,000 runs per row; ~15 min).
+validate: env
+	$(VENV)/bin/python -m analytics.validate > docs/validation.md
+	@cat docs/validation.md
 
 dashboard: env
 	$(VENV)/bin/amm dashboard
