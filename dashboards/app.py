@@ -23,13 +23,14 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from analytics.ab import analyse_experiment  # noqa: E402
+from analytics.ab import MetricResult, analyse_experiment  # noqa: E402
 from analytics.cost import daily_spend, spend_by, spend_by_day_and  # noqa: E402
 from analytics.degradation import (  # noqa: E402
     auto_frequency,
     detect_degradations,
     model_timeseries,
 )
+from analytics.explain import explain_request  # noqa: E402
 from analytics.load import StoreData, load_store  # noqa: E402
 from analytics.report import model_table, overview, resolve_budget  # noqa: E402
 from analytics.synthetic import write_synthetic_store  # noqa: E402
@@ -39,7 +40,7 @@ __all__ = ["DEFAULT_STORE", "DEMO_STORE", "PAGES", "main", "store_path_from"]
 
 DEFAULT_STORE = Path("data/amm.db")
 DEMO_STORE = Path(tempfile.gettempdir()) / "amm-demo-store.db"
-PAGES = ("Overview", "Models", "A/B report", "Failovers", "Cost")
+PAGES = ("Overview", "Models", "A/B report", "Failovers", "Cost", "Why this call?")
 
 
 def store_path_from(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
@@ -101,6 +102,15 @@ def _page_models(data: StoreData) -> None:
             st.warning(d.describe())
     else:
         st.success(f"No degradation below the {threshold:.2f} threshold.")
+        st.dataframe([{
+            "model": d.model, "metric": d.metric, "before": _fmt_level(d.metric, d.baseline),
+            "after": _fmt_level(d.metric, d.current), "ratio": f"{d.ratio:.2f}",
+            "change at": f"{d.change_time:%Y-%m-%d %H:%M}",
+            "between": f"{d.change_low:%m-%d %H:%M} .. {d.change_high:%m-%d %H:%M}"
+            if d.change_low and d.change_high else "",
+            "detected at": f"{d.detected_at:%Y-%m-%d %H:%M}" if d.detected_at else "",
+            "n before / after": f"{d.baseline_n:,} / {d.current_n:,}"} for d in changes],
+            hide_index=True, width="stretch")
     st.dataframe(model_table(data), hide_index=True, width="stretch")
     series = model_timeseries(data.attempts, freq=freq)
     for metric in ("error_rate", "p95_latency_ms", "quality"):
@@ -118,8 +128,10 @@ def _page_ab(data: StoreData) -> None:
     for line in rep.verdicts:
         st.markdown(f"**Verdict:** {line.split(': ', 1)[1]}")
     st.caption(f"Randomised traffic only: {sum(a.n for a in rep.arms):,} requests; "
-               f"{rep.excluded:,} left out (arm not honoured or cache hit). The decision uses "
-               "an always-valid mSPRT, so reading it daily keeps false positives at 5%.")
+               f"{rep.excluded:,} left out (arm not honoured or cache hit). Each metric is "
+               "decided by an always-valid test (mSPRT), so reading it daily keeps false "
+               "positives at alpha; failed requests score quality 0; with more than two "
+               "arms, alpha is split over the pairs (Bonferroni).")
     table = rep.arms_table()
     st.dataframe(table, hide_index=True, width="stretch")
     left, right = st.columns(2)
@@ -129,17 +141,74 @@ def _page_ab(data: StoreData) -> None:
                                            "Cost per request, USD (95% CI)"),
                        width="stretch")
     for c in rep.comparisons:
-        st.dataframe([
-            {"metric": m, "difference (b - a)": t.diff.estimate, "CI low": t.diff.low,
-             "CI high": t.diff.high, "p": t.p_value, "effect size": t.effect_size, "test": t.test}
-            for m, t in (("quality", c.quality), ("success rate", c.success_rate),
-                         ("mean latency ms", c.latency_mean_ms),
-                         ("p95 latency ms", c.latency_p95_ms),
-                         ("cost per request", c.cost_per_request),
-                         ("cost per quality point", c.cost_per_quality_point))
-        ], hide_index=True, width="stretch")
-        st.caption(f"a = {c.arm_a}, b = {c.arm_b}; n per arm for the minimum detectable "
-                   f"effect {rep.mde} at power 0.8: {c.needed_per_arm:,}")
+        st.markdown(f"**{c.arm_b} vs {c.arm_a}** (difference b - a; always-valid "
+                    "intervals and p-values, frozen when decided)")
+        st.dataframe([_metric_row(r) for r in c.results], hide_index=True, width="stretch")
+
+
+def _fmt_level(metric: str, x: float) -> str:
+    if x != x:
+        return "-"
+    if metric in ("success_rate", "error_rate"):
+        return f"{x:.1%}"
+    if metric in ("latency_ms", "p95_latency_ms"):
+        return f"{x:,.0f} ms"
+    if metric == "cost_per_request":
+        return f"${x:.5f}"
+    return f"{x:.3f}"
+
+
+def _fmt_diff(metric: str, x: float) -> str:
+    if x != x:
+        return "-"
+    if metric == "success_rate":
+        return f"{x * 100:+.1f} pts"
+    if metric == "latency_ms":
+        return f"{x:+,.0f} ms"
+    if metric == "cost_per_request":
+        return f"{'-' if x < 0 else '+'}${abs(x):.5f}"
+    return f"{x:+.3f}"
+
+
+def _metric_row(r: MetricResult) -> dict[str, object]:
+    decision = {"winner": f"winner: {r.winner}",
+                "equivalent": f"equivalent within +-{_fmt_diff(r.metric, r.margin)[1:]}",
+                "continue": "continue" + (f" (~{r.more_needed_per_arm:,} more per arm)"
+                                          if r.more_needed_per_arm > 0 else "")}[r.decision]
+    return {
+        "metric": r.metric, "n (a / b)": f"{r.n_a:,} / {r.n_b:,}",
+        "a": _fmt_level(r.metric, r.mean_a), "b": _fmt_level(r.metric, r.mean_b),
+        "difference": _fmt_diff(r.metric, r.diff.estimate),
+        f"{r.level:.0%} interval": f"{_fmt_diff(r.metric, r.diff.low)} .. "
+                                   f"{_fmt_diff(r.metric, r.diff.high)}",
+        "p-value": f"{r.p_value:.2g}" if r.p_value >= 1e-4 else f"{r.p_value:.1e}",
+        "decision": decision,
+        "decided at": f"{r.stopped_at:%Y-%m-%d %H:%M}" if r.stopped_at else "",
+    }
+
+
+def _page_why(data: StoreData, path: Path) -> None:
+    r = data.requests.sort_values("time", ascending=False).head(500)
+    if r.empty:
+        st.info("No requests recorded.")
+        return
+    labels = [f"{t:%m-%d %H:%M:%S} {a} -> {m} ({tid[:8]})" for t, a, m, tid in zip(
+        r["time"], r["agent_type"].fillna("?"), r["model"].fillna("?"), r["trace_id"],
+        strict=True)]
+    i = st.selectbox("Request (newest first)", range(len(labels)),
+                     format_func=lambda k: labels[k], key="why_request")
+    row = r.iloc[int(i)]
+    why = explain_request(path, str(row["trace_id"]), around=row["time"].to_pydatetime())
+    if why is None:
+        st.info("This request has no amm.select span (e.g. a cache hit).")
+        return
+    st.markdown(f"**Chosen:** {why.chosen or '-'} · **why:** {why.reason or '-'}")
+    if why.experiment:
+        st.caption(f"Experiment {why.experiment}, arm {why.arm}; propensity {why.propensity}")
+    st.dataframe([{"candidate": m, "score": f"{s:.4f}"} for m, s in why.candidates]
+                 or [{"candidate": "-", "score": "-"}], hide_index=True, width="stretch")
+    st.dataframe([{"excluded": m, "reason": reason} for m, reason in why.excluded]
+                 or [{"excluded": "none", "reason": ""}], hide_index=True, width="stretch")
 
 
 def _page_failovers(data: StoreData) -> None:
@@ -189,6 +258,8 @@ def _render(path: Path) -> None:
         _page_failovers(data)
     with tabs[4]:
         _page_cost(data, budget)
+    with tabs[5]:
+        _page_why(data, path)
 
 
 def main() -> None:

@@ -88,3 +88,23 @@ def test_charts_build_valid_vega_lite(small_store):
     spec = charts.metric_over_time(series, "p95_latency_ms", changes).to_dict()
     assert spec["layer"][1]["mark"]["type"] == "rule"
     assert charts.failover_chart(data.failovers).to_dict()["mark"]["type"] == "bar"
+
+
+def test_ab_page_shows_the_reports_numbers_per_metric(app, small_store):
+    from analytics.report import report_json
+
+    doc = report_json(small_store.path)
+    shown = [df.value for df in app.dataframe]
+    tables = [t for t in shown if "p-value" in t.columns]
+    assert tables, "no per-metric A/B table"
+    rows = tables[0].set_index("metric")
+    for e in doc["experiments"]:
+        p = e["p_value"]
+        assert rows.loc[e["metric"], "p-value"] == (f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}")
+        assert rows.loc[e["metric"], "decision"].startswith(e["decision"])
+
+
+def test_why_page_lists_candidates_and_exclusions(app):
+    assert not app.exception
+    assert any(m.value.startswith("**Chosen:**") for m in app.markdown)
+    assert any("candidate" in df.value.columns for df in app.dataframe)
