@@ -84,6 +84,11 @@ def cache_key(request: ModelRequest, model_id: str | None = None) -> str:
         # An agent call: the same words with other tools or another schema are another request.
         extra += _json({"tools": request.tools, "tool_choice": request.tool_choice,
                         "response_format": request.response_format})
+    if request.model is not None or request.exclude_models or request.providers is not None:
+        # A call narrowed to some models may only be answered from those.
+        extra += _json({"model": request.model, "fallbacks": list(request.fallbacks),
+                        "exclude": sorted(request.exclude_models),
+                        "providers": sorted(request.providers or ())})
     # Only the last field may hold a NUL (JSON escapes them, repr quotes the id), so
     # the fields cannot run into each other.
     material = (f"{_KEY_VERSION}\x00{model_id!r}\x00{request.max_tokens}\x00"

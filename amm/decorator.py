@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from amm.errors import ConfigurationError, InvalidRequestError
 from amm.manager import ACTIVE_AGENT
@@ -34,14 +34,51 @@ from amm.models import ModelRequest, ModelResponse, Priority, SelectionConstrain
 if TYPE_CHECKING:
     from amm.streaming import ManagedStream
 
-__all__ = ["LLM", "SyncLLM", "configure", "get_default_manager", "managed_model"]
+__all__ = ["LLM", "CallOptions", "SyncLLM", "configure", "get_default_manager", "managed_model"]
 
-_KNOWN_PARAMETERS = frozenset({
+class CallOptions(TypedDict, total=False):
+    """Every keyword ``llm.complete`` / ``llm.stream`` takes; any other raises
+    InvalidRequestError before anything is sent.
+
+    Generation: ``max_tokens``, ``temperature``, and the provider parameters amm passes
+    through (``top_p``, ``stop``, ``seed``, ``presence_penalty``, ``frequency_penalty``,
+    ``user``, ``parallel_tool_calls``). Agent calls: ``tools``, ``tool_choice``,
+    ``response_format``, ``on_invalid``. Per-call control: ``model`` (pin),
+    ``fallbacks`` (where a pinned call may fail over), ``exclude_models``,
+    ``providers`` (only these), ``timeout`` (seconds, the whole call with failover),
+    ``max_retries`` (per model), ``cache`` (False skips it), ``metadata`` (recorded on
+    the spans; ``session.id``/``user.id`` as viewers group them).
+    """
+
+    max_tokens: int | None
+    temperature: float | None
+    tools: Sequence[Mapping[str, Any]] | None
+    tool_choice: str | Mapping[str, Any] | None
+    response_format: Mapping[str, Any] | None
+    on_invalid: str
+    model: str | None
+    fallbacks: Sequence[str] | None
+    exclude_models: Sequence[str] | None
+    providers: Sequence[str] | None
+    timeout: float | None
+    max_retries: int | None
+    cache: bool | None
+    metadata: Mapping[str, Any] | None
+    top_p: float
+    stop: str | list[str]
+    seed: int
+    presence_penalty: float
+    frequency_penalty: float
+    user: str
+    parallel_tool_calls: bool
+    priority: str
+
+
+_PROVIDER_PARAMETERS = frozenset({
     "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user",
     "parallel_tool_calls", "priority",
 })
-"""Provider parameters ``llm.complete`` passes through (the adapter's pass-through set
-plus amm's ``priority``); anything else is refused rather than dropped."""
+_CALL_OPTIONS = frozenset(CallOptions.__annotations__)
 
 T = TypeVar("T")
 
@@ -49,13 +86,19 @@ _default_manager: Any = None
 _default_lock = threading.Lock()
 
 
-def configure(manager: Any = None, /, **from_config: Any) -> Any:
+def configure(manager: Any = None, /, *, warm: bool = False, **from_config: Any) -> Any:
     """Set the process-wide manager used by ``@managed_model`` without ``manager=``.
 
     Give a built :class:`~amm.manager.ModelManager`, or the keyword arguments of
-    :meth:`ModelManager.from_config` (``config_path=``, ``data_dir=``, ...).
+    :meth:`ModelManager.from_config` (``config_path=``, ``data_dir=``, ``state_url=``...).
+    ``warm=True`` imports litellm in the background now, so the first call does not
+    wait for it (5-8 s); the manager also does this when it starts.
     """
     global _default_manager
+    if warm:
+        from amm.manager import warm_up
+
+        warm_up()
     if manager is None:
         from amm.manager import ModelManager
 
@@ -106,91 +149,64 @@ class LLM:
         self.constraints = constraints
         self.priority = priority
 
-    def request(
-        self,
-        prompt: str | Sequence[Mapping[str, Any]],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        on_invalid: str = "return",
-        **parameters: Any,
-    ) -> ModelRequest:
-        """The :class:`ModelRequest` that ``complete`` would send.
+    def request(self, prompt: str | Sequence[Mapping[str, Any]],
+                **options: Unpack[CallOptions]) -> ModelRequest:
+        """The :class:`ModelRequest` that ``complete`` would send (see :class:`CallOptions`).
 
-        ``parameters`` are the provider parameters amm passes through (``top_p``,
-        ``stop``, ``seed``, ...); a name amm does not know raises InvalidRequestError
-        here, before anything is sent, rather than being dropped without a word.
+        A keyword amm does not know raises InvalidRequestError here, before anything
+        is sent, rather than being dropped without a word.
         """
-        unknown = sorted(set(parameters) - _KNOWN_PARAMETERS)
+        unknown = sorted(set(options) - _CALL_OPTIONS)
         if unknown:
             raise InvalidRequestError(
-                f"llm.complete: unknown parameter(s) {', '.join(unknown)}; amm passes "
-                f"{', '.join(sorted(_KNOWN_PARAMETERS))}", task_id=self.task_id,
-                error_type="unknown_parameter")
+                f"llm.complete: unknown parameter(s) {', '.join(unknown)}; amm takes "
+                f"{', '.join(sorted(_CALL_OPTIONS))} (provider-specific ones are not passed "
+                f"through)", task_id=self.task_id, error_type="unknown_parameter")
+        opts: dict[str, Any] = dict(options)
+        parameters = {k: opts.pop(k) for k in list(opts) if k in _PROVIDER_PARAMETERS}
+        temperature = opts.pop("temperature", None)
         if temperature is not None:
             parameters["temperature"] = temperature
         messages: list[Mapping[str, Any]] | None = None
         if isinstance(prompt, str):
             text = prompt
         elif isinstance(prompt, Sequence) and not isinstance(prompt, bytes | bytearray):
-            messages, text = list(prompt), ""  # type: ignore[arg-type]
+            text, messages = "", list(prompt)  # type: ignore[arg-type]
         else:
             raise InvalidRequestError(
                 f"llm.complete: the prompt must be a string or a list of chat messages; got "
                 f"{type(prompt).__name__}", task_id=self.task_id, error_type="invalid_prompt")
+        if "timeout" in opts:
+            opts["timeout_s"] = opts.pop("timeout")
+        for name in ("fallbacks", "exclude_models"):
+            if opts.get(name) is None:
+                opts.pop(name, None)
+        if opts.get("cache") is None:
+            opts.pop("cache", None)
         return ModelRequest(
             prompt=text, messages=messages, parameters=parameters, task_id=self.task_id,
-            agent_type=self.agent_type, max_tokens=max_tokens,
+            agent_type=self.agent_type, max_tokens=opts.pop("max_tokens", None),
             temperature=0.7 if temperature is None else temperature, priority=self.priority,
-            tools=tools, tool_choice=tool_choice, response_format=response_format,
-            on_invalid=on_invalid,
+            **opts,
         )
 
-    async def complete(
-        self,
-        prompt: str | Sequence[Mapping[str, Any]],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        on_invalid: str = "return",
-        **parameters: Any,
-    ) -> ModelResponse:
+    async def complete(self, prompt: str | Sequence[Mapping[str, Any]],
+                       **options: Unpack[CallOptions]) -> ModelResponse:
         """Send a prompt (or chat messages) through the manager's request path.
 
         ``tools``/``tool_choice`` (OpenAI shape) let the model answer with
         ``reply.tool_calls``; ``response_format`` asks for JSON (validated against its
-        schema; ``on_invalid="failover"`` tries the next model on an invalid answer).
+        schema; ``on_invalid="failover"`` tries the next model on an invalid answer);
+        ``model=`` pins a model; see :class:`CallOptions` for every keyword.
         """
-        request = self.request(prompt, max_tokens=max_tokens, temperature=temperature,
-                               tools=tools, tool_choice=tool_choice,
-                               response_format=response_format, on_invalid=on_invalid,
-                               **parameters)
+        request = self.request(prompt, **options)
         return await self._manager.complete(request, self.constraints)  # type: ignore[no-any-return,unused-ignore]
 
-    def stream(
-        self,
-        prompt: str | Sequence[Mapping[str, Any]],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        on_invalid: str = "return",
-        **parameters: Any,
-    ) -> ManagedStream:
+    def stream(self, prompt: str | Sequence[Mapping[str, Any]],
+               **options: Unpack[CallOptions]) -> ManagedStream:
         """Stream the answer: ``async for chunk in llm.stream(...)`` (``for`` in a sync
         agent); ``stream.response`` is the whole answer after the loop."""
-        request = self.request(prompt, max_tokens=max_tokens, temperature=temperature,
-                               tools=tools, tool_choice=tool_choice,
-                               response_format=response_format, on_invalid=on_invalid,
-                               **parameters)
+        request = self.request(prompt, **options)
         return self._manager.stream(request, self.constraints)  # type: ignore[no-any-return,unused-ignore]
 
     def tool(self, name: str, *, call_id: str | None = None,
@@ -215,22 +231,9 @@ class SyncLLM(LLM):
 
     __slots__ = ()
 
-    def complete(  # type: ignore[override]
-        self,
-        prompt: str | Sequence[Mapping[str, Any]],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
-        tool_choice: str | Mapping[str, Any] | None = None,
-        response_format: Mapping[str, Any] | None = None,
-        on_invalid: str = "return",
-        **parameters: Any,
-    ) -> ModelResponse:
-        request = self.request(prompt, max_tokens=max_tokens, temperature=temperature,
-                               tools=tools, tool_choice=tool_choice,
-                               response_format=response_format, on_invalid=on_invalid,
-                               **parameters)
+    def complete(self, prompt: str | Sequence[Mapping[str, Any]],  # type: ignore[override]
+                 **options: Unpack[CallOptions]) -> ModelResponse:
+        request = self.request(prompt, **options)
         return _portal().run(self._manager.complete(request, self.constraints))
 
 
@@ -248,7 +251,18 @@ class _Portal:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         if threading.current_thread() is self._thread:
+            coro.close()
             raise InvalidRequestError("a sync agent cannot be called from amm's own event loop")
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # no loop on this thread: blocking it is fine
+        else:
+            coro.close()
+            raise InvalidRequestError(
+                "a sync (def) agent was called on a thread that runs an event loop: its "
+                "blocking LLM call would stall that loop. Make the agent `async def`, or call "
+                "it with `await asyncio.to_thread(agent, ...)`", error_type="sync_in_async")
         ctx = contextvars.copy_context()
         done: Future[T] = Future()
 
@@ -319,6 +333,8 @@ def managed_model(
 
         def bind(kwargs: dict[str, Any], handle: type[LLM]) -> tuple[Any, LLM]:
             task_id = kwargs.get("task_id") if accepts_task_id else kwargs.pop("task_id", None)
+            if task_id is None and (parent := ACTIVE_AGENT.get()) is not None:
+                task_id = parent[1]  # a nested agent works on its caller's task
             mgr = manager if manager is not None else get_default_manager()
             llm = handle(mgr, agent, str(task_id or uuid.uuid4().hex), constraints, prio)
             kwargs["llm"] = llm

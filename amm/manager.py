@@ -26,6 +26,7 @@ import contextvars
 import difflib
 import enum
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
     from telemetry.recorder import Recorder
     from telemetry.setup import Telemetry
 
-__all__ = ["ACTIVE_AGENT", "BudgetPolicy", "ManagerSettings", "ModelManager"]
+__all__ = ["ACTIVE_AGENT", "BudgetPolicy", "ManagerSettings", "ModelManager", "warm_up"]
 
 #: (agent type, task id) of the agent invocation whose span is open in this context.
 #: ``@managed_model`` sets it; ``complete`` then records under that span instead of
@@ -75,6 +76,23 @@ log = logging.getLogger("amm.manager")
 _DEFAULT_MAX_TOKENS = 1024
 # Exclusion reasons that pass with time: a request refused for them may be retried later.
 _TEMPORARY_REASONS = ("unavailable", "rate-limited", "demoted", "no usable API key")
+
+
+def warm_up() -> None:
+    """Import litellm on a background thread (once), so that the first request does not
+    pay the 5-8 s import. ``ModelManager.start()`` calls it unless ``warm=False``."""
+    global _warming
+    with _warm_lock:
+        if _warming is not None:
+            return
+        from amm._litellm import load_litellm
+
+        _warming = threading.Thread(target=load_litellm, name="amm-warm-up", daemon=True)
+        _warming.start()
+
+
+_warming: threading.Thread | None = None
+_warm_lock = threading.Lock()
 
 
 class BudgetPolicy(enum.StrEnum):
@@ -104,6 +122,7 @@ class ManagerSettings:
     degradation_check_interval_s: float = 60.0  # 0 turns the background check off
     degradation_threshold: float = 0.8
     request_timeout_s: float = 120.0  # the whole request: every retry and failover within it
+    warm: bool = True  # start() imports litellm in the background: the first call does not wait 5-8 s
 
 
 class ModelManager:
@@ -176,6 +195,7 @@ class ModelManager:
         cache_enabled: bool = True,
         timeout_s: float = 30.0,
         request_timeout_s: float = 120.0,
+        warm: bool = True,
         retries_per_model: int = 1,
         degradation_check_interval_s: float = 60.0,
         performance_windows_s: tuple[float, float] = (3600.0, 86400.0),
@@ -269,7 +289,7 @@ class ModelManager:
                 budget_policy=BudgetPolicy(budget_policy), cache_enabled=cache_enabled,
                 retries_per_model=retries_per_model,
                 degradation_check_interval_s=degradation_check_interval_s,
-                request_timeout_s=request_timeout_s,
+                request_timeout_s=request_timeout_s, warm=warm,
             ),
             telemetry=tel, start_health_checks=start_health_checks,
         )
@@ -283,6 +303,8 @@ class ModelManager:
         self._started = True
         self._closed = False
         self._loop = asyncio.get_running_loop()  # background work lives on this loop
+        if self.settings.warm:
+            warm_up()
         if self._start_health_checks:
             await self.health_checker.start()
         if self.settings.degradation_check_interval_s > 0:
@@ -367,7 +389,8 @@ class ModelManager:
         """
         if not self._started:
             await self.start()
-        deadline = DEADLINE.set(time.monotonic() + self.settings.request_timeout_s)
+        deadline = DEADLINE.set(time.monotonic() + (request.timeout_s
+                                                     or self.settings.request_timeout_s))
         try:
             response = await self._complete(request, constraints)
         finally:
@@ -385,17 +408,7 @@ class ModelManager:
                 cached = await self._cache_get(cache_key, request.agent_type, request.task_id)
                 if cached is not None:
                     return cached
-            constraints = self._apply_budget(request, constraints)
-            selection = await self.selector.select_model(
-                request, request.agent_type, constraints, demoted=self._demoted_for(request.agent_type)
-            )
-            if selection is None:
-                raise self._no_match(request, constraints)
-            response = await self.failover_manager.execute_with_failover(
-                selection.model_id, request, _Attempt(self, request),
-                agent_type=request.agent_type, constraints=constraints,
-                demoted=self._demoted_for(request.agent_type),
-            )
+            response = await self._route(request, constraints, _Attempt(self, request))
             response = await self._evaluate(request, response)
             self._check_answer(request, response)
             if cache_key is not None:
@@ -420,7 +433,8 @@ class ModelManager:
         """The request path of a stream up to its first chunk (called by ManagedStream)."""
         if not self._started:
             await self.start()
-        deadline = DEADLINE.set(time.monotonic() + self.settings.request_timeout_s)
+        deadline = DEADLINE.set(time.monotonic() + (stream.request.timeout_s
+                                                     or self.settings.request_timeout_s))
         try:
             await self._open_stream_steps(stream)
         finally:
@@ -434,18 +448,8 @@ class ModelManager:
             if cached is not None:
                 stream.serve_cached(cached)
                 return
-        constraints = self._apply_budget(request, constraints)
-        selection = await self.selector.select_model(
-            request, request.agent_type, constraints, demoted=self._demoted_for(request.agent_type)
-        )
-        if selection is None:
-            raise self._no_match(request, constraints)
         attempt = _StreamAttempt(self, request)
-        opened = await self.failover_manager.execute_with_failover(
-            selection.model_id, request, attempt,
-            agent_type=request.agent_type, constraints=constraints,
-            demoted=self._demoted_for(request.agent_type),
-        )
+        opened = await self._route(request, constraints, attempt)
         stream.serve(opened, attempt.reservation, cache_key)
 
     async def _close_stream(self, request: ModelRequest, response: ModelResponse,
@@ -464,9 +468,53 @@ class ModelManager:
             return contextlib.nullcontext()
         return self.recorder.agent_span(request.agent_type, request.task_id)
 
+    async def _route(self, request: ModelRequest, constraints: SelectionConstraints | None,
+                     attempt: Any) -> Any:
+        """Budget, selection, then the attempt with failover: the middle of complete and
+        stream. A pinned model (``model=``) is selected alone; failover may go only to
+        its ``fallbacks``."""
+        constraints = self._apply_budget(request, self._narrow(request, constraints))
+        demoted = self._demoted_for(request.agent_type)
+        first = constraints
+        if request.model is not None:
+            first = replace(constraints or SelectionConstraints(),
+                            only_models=frozenset({request.model}))
+        selection = await self.selector.select_model(request, request.agent_type, first,
+                                                     demoted=demoted)
+        if selection is None:
+            raise self._no_match(request, first)
+        return await self.failover_manager.execute_with_failover(
+            selection.model_id, request, attempt, agent_type=request.agent_type,
+            constraints=constraints, demoted=demoted,
+        )
+
+    def _narrow(self, request: ModelRequest,
+                constraints: SelectionConstraints | None) -> SelectionConstraints | None:
+        """The call's own narrowing (model, fallbacks, exclude_models, providers) added to
+        the agent's constraints; an id the registry lacks is an error, before any call."""
+        if request.model is None and not request.exclude_models and request.providers is None:
+            return constraints
+        named = [request.model, *request.fallbacks, *request.exclude_models]
+        unknown = [m for m in named if m is not None and self.registry.get_model(m) is None]
+        if unknown:
+            raise InvalidRequestError(
+                f"not in the registry: {', '.join(unknown)} (known: "
+                f"{', '.join(m.id for m in self.registry.models())})",
+                task_id=request.task_id or None, error_type="unknown_model")
+        base = constraints or SelectionConstraints()
+        return replace(
+            base,
+            excluded_models=base.excluded_models | frozenset(request.exclude_models),
+            only_models=(frozenset({request.model, *request.fallbacks})
+                         if request.model is not None else base.only_models),
+            only_providers=(frozenset(request.providers) if request.providers is not None
+                            else base.only_providers),
+        )
+
     def _cache_key(self, request: ModelRequest) -> str | None:
         cache = self.cache_manager
-        if cache is None or not self.settings.cache_enabled or not cache.is_cacheable(request):
+        if cache is None or not self.settings.cache_enabled or not request.cache \
+                or not cache.is_cacheable(request):
             return None
         return cache.generate_cache_key(request)
 
@@ -479,6 +527,9 @@ class ModelManager:
             return None
         if hit is None:
             return None
+        model = self.registry.get_model(hit.response.model_id)
+        if model is None or not model.enabled:
+            return None  # answered by a model no longer in the registry: a miss
         return replace(hit.response, latency_ms=0.0, cost=0.0,
                        metadata={**hit.response.metadata, "cache_hit": True})
 
@@ -597,12 +648,14 @@ class _Attempt:
     overshoot a model's limit; a model without headroom fails over at once.
     """
 
-    __slots__ = ("_manager", "_request", "_tokens")
+    __slots__ = ("_manager", "_request", "_retries", "_tokens")
 
     def __init__(self, manager: ModelManager, request: ModelRequest) -> None:
         self._manager = manager
         self._request = request
         self._tokens = estimate_tokens(request.text()) + (request.max_tokens or _DEFAULT_MAX_TOKENS)
+        self._retries = (request.max_retries if request.max_retries is not None
+                         else manager.settings.retries_per_model)
 
     def _reserve(self, model_id: str) -> Any:
         """Rate-limit headroom for one attempt, or RateLimitError (fail over at once)."""
@@ -654,7 +707,7 @@ class _Attempt:
             raise
         try:
             response = await m.api_client.send_request_with_retry(
-                model_id, self._request, max_retries=m.settings.retries_per_model
+                model_id, self._request, max_retries=self._retries
             )
         except BaseException:
             reservation.settle(0)
@@ -697,7 +750,7 @@ class _StreamAttempt(_Attempt):
             raise
         try:
             opened = await m.api_client.open_stream_with_retry(
-                model_id, self._request, max_retries=m.settings.retries_per_model
+                model_id, self._request, max_retries=self._retries
             )
         except BaseException:
             reservation.settle(0)

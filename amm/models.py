@@ -259,6 +259,43 @@ def _check_response_format(response_format: Any, task_id: str) -> None:
                        task_id, "invalid_response_format")
 
 
+def _str_list(value: Any, name: str, task_id: str) -> None:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not all(
+            isinstance(v, str) and v for v in value):
+        raise _bad(f"{name}: must be a list of model or provider names; got {value!r}",
+                   task_id, "invalid_request")
+
+
+def _check_call_options(r: ModelRequest, task_id: str) -> None:
+    if r.model is not None and (not isinstance(r.model, str) or not r.model):
+        raise _bad(f"model: must be a registry model id; got {r.model!r}", task_id,
+                   "invalid_request")
+    _str_list(r.fallbacks, "fallbacks", task_id)
+    _str_list(r.exclude_models, "exclude_models", task_id)
+    if r.fallbacks and r.model is None:
+        raise _bad("fallbacks: only with model= (they say where a pinned call may fail over)",
+                   task_id, "invalid_request")
+    if r.providers is not None:
+        _str_list(r.providers, "providers", task_id)
+    t = r.timeout_s
+    if t is not None and (isinstance(t, bool) or not isinstance(t, int | float)
+                          or not 0 < t <= 86_400):
+        raise _bad(f"timeout: must be seconds in (0, 86400]; got {t!r}", task_id,
+                   "invalid_request")
+    n = r.max_retries
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 100):
+        raise _bad(f"max_retries: must be an integer in [0, 100]; got {n!r}", task_id,
+                   "invalid_request")
+    if not isinstance(r.cache, bool):
+        raise _bad(f"cache: must be true or false; got {r.cache!r}", task_id, "invalid_request")
+    md = r.metadata
+    if md is not None and (not isinstance(md, Mapping) or not all(
+            isinstance(k, str) and k and isinstance(v, str | int | float | bool)
+            for k, v in md.items())):
+        raise _bad("metadata: must map string keys to strings, numbers or booleans", task_id,
+                   "invalid_request")
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRequest:
     """Request to an AI model.
@@ -274,6 +311,13 @@ class ModelRequest:
     schema does: ``"return"`` it (scored as a quality failure, the default),
     ``"failover"`` to the next model, or ``"raise"``. ``stream`` is set by
     ``ModelManager.stream`` (selection then needs a model that streams).
+
+    Per-call control (keyword-only): ``model`` pins a registry model (failover only
+    to the ``fallbacks`` listed); ``exclude_models`` and ``providers`` narrow the
+    candidates; ``timeout_s`` bounds the whole call, failover included;
+    ``max_retries`` overrides the retries per model; ``cache=False`` skips the
+    cache; ``metadata`` (string keys and values) is recorded on the call's spans as
+    ``amm.metadata.<key>`` (``session.id`` and ``user.id`` as themselves).
 
     >>> ModelRequest(prompt="Hi", parameters={}, task_id="t1", agent_type="research")
     """
@@ -291,6 +335,14 @@ class ModelRequest:
     response_format: Mapping[str, Any] | None = field(default=None, kw_only=True)
     on_invalid: str = field(default="return", kw_only=True)
     stream: bool = field(default=False, kw_only=True)
+    model: str | None = field(default=None, kw_only=True)
+    fallbacks: Sequence[str] = field(default=(), kw_only=True)
+    exclude_models: Sequence[str] = field(default=(), kw_only=True)
+    providers: Sequence[str] | None = field(default=None, kw_only=True)
+    timeout_s: float | None = field(default=None, kw_only=True)
+    max_retries: int | None = field(default=None, kw_only=True)
+    cache: bool = field(default=True, kw_only=True)
+    metadata: Mapping[str, str] | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         task = self.task_id if isinstance(self.task_id, str) else ""
@@ -334,6 +386,7 @@ class ModelRequest:
                        task, "invalid_parameters")
         _check_tools(self.tools, self.tool_choice, task)
         _check_response_format(self.response_format, task)
+        _check_call_options(self, task)
         if self.on_invalid not in _ON_INVALID:
             raise _bad(f"on_invalid: must be one of {', '.join(sorted(_ON_INVALID))}; "
                        f"got {self.on_invalid!r}", task, "invalid_request")
@@ -498,6 +551,9 @@ class SelectionConstraints:
     required_capabilities: list[str] = field(default_factory=list)
     excluded_providers: list[str] = field(default_factory=list)
     max_latency_ms: float | None = None
+    excluded_models: frozenset[str] = field(default=frozenset(), kw_only=True)
+    only_models: frozenset[str] | None = field(default=None, kw_only=True)
+    only_providers: frozenset[str] | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.max_cost_per_request is not None and self.max_cost_per_request < 0:

@@ -95,8 +95,8 @@ class _Request:
     """Per-request values the filter needs, computed once per selection."""
 
     __slots__ = ("agent_type", "demoted", "exclude", "max_cost", "max_latency", "needed_context",
-                 "needs_schema", "needs_streaming", "needs_tools", "out_tokens", "prompt_tokens",
-                 "providers", "required")
+                 "needs_schema", "needs_streaming", "needs_tools", "not_models", "only_models",
+                 "only_providers", "out_tokens", "prompt_tokens", "providers", "required")
 
     def __init__(self, task: ModelRequest, agent_type: str, constraints: Any,
                  exclude: Collection[str], demoted: Collection[str]) -> None:
@@ -116,13 +116,17 @@ class _Request:
         self.needs_schema = task.wants_json
         self.needs_streaming = task.stream
         if constraints is None:
-            self.required, self.providers = _EMPTY, _EMPTY
-            self.max_cost = self.max_latency = None
+            self.required, self.providers, self.not_models = _EMPTY, _EMPTY, _EMPTY
+            self.max_cost = self.max_latency = self.only_models = self.only_providers = None
         else:
             self.required = frozenset(constraints.required_capabilities)
             self.providers = frozenset(constraints.excluded_providers)
             self.max_cost = constraints.max_cost_per_request
             self.max_latency = constraints.max_latency_ms
+            # Per-call narrowing (llm.complete(model=..., exclude_models=..., providers=...)).
+            self.not_models = getattr(constraints, "excluded_models", _EMPTY)
+            self.only_models = getattr(constraints, "only_models", None)
+            self.only_providers = getattr(constraints, "only_providers", None)
 
 
 class ModelSelector:
@@ -198,7 +202,10 @@ class ModelSelector:
             return "already tried"
         if not e.enabled:
             return "disabled"
-        if e.provider in rq.providers:
+        if mid in rq.not_models or (rq.only_models is not None and mid not in rq.only_models):
+            return "not allowed by this call (model=/fallbacks=/exclude_models=)"
+        if e.provider in rq.providers or (rq.only_providers is not None
+                                          and e.provider not in rq.only_providers):
             return f"provider {e.provider} excluded"
         if self._key_check is not None and not self._key_check(e.model):
             return f"no usable API key for provider {e.provider}"
