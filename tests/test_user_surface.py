@@ -73,7 +73,7 @@ async def test_exclude_models_and_providers_narrow_the_candidates(build_manager)
 
 
 async def test_timeout_bounds_the_whole_call_including_failover(build_manager):
-    manager, sim, _ = build_manager(
+    manager, _, _ = build_manager(
         {"hung": ModelProfile(timeout_rate=1.0, hang_s=30), "also": ModelProfile(timeout_rate=1.0,
                                                                                 hang_s=30)},
         [model_entry("hung"), model_entry("also")], retries_per_model=3)
@@ -199,7 +199,7 @@ async def test_a_sync_agent_inside_a_running_loop_raises_a_typed_error(build_man
     def agent(*, llm: Any) -> str:
         return llm.complete("hi").content
 
-    with pytest.raises(InvalidRequestError, match="asyncio.to_thread") as info:
+    with pytest.raises(InvalidRequestError, match=r"asyncio\.to_thread") as info:
         agent()
     assert info.value.error_type == "sync_in_async"
     assert await asyncio.to_thread(agent)  # the way the error points to works
