@@ -250,8 +250,9 @@ def report_text(store: SpanSource | str | Path, *, daily_budget: float | None = 
                      f"{row.p95_latency_ms:>9.0f}{row.quality:>9.3f}{row.cost_usd:>10.2f}")
     lines += ["", f"Degradations (threshold {opts.threshold}):"]
     lines += [f"  {d.describe()}" for d in a.degradations] or ["  none detected"]
-    lines += ["", f"Experiments (alpha {opts.alpha}, quality MDE {opts.mde}, primary "
-                  f"{opts.rule.primary}, guardrails {', '.join(opts.rule.guardrails) or 'none'}):"]
+    lines += ["", "Experiments:",
+              f"  (alpha {opts.alpha}, quality MDE {opts.mde}, primary {opts.rule.primary}, "
+              f"guardrails {', '.join(opts.rule.guardrails) or 'none'})"]
     if not a.experiments:
         lines.append("  no experiments recorded")
     for rep in a.experiments:
