@@ -105,10 +105,12 @@ def _failure(records: list[logging.LogRecord]) -> _Failure:
     status: int | None = None
     code: str | None = None
     detail = ""
+    seen: list[str] = []
     for record in records:
         if record.levelno < logging.WARNING:
             continue
-        detail = record.getMessage()
+        detail = record.getMessage().rstrip(".")
+        seen.append(detail)
         for arg in record.args if isinstance(record.args, tuple) else ():
             if isinstance(arg, int) and not isinstance(arg, bool) and 100 <= arg <= 599:
                 status = arg
@@ -118,13 +120,17 @@ def _failure(records: list[logging.LogRecord]) -> _Failure:
         return _Failure(str(status), detail, status in _NOT_ACCEPTED_HTTP)
     if code is not None:
         return _Failure(code, detail, code in _NOT_ACCEPTED_GRPC)
-    return _Failure(_error_name(detail), detail, False)
+    # No answer at all: the retries' records say why (a refused connection ends in
+    # "timeout, max retries" once the retries ran out).
+    return _Failure(_error_name(seen), detail, False)
 
 
-def _error_name(detail: str) -> str:
-    for name in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "timeout"):
-        if name.lower() in detail.lower():
-            return "timeout" if "timeout" in name.lower() else "ConnectionError"
+def _error_name(messages: list[str]) -> str:
+    text = " ".join(messages).lower()
+    if "connection refused" in text or "connectionerror" in text or "failed to establish" in text:
+        return "ConnectionError"
+    if "timeout" in text or "timed out" in text:
+        return "timeout"
     return c.ERROR_TYPE_OTHER
 
 

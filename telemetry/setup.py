@@ -278,11 +278,20 @@ class _Logs:
 
     def __init__(self, provider: Any, handler: logging.Handler) -> None:
         self.provider = provider
-        self.handler = handler
-        logging.getLogger("amm").addHandler(handler)
+        self.handlers = [handler]
+        amm_logger = logging.getLogger("amm")
+        if not amm_logger.hasHandlers():
+            # Python prints warnings on stderr only while no handler exists anywhere up
+            # the tree; adding ours must not silence them, so stderr gets one of its own.
+            stderr = logging.StreamHandler()
+            stderr.setLevel(logging.WARNING)
+            self.handlers.append(stderr)
+        for h in self.handlers:
+            amm_logger.addHandler(h)
 
     def close(self) -> None:
-        logging.getLogger("amm").removeHandler(self.handler)
+        for h in self.handlers:
+            logging.getLogger("amm").removeHandler(h)
         self.provider.shutdown()
 
 
