@@ -29,7 +29,6 @@ each its own short transaction, so writers never wait long behind it.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
@@ -41,6 +40,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from telemetry.store_barrier import CommitBarrier
+from telemetry.store_batch import BAD_ITEM, Item, Work, run_batch, run_isolating
 from telemetry.store_retention import Retention
 from telemetry.store_schema import connect, ensure_store_schema
 
@@ -51,12 +52,7 @@ _log = logging.getLogger("amm.store")
 ENV_RETENTION_DAYS = "AMM_RETENTION_DAYS"
 """Days spans and performance rows are kept (default 30) unless given explicitly."""
 
-Work = Callable[[sqlite3.Connection], object]
-"""A queued write that needs more than one statement (it runs inside the batch's
-transaction and may run again after a failed batch: make it idempotent)."""
-
 _T = TypeVar("_T")
-_Item = tuple[str | Work, tuple[Any, ...]]
 _CHECKPOINT_AFTER = 2000  # commits: under constant load, checkpoint anyway
 _registry: dict[str, StoreWriter] = {}
 _registry_lock = threading.Lock()
@@ -100,16 +96,15 @@ class StoreWriter:
         self._db_lock = threading.Lock()
         self._lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._queue: list[_Item] = []
+        self._queue: list[Item] = []
         self._seq = 0  # ticket of the newest submitted item
-        self._committed = 0  # every ticket <= this is committed
-        self._waiters: list[tuple[int, Callable[[bool], None]]] = []
         self._failing = False
         self._backoff_s = flush_interval_s
         self._uncheckpointed = 0  # commits since the last checkpoint
         self._users = 0
         self._closed = False
         self._wake = threading.Event()
+        self._barrier = CommitBarrier(self._wake_now)
         self._thread: threading.Thread | None = None
         self._key = str(self.path.resolve())
         try:
@@ -153,7 +148,7 @@ class StoreWriter:
 
     def __repr__(self) -> str:
         return (f"StoreWriter({str(self.path)!r}, pending={self.pending()}, "
-                f"committed={self._committed}, write_failures={self.write_failures}, "
+                f"committed={self._barrier.committed}, write_failures={self.write_failures}, "
                 f"failing={self._failing}, closed={self._closed})")
 
     # -- submitting ------------------------------------------------------------------
@@ -205,7 +200,7 @@ class StoreWriter:
 
     def is_committed(self, ticket: int) -> bool:
         """Whether the item of ``ticket`` is committed."""
-        return self._committed >= ticket
+        return self._barrier.committed >= ticket
 
     # -- waiting (the durability barrier) ----------------------------------------------
 
@@ -213,44 +208,19 @@ class StoreWriter:
         """Block until ``ticket`` (default: everything submitted so far) is committed;
         False when the store failed, is failing, or ``timeout_s`` passed."""
         ticket = self._seq if ticket is None else ticket
-        if self._committed >= ticket:
-            return True
-        if self._failing or self._closed:
+        if self._barrier.committed < ticket and (self._failing or self._closed):
             return False
-        done = threading.Event()
-        result = [False]
-
-        def resolve(ok: bool) -> None:
-            result[0] = ok
-            done.set()
-
-        self._add_waiter(ticket, resolve)
-        done.wait(timeout_s)
-        return result[0]
+        return self._barrier.wait(ticket, timeout_s)
 
     async def wait_async(self, ticket: int | None = None) -> bool:
         """:meth:`wait` for an event loop: the loop keeps running while the writer
         thread commits."""
         ticket = self._seq if ticket is None else ticket
-        if self._committed >= ticket:
-            return True
-        if self._failing or self._closed:
+        if self._barrier.committed < ticket and (self._failing or self._closed):
             return False
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
+        return await self._barrier.wait_async(ticket)
 
-        def resolve(ok: bool) -> None:
-            loop.call_soon_threadsafe(_set_result, future, ok)
-
-        self._add_waiter(ticket, resolve)
-        return await future
-
-    def _add_waiter(self, ticket: int, resolve: Callable[[bool], None]) -> None:
-        with self._lock:
-            if self._committed >= ticket:
-                resolve(True)
-                return
-            self._waiters.append((ticket, resolve))
+    def _wake_now(self) -> None:
         if self._thread is None:
             self._start()
         self._wake.set()
@@ -274,13 +244,12 @@ class StoreWriter:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                _execute(conn, batch)
-            except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
-                    sqlite3.DataError):
+                run_batch(conn, batch)
+            except BAD_ITEM:
                 # A bad item (a bug, not the environment): write the rest without it.
                 conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
-                _execute_isolating(conn, batch)
+                run_isolating(conn, batch)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -299,17 +268,7 @@ class StoreWriter:
         return len(batch)
 
     def _settle(self, upto: int, *, ok: bool) -> None:
-        with self._lock:
-            if ok:
-                self._committed = max(self._committed, upto)
-                mark = self._committed
-            else:  # a failing store answers every waiter now, not at the next retry
-                mark = max(upto, self._seq)
-            due = [w for w in self._waiters if w[0] <= mark]
-            if due:
-                self._waiters = [w for w in self._waiters if w[0] > mark]
-        for _, resolve in due:
-            resolve(ok)
+        self._barrier.settle(upto, ok=ok)
 
     def _failed(self, exc: sqlite3.Error) -> None:
         self.write_failures += 1
@@ -387,7 +346,7 @@ class StoreWriter:
                     return
             if deleted == 0:
                 return
-            if self._waiters or self._wake.is_set():
+            if self._barrier.waiting or self._wake.is_set():
                 self.flush_quietly()
 
     def flush_quietly(self) -> bool:
@@ -464,45 +423,6 @@ class StoreWriter:
             if _registry.get(self._key) is self:
                 del _registry[self._key]
         return ok
-
-
-def _set_result(future: asyncio.Future[bool], ok: bool) -> None:
-    if not future.done():
-        future.set_result(ok)
-
-
-def _execute(conn: sqlite3.Connection, batch: list[_Item]) -> None:
-    """Run the batch in order; consecutive rows of one statement share executemany."""
-    i, n = 0, len(batch)
-    while i < n:
-        sql, params = batch[i]
-        if not isinstance(sql, str):
-            sql(conn)
-            i += 1
-            continue
-        j = i + 1
-        while j < n and batch[j][0] is sql:
-            j += 1
-        if j - i == 1:
-            conn.execute(sql, params)
-        else:
-            conn.executemany(sql, [p for _, p in batch[i:j]])
-        i = j
-
-
-def _execute_isolating(conn: sqlite3.Connection, batch: list[_Item]) -> None:
-    """Run each item under a savepoint; an item the database rejects is logged and
-    left out (environmental errors still abort the batch)."""
-    for item in batch:
-        conn.execute("SAVEPOINT item")
-        try:
-            _execute(conn, [item])
-        except (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
-                sqlite3.DataError) as exc:
-            conn.execute("ROLLBACK TO item")
-            _log.error("amm store: a record was rejected and left out: %s (%s)", exc,
-                       item[0] if isinstance(item[0], str) else item[0].__qualname__)
-        conn.execute("RELEASE item")
 
 
 @atexit.register

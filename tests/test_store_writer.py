@@ -307,3 +307,20 @@ async def test_durable_commits_the_booked_rows_at_once_and_in_sync_code_too(
         await tracker.record_cost("m", "a", 1, 1, 0.1, "t2")
         assert await asyncio.to_thread(tracker.wait_durable, 5.0) is True
         assert count(db, "amm_cost_ledger") == 2
+
+
+def test_a_bad_record_is_left_out_and_never_blocks_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    db = tmp_path / "amm.db"
+    writer = StoreWriter.open(db, flush_interval_s=3600)
+    try:
+        writer.submit(PERF, (time.time(), "good-1"))
+        writer.submit(PERF, (time.time(), None))  # NOT NULL model_id: a bug upstream
+        writer.submit(PERF, (time.time(), "good-2"))
+        assert writer.flush() == 3
+        assert writer.pending() == 0 and writer.write_failures == 0
+        assert count(db, "amm_performance") == 2
+        assert "rejected and left out" in caplog.text
+    finally:
+        writer.release()
