@@ -322,7 +322,7 @@ class StoreWriter:
                 continue  # counted and logged once in _failed
             if self._uncheckpointed and (not urgent or self._uncheckpointed >= _CHECKPOINT_AFTER):
                 self._checkpoint()
-            if not urgent and time.monotonic() >= next_retention:
+            if time.monotonic() >= next_retention:  # chunked: gives way to waiters
                 next_retention = time.monotonic() + self.retention.interval_s
                 self._retain()
 
