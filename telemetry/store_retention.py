@@ -29,13 +29,14 @@ class Retention:
     0
     """
 
-    __slots__ = ("_clock", "chunk", "days", "interval_s")
+    __slots__ = ("_clock", "chunk", "days", "first_run_s", "interval_s")
 
     def __init__(self, days: float = 30.0, *, chunk: int = 500, interval_s: float = 3600.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 first_run_s: float = 60.0, clock: Callable[[], float] = time.time) -> None:
         self.days = days
         self.chunk = chunk
         self.interval_s = interval_s
+        self.first_run_s = first_run_s  # after the writer starts: start-up stays quick
         self._clock = clock
 
     def __repr__(self) -> str:

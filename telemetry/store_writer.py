@@ -307,7 +307,7 @@ class StoreWriter:
             self._thread.start()
 
     def _run(self) -> None:
-        next_retention = time.monotonic()
+        next_retention = time.monotonic() + self.retention.first_run_s
         while not self._closed:
             urgent = self._wake.wait(self._backoff_s if self._failing else self.flush_interval_s)
             self._wake.clear()

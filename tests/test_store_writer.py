@@ -159,6 +159,7 @@ def test_retention_runs_in_the_background_between_batches(tmp_path: Path) -> Non
     writer = StoreWriter.open(db, retention_days=1, flush_interval_s=0.02)
     try:
         writer.retention.chunk = 3
+        writer.retention.first_run_s = 0  # set before the first write starts the thread
         writer.submit_many(PERF, [(time.time() - 5 * 86400, f"m{i}") for i in range(20)])
         writer.submit(PERF, (time.time(), "fresh"))
         writer.flush()
