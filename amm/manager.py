@@ -239,7 +239,8 @@ class ModelManager:
                 opened.append(tel)
             if recorder is None:
                 # Bound to this Telemetry's own providers (the globals can be set once only).
-                recorder = tel.recorder() if tel is not None else Recorder()
+                recorder = (tel.recorder(quality_threshold=quality_threshold) if tel is not None
+                            else Recorder())
             keys = key_manager if key_manager is not None else APIKeyManager()
             if key_manager is None:
                 keys.load_keys()
@@ -464,9 +465,17 @@ class ModelManager:
     # ------------------------------------------------------------------- steps
 
     def _request_span(self, request: ModelRequest) -> contextlib.AbstractContextManager[Any]:
+        md = request.metadata
         if ACTIVE_AGENT.get() == (request.agent_type, request.task_id):
+            if md:  # the agent's span is open: the call's metadata goes on it
+                _annotate_current_span(_metadata_attributes(md))
             return contextlib.nullcontext()
-        return self.recorder.agent_span(request.agent_type, request.task_id)
+        if not md:
+            return self.recorder.agent_span(request.agent_type, request.task_id)
+        return self.recorder.agent_span(
+            request.agent_type, request.task_id,
+            session_id=_first(md, "session.id", "session_id"),
+            user_id=_first(md, "user.id", "user_id"), attributes=_metadata_attributes(md))
 
     async def _route(self, request: ModelRequest, constraints: SelectionConstraints | None,
                      attempt: Any) -> Any:
@@ -639,6 +648,33 @@ class ModelManager:
     def demoted_models(self) -> Mapping[tuple[str, str], float]:
         """(agent type, model) pairs demoted for low quality, with the monotonic time they end."""
         return dict(self._demoted)
+
+
+def _first(md: Mapping[str, Any], *names: str) -> str | None:
+    for name in names:
+        if md.get(name):
+            return str(md[name])
+    return None
+
+
+def _metadata_attributes(md: Mapping[str, Any]) -> dict[str, Any]:
+    """A call's metadata as span attributes: ``amm.metadata.<key>``; the session and
+    user keys also under the names viewers group by."""
+    attrs: dict[str, Any] = {f"amm.metadata.{k}": v for k, v in md.items()}
+    session, user = _first(md, "session.id", "session_id"), _first(md, "user.id", "user_id")
+    if session:
+        attrs["session.id"] = attrs["gen_ai.conversation.id"] = session
+    if user:
+        attrs["user.id"] = user
+    return attrs
+
+
+def _annotate_current_span(attrs: Mapping[str, Any]) -> None:
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(dict(attrs))
 
 
 class _Attempt:

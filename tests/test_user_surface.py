@@ -227,3 +227,34 @@ async def test_rate_limit_headroom_is_what_the_selector_scores(build_manager):
         for i in range(9):
             await manager.complete(ModelRequest(prompt=f"q{i}", task_id=f"h{i}", agent_type="g"))
     assert limiter.headroom("m") == pytest.approx(1 - 9 / 90, abs=0.02)  # 90 % line: 90 admitted
+
+
+async def test_metadata_reaches_the_spans_and_the_session_groups_them(build_manager):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from telemetry.recorder import Recorder
+
+    spans = InMemorySpanExporter()
+    tracer = TracerProvider()
+    tracer.add_span_processor(SimpleSpanProcessor(spans))
+    manager, _, _ = trio(build_manager, recorder=Recorder(tracer_provider=tracer))
+
+    @managed_model(agent_type="chat", manager=manager)
+    async def agent(*, llm: Any) -> Any:
+        return await llm.complete("hello", metadata={"session_id": "s-9", "tenant": "acme"})
+
+    async with manager:
+        await agent()
+        await manager.complete(ModelRequest(prompt="direct", task_id="d", agent_type="g",
+                                            metadata={"user.id": "u-1"}))
+    by_name = {}
+    for span in spans.get_finished_spans():
+        by_name.setdefault(span.name, []).append(span)
+    chat_agent, direct = by_name["invoke_agent chat"][0], by_name["invoke_agent g"][0]
+    assert chat_agent.attributes["amm.metadata.tenant"] == "acme"
+    assert chat_agent.attributes["session.id"] == "s-9"
+    assert direct.attributes["user.id"] == "u-1"
+    assert all(s.attributes.get("user.id") == "u-1" for s in spans.get_finished_spans()
+               if s.context.trace_id == direct.context.trace_id)
