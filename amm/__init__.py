@@ -31,7 +31,7 @@ _EXPORTS: dict[str, str] = {
         "InvalidRequestError", "ModelNotFoundError", "ModelUnavailableError",
         "PerformanceMonitorError", "ProviderError", "ProviderTimeoutError",
         "QualityThresholdError", "QuotaExceededError", "RateLimitError",
-        "StreamInterruptedError", "InvalidToolCallError",
+        "StreamInterruptedError", "InvalidToolCallError", "CostTrackingError",
     )},
     # components
     "ModelRegistry": "amm.registry",

@@ -26,7 +26,7 @@ sum(max(0, actual - estimate)) over calls holding a reservation at the same time
 
 A store that cannot be written: requests are not failed by the ledger, but the
 budget **fails closed** by default: while the store is failing (its last commit
-failed), :meth:`reserve` refuses with ``BudgetExceededError`` (``error_type``
+failed), :meth:`reserve` refuses with ``BudgetExceededError`` (``CostTrackingError``, a BudgetExceededError with ``error_type``
 ``"ledger_unwritable"``) and :meth:`would_exceed` says True, since spend that cannot
 be recorded cannot be bounded. ``fail_open=True`` keeps admitting calls on the
 in-memory total instead. ``write_failures`` counts the failed commits.
@@ -52,7 +52,12 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 from amm._ledger_store import ALERTS_TABLE, LEDGER_TABLE, AlertRow, LedgerStore
-from amm.errors import BudgetExceededError, ConfigurationError, InvalidRequestError
+from amm.errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    CostTrackingError,
+    InvalidRequestError,
+)
 from amm.models import BudgetStatus, utcnow
 from telemetry.events import NULL_SINK, AttemptEvent, BudgetAlertEvent, Event, EventSink
 from telemetry.store_writer import StoreWriter
@@ -230,7 +235,7 @@ class CostTracker:
             raise InvalidRequestError(f"estimated_cost_usd must be a finite number >= 0; "
                                       f"got {est!r}", error_type="invalid_cost")
         if not self._fail_open and not self._store.writer.healthy:
-            raise BudgetExceededError(
+            raise CostTrackingError(
                 f"cost ledger {self.db_path} cannot be written: calls are refused until it "
                 f"can (fail closed; CostTracker(fail_open=True) admits them)",
                 error_type="ledger_unwritable")

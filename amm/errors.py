@@ -16,6 +16,7 @@
     ├── InvalidToolCallError           a tool call's arguments are not valid JSON
     ├── CacheError                     the response cache is corrupt or unwritable
     ├── BudgetExceededError            the daily budget is spent
+    │   └── CostTrackingError              the cost ledger cannot be written: refused (fail closed)
     ├── QualityThresholdError          answers stayed below the quality threshold
     └── PerformanceMonitorError        the performance store failed
 
@@ -40,6 +41,7 @@ __all__ = [
     "CacheError",
     "ConfigurationError",
     "ContextWindowExceededError",
+    "CostTrackingError",
     "FailoverError",
     "InvalidRequestError",
     "InvalidToolCallError",
@@ -245,6 +247,12 @@ class CacheError(APIModelError):
 
 class BudgetExceededError(APIModelError):
     """The daily budget is spent and the policy is to refuse."""
+
+
+class CostTrackingError(BudgetExceededError):
+    """The cost ledger cannot be written (disk full, read-only, locked), so spend
+    cannot be recorded: calls are refused until it can (fail closed), unless the
+    tracker was built with ``fail_open=True``."""
 
 
 class QualityThresholdError(APIModelError):

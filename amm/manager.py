@@ -37,6 +37,7 @@ from amm.errors import (
     APIModelError,
     BudgetExceededError,
     CacheError,
+    ConfigurationError,
     InvalidRequestError,
     ModelUnavailableError,
     QualityThresholdError,
@@ -151,6 +152,7 @@ class ModelManager:
         telemetry: Telemetry | None = None,
         start_health_checks: bool = True,
         clock: Any = time.monotonic,
+        store: Any = None,
     ) -> None:
         self.registry = registry
         self.api_client = api_client
@@ -167,6 +169,7 @@ class ModelManager:
         self.telemetry = telemetry
         self._start_health_checks = start_health_checks
         self._clock = clock
+        self._store = store  # the shared writer of amm.db, released on stop()
         self._demoted: dict[tuple[str, str], float] = {}  # (agent_type, model) -> until
         self._started = False
         self._closed = False
@@ -196,6 +199,7 @@ class ModelManager:
         timeout_s: float = 30.0,
         request_timeout_s: float = 120.0,
         warm: bool = True,
+        retention_days: float = 30.0,
         retries_per_model: int = 1,
         degradation_check_interval_s: float = 60.0,
         performance_windows_s: tuple[float, float] = (3600.0, 86400.0),
@@ -207,11 +211,13 @@ class ModelManager:
         performance table, response cache), which the dashboard reads. Give
         ``recorder=`` to record on providers of your own (tests, embedding apps).
 
-        Time limits: ``timeout_s`` bounds one provider attempt (30 s), and
+        Spans and performance rows older than ``retention_days`` are deleted in the
+        background (the cost ledger is kept). Time limits: ``timeout_s`` bounds one provider attempt (30 s), and
         ``request_timeout_s`` the whole request with its retries and failovers (120 s):
         each attempt gets at most the time that is left. If building fails (a bad
         registry, an unwritable data directory), nothing is left running or open.
         """
+        from amm._store import open_store
         from amm.api_client import APIClientManager
         from amm.api_key_manager import APIKeyManager
         from amm.cache_manager import CacheManager
@@ -225,13 +231,23 @@ class ModelManager:
         from amm.selector import ModelSelector
         from telemetry.recorder import Recorder
 
-        # The registry first: a bad file fails before any thread, file or exporter exists.
+        # The registry and settings first: bad input fails before any thread, file or
+        # exporter exists.
         registry = ModelRegistry(Path(config_path))
+        try:
+            policy = BudgetPolicy(budget_policy)
+        except ValueError:
+            raise ConfigurationError(
+                f"budget_policy: must be one of {', '.join(p.value for p in BudgetPolicy)}; "
+                f"got {budget_policy!r}", field="budget_policy") from None
         db_path = Path(data_dir) / "amm.db"
         opened: list[Any] = []  # closed again, in reverse, if building fails half-way
         tel = None
         try:
-            db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # One writer for the whole file (ledger, performance, cache, spans); an
+            # unwritable data directory is a ConfigurationError naming it, here.
+            store = open_store(db_path, retention_days=retention_days)
+            opened.append(store)
             if telemetry and recorder is None:
                 from telemetry.setup import setup
 
@@ -254,46 +270,48 @@ class ModelManager:
             limiter = RateLimiter(registry, events=recorder)
             recent_s, baseline_s = performance_windows_s
             perf = PerformanceMonitor(db_path, events=recorder, recent_window_s=recent_s,
-                                      baseline_window_s=baseline_s)
+                                      baseline_window_s=baseline_s, store=store)
             opened.append(perf)
-            costs = CostTracker(db_path, daily_budget=daily_budget, events=recorder)
+            costs = CostTracker(db_path, daily_budget=daily_budget, events=recorder, store=store)
             opened.append(costs)
-            cache = CacheManager(db_path, events=recorder) if cache_enabled else None
+            cache = (CacheManager(db_path, events=recorder, store=store) if cache_enabled
+                     else None)
             if cache is not None:
                 opened.append(cache)
+            evaluator = ResponseEvaluator(
+                quality_threshold=quality_threshold, evaluation_window=evaluation_window, events=recorder
+            )
+            selector = ModelSelector(registry, health, limiter, perf, events=recorder,
+                                     key_check=api_client.can_call)
+            failover = FailoverManager(
+                selector, max_retries=max_failovers, base_backoff_seconds=base_backoff_seconds,  # type: ignore[arg-type,unused-ignore]
+                events=recorder,
+            )
+            for listener in (costs, perf, health, limiter):
+                recorder.add_listener(listener)
+            recorder.observe_budget(lambda: costs.current_spend() / costs.daily_budget * 100.0
+                                    if costs.daily_budget else 0.0)
+            recorder.observe_availability(
+                lambda: {m.id: health.is_model_available(m.id) for m in registry.models()}
+            )
+            return cls(
+                registry=registry, api_client=api_client, health_checker=health, rate_limiter=limiter,
+                performance_monitor=perf, selector=selector, failover_manager=failover,
+                evaluator=evaluator, cache_manager=cache, cost_tracker=costs, recorder=recorder,
+                settings=ManagerSettings(
+                    budget_policy=policy, cache_enabled=cache_enabled,
+                    retries_per_model=retries_per_model,
+                    degradation_check_interval_s=degradation_check_interval_s,
+                    request_timeout_s=request_timeout_s, warm=warm,
+                ),
+                telemetry=tel, start_health_checks=start_health_checks, store=store,
+            )
         except BaseException:
             for component in reversed(opened):
                 with contextlib.suppress(Exception):
-                    (getattr(component, "shutdown", None) or component.close)()
+                    (getattr(component, "shutdown", None) or getattr(component, "release", None)
+                     or component.close)()
             raise
-        evaluator = ResponseEvaluator(
-            quality_threshold=quality_threshold, evaluation_window=evaluation_window, events=recorder
-        )
-        selector = ModelSelector(registry, health, limiter, perf, events=recorder,
-                                 key_check=api_client.can_call)
-        failover = FailoverManager(
-            selector, max_retries=max_failovers, base_backoff_seconds=base_backoff_seconds,  # type: ignore[arg-type,unused-ignore]
-            events=recorder,
-        )
-        for listener in (costs, perf, health, limiter):
-            recorder.add_listener(listener)
-        recorder.observe_budget(lambda: costs.current_spend() / costs.daily_budget * 100.0
-                                if costs.daily_budget else 0.0)
-        recorder.observe_availability(
-            lambda: {m.id: health.is_model_available(m.id) for m in registry.models()}
-        )
-        return cls(
-            registry=registry, api_client=api_client, health_checker=health, rate_limiter=limiter,
-            performance_monitor=perf, selector=selector, failover_manager=failover,
-            evaluator=evaluator, cache_manager=cache, cost_tracker=costs, recorder=recorder,
-            settings=ManagerSettings(
-                budget_policy=BudgetPolicy(budget_policy), cache_enabled=cache_enabled,
-                retries_per_model=retries_per_model,
-                degradation_check_interval_s=degradation_check_interval_s,
-                request_timeout_s=request_timeout_s, warm=warm,
-            ),
-            telemetry=tel, start_health_checks=start_health_checks,
-        )
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -332,7 +350,10 @@ class ModelManager:
         self.recorder.end_pending()
         for component in (self.cost_tracker, self.performance_monitor, self.cache_manager):
             if component is not None:
-                component.close()
+                component.close()  # never raises: a write it could not do is logged
+        store, self._store = self._store, None
+        if store is not None:
+            store.release()
         await self.api_client.aclose()
         if self.telemetry is not None:
             self.telemetry.force_flush()
