@@ -4,13 +4,13 @@ Each protocol knows one provider's JSON: the request fields litellm sends, the
 success body (ids, usage, stop reason) and the error body, with the messages and
 codes the real provider uses, so that litellm maps them as it would for the real
 thing. The HTTP plumbing lives in :mod:`amm.sim.server`, the shared parts in
-:mod:`amm.sim.wire`.
+:mod:`amm.sim.wire`, the tool-call and usage pieces streams reuse in
+:mod:`amm.sim.parts`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 from collections.abc import Mapping
@@ -18,11 +18,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from amm.sim.behaviour import Decision, Fault, RateHeaders
+from amm.sim.parts import (
+    JSON_TOOL,
+    anthropic_tool_results,
+    anthropic_tool_use,
+    either,
+    function_responses,
+    function_tool,
+    gemini_function_call,
+    gemini_usage,
+    include_usage,
+    ollama_tool_call,
+    openai_tool_call,
+    openai_tool_choice,
+)
 from amm.sim.text import count_tokens
 from amm.sim.wire import (
     Answer,
     ParsedRequest,
-    ToolCall,
     ToolSpec,
     WireError,
     WireProtocol,
@@ -41,62 +54,6 @@ __all__ = [
     "OllamaProtocol",
     "OpenAIProtocol",
 ]
-
-
-JSON_TOOL = "json_tool_call"
-"""The tool litellm forces on Anthropic to get JSON output; its input is the answer."""
-
-
-def _anthropic_tool_results(message: dict[str, Any]) -> list[str] | None:
-    """The ``tool_result`` blocks of a user message, as text."""
-    content = message.get("content")
-    if not isinstance(content, list):
-        return None
-    results = [block for block in content
-               if isinstance(block, dict) and block.get("type") == "tool_result"]
-    return [text_of(block.get("content")) for block in results] if results else None
-
-
-def _function_tool(tool: dict[str, Any]) -> tuple[Any, Any]:
-    """OpenAI's and Ollama's tool: ``{"type": "function", "function": {name, parameters}}``."""
-    function = tool.get("function") or {}
-    return function.get("name"), function.get("parameters")
-
-
-def _openai_tool_choice(choice: Any) -> str | None:
-    if choice in ("none", "required"):
-        return str(choice)
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        return name if isinstance(name, str) else None
-    return None
-
-
-def _include_usage(data: dict[str, Any]) -> bool:
-    options = data.get("stream_options") or {}
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def openai_tool_call(call: ToolCall) -> dict[str, Any]:
-    """A call in OpenAI's message (and stream) shape."""
-    return {"id": f"call_{call.key}", "type": "function",
-            "function": {"name": call.name, "arguments": call.arguments_json}}
-
-
-def anthropic_tool_use(call: ToolCall, *, streamed: bool = False) -> dict[str, Any]:
-    """A ``tool_use`` content block; a streamed one opens with empty input."""
-    return {"type": "tool_use", "id": f"toolu_01{call.key[:22]}", "name": call.name,
-            "input": {} if streamed else dict(call.arguments)}
-
-
-def ollama_tool_call(call: ToolCall) -> dict[str, Any]:
-    """A call in Ollama's shape: arguments as an object, no id."""
-    return {"function": {"name": call.name, "arguments": dict(call.arguments)}}
-
-
-def gemini_function_call(call: ToolCall) -> dict[str, Any]:
-    """A ``functionCall`` part."""
-    return {"functionCall": {"name": call.name, "args": dict(call.arguments)}}
 
 
 class OpenAIProtocol(WireProtocol):
@@ -125,11 +82,11 @@ class OpenAIProtocol(WireProtocol):
         schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" \
             else None
         return dataclasses.replace(
-            request, tools=tuple(tool_specs(data.get("tools"), _function_tool)),
-            tool_choice=_openai_tool_choice(data.get("tool_choice")),
+            request, tools=tuple(tool_specs(data.get("tools"), function_tool)),
+            tool_choice=openai_tool_choice(data.get("tool_choice")),
             json_mode=fmt.get("type") in ("json_object", "json_schema"),
             json_schema=schema if isinstance(schema, dict) else None,
-            stream=data.get("stream") is True, include_usage=_include_usage(data))
+            stream=data.get("stream") is True, include_usage=include_usage(data))
 
     @staticmethod
     def finish_reason(answer: Answer) -> str:
@@ -195,7 +152,7 @@ class AnthropicProtocol(WireProtocol):
             raise WireError("anthropic-version: header is required")
         data = json_object(body)
         request = chat_request(data, data.get("system"), data.get("max_tokens"),
-                               headers.get("x-api-key"), _anthropic_tool_results)
+                               headers.get("x-api-key"), anthropic_tool_results)
         tools = tool_specs(data.get("tools"), lambda t: (t.get("name"), t.get("input_schema")))
         choice = data.get("tool_choice") or {}
         kind = choice.get("type") if isinstance(choice, dict) else None
@@ -284,7 +241,7 @@ class OllamaProtocol(WireProtocol):
                                bearer(headers))
         fmt = data.get("format")
         return dataclasses.replace(
-            request, tools=tuple(tool_specs(data.get("tools"), _function_tool)),
+            request, tools=tuple(tool_specs(data.get("tools"), function_tool)),
             json_mode=fmt == "json" or isinstance(fmt, dict),
             json_schema=fmt if isinstance(fmt, dict) else None, stream=data.get("stream") is True)
 
@@ -357,24 +314,24 @@ class GoogleProtocol(WireProtocol):
                 raise WireError("each item of 'contents' must be an object")
             text = text_of(content.get("parts"))
             texts.append(text)
-            found = _function_responses(content.get("parts"))
+            found = function_responses(content.get("parts"))
             turns += bool(found)
             results.extend(found)
             texts.extend(found)
             if text and content.get("role", "user") == "user":
                 prompt = text
-        config = _either(data, "generationConfig", "generation_config") or {}
-        max_tokens = _either(config, "maxOutputTokens", "max_output_tokens")
+        config = either(data, "generationConfig", "generation_config") or {}
+        max_tokens = either(config, "maxOutputTokens", "max_output_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise WireError(f"max_output_tokens must be a positive integer, got {max_tokens!r}")
-        schema = (_either(config, "responseJsonSchema", "response_json_schema")
-                  or _either(config, "responseSchema", "response_schema"))
+        schema = (either(config, "responseJsonSchema", "response_json_schema")
+                  or either(config, "responseSchema", "response_schema"))
         key = headers.get("x-goog-api-key") or query.get("key")
         return ParsedRequest(
             model, prompt, sum(count_tokens(t) for t in texts), max_tokens, key,
             tools=tuple(self._tools(data)), tool_choice=self._tool_choice(data),
             tool_turns=turns, tool_results=tuple(results),
-            json_mode=_either(config, "responseMimeType", "response_mime_type")
+            json_mode=either(config, "responseMimeType", "response_mime_type")
             == "application/json",
             json_schema=schema if isinstance(schema, dict) else None, stream=stream)
 
@@ -384,15 +341,15 @@ class GoogleProtocol(WireProtocol):
         if not isinstance(groups, list):
             raise WireError("'tools' must be a list")
         declarations = [d for g in groups if isinstance(g, dict)
-                        for d in _either(g, "functionDeclarations", "function_declarations") or []]
+                        for d in either(g, "functionDeclarations", "function_declarations") or []]
         return tool_specs(declarations, lambda d: (d.get("name"), d.get("parameters")))
 
     @staticmethod
     def _tool_choice(data: dict[str, Any]) -> str | None:
-        config = _either(data, "toolConfig", "tool_config") or {}
-        calling = _either(config, "functionCallingConfig", "function_calling_config") or {}
+        config = either(data, "toolConfig", "tool_config") or {}
+        calling = either(config, "functionCallingConfig", "function_calling_config") or {}
         mode = str(calling.get("mode", "AUTO")).upper()
-        names = _either(calling, "allowedFunctionNames", "allowed_function_names") or []
+        names = either(calling, "allowedFunctionNames", "allowed_function_names") or []
         if mode == "NONE":
             return "none"
         if mode == "ANY":
@@ -453,26 +410,6 @@ class GoogleProtocol(WireProtocol):
 
     def malformed(self, decision: Decision) -> bytes:
         return b'{"candidates": [{"content": {"parts": [{"text": "cut off he'
-
-
-def gemini_usage(input_tokens: int, output_tokens: int) -> dict[str, int]:
-    """Gemini's ``usageMetadata``."""
-    return {"promptTokenCount": input_tokens, "candidatesTokenCount": output_tokens,
-            "totalTokenCount": input_tokens + output_tokens}
-
-
-def _either(data: Any, camel: str, snake: str) -> Any:
-    """A Gemini field, which clients spell in camelCase or snake_case."""
-    if not isinstance(data, dict):
-        return None
-    return data[camel] if camel in data else data.get(snake)
-
-
-def _function_responses(parts: Any) -> list[str]:
-    if not isinstance(parts, list):
-        return []
-    found = [_either(p, "functionResponse", "function_response") for p in parts]
-    return [json.dumps(f.get("response", {})) for f in found if isinstance(f, dict)]
 
 
 PROTOCOL_CLASSES: dict[str, type[WireProtocol]] = {

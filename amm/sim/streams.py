@@ -21,16 +21,14 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from amm.sim.behaviour import Decision
-from amm.sim.protocols import (
-    AnthropicProtocol,
-    GoogleProtocol,
-    OpenAIProtocol,
+from amm.sim.parts import (
     anthropic_tool_use,
     gemini_function_call,
     gemini_usage,
     ollama_tool_call,
     openai_tool_call,
 )
+from amm.sim.protocols import AnthropicProtocol, GoogleProtocol, OpenAIProtocol
 from amm.sim.text import count_tokens, split_tokens
 from amm.sim.wire import Answer, ParsedRequest, rand_id
 
