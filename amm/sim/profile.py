@@ -49,7 +49,8 @@ class ModelProfile:
       frees a slot). ``quota_exhausted``: every request gets 429
       ``insufficient_quota``. ``api_key``: if set, any other key gets 401.
       ``forbidden``: every request gets 403.
-      ``malformed_rate``: fraction answered 200 with a body that is not JSON.
+      ``malformed_rate``: fraction answered 200 with a body that is not JSON
+      (non-streamed requests only).
       ``timeout_rate`` / ``hang_s``: fraction of requests that wait ``hang_s``
       seconds before answering normally (the client times out first).
       ``quality``: probability that the text is a good, on-topic answer.

@@ -280,7 +280,8 @@ class OllamaProtocol(WireProtocol):
 
 
 class GoogleProtocol(WireProtocol):
-    """``POST /v1beta/models/<model>:generateContent``, ``x-goog-api-key`` header."""
+    """``POST /v1beta/models/<model>:generateContent`` (or ``:streamGenerateContent?alt=sse``),
+    ``x-goog-api-key`` header; fields in camelCase or snake_case, as clients send both."""
 
     name = "google"
     _STATUS: ClassVar[dict[int, str]] = {
