@@ -72,7 +72,7 @@ _OPTIONAL_MODEL_KEYS = ("enabled", "litellm_model", "api_base", *CAPABILITY_FLAG
 _MODEL_KEYS = frozenset(_REQUIRED_MODEL_KEYS + _OPTIONAL_MODEL_KEYS)
 _RATE_LIMIT_KEYS = ("requests_per_minute", "tokens_per_minute")
 _EXPERIMENT_KEYS = frozenset({"name", "agent_type", "arms", "enabled"})
-_TOP_KEYS = frozenset({"models", "experiments"})
+_TOP_KEYS = frozenset({"models", "experiments", "policy"})
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ARM_TOLERANCE = 1e-6
 
@@ -122,6 +122,7 @@ class Snapshot:
     enabled: tuple[ModelMetadata, ...]
     experiments: tuple[Experiment, ...]
     by_agent_type: Mapping[str, Experiment]
+    policy: Mapping[str, Any] | None = None  # the "policy" object, validated (amm.policy)
 
 
 def read_document(path: Path) -> dict[str, Any]:
@@ -295,6 +296,7 @@ def validate_document(data: Mapping[str, Any], source: str, *,
         enabled=tuple(m for m in models if m.enabled),
         experiments=tuple(experiments),
         by_agent_type=by_agent,
+        policy=v.policy(data.get("policy")),
     )
 
 
@@ -484,6 +486,23 @@ class _Validator:
                       f" ({problem})", model_id=model_id)
         return expanded
 
+    # -- policy ---------------------------------------------------------------------------
+
+    def policy(self, raw: object) -> Mapping[str, Any] | None:
+        """The routing policy object, checked by building it once (:mod:`amm.policy`)."""
+        from amm.policy import policy_from_config
+
+        if raw is None:
+            return None
+        if not isinstance(raw, Mapping):
+            self.fail("policy", f"must be an object with a kind, got {_kind(raw)}")
+        try:
+            policy_from_config(raw)
+        except ConfigurationError as exc:
+            field = exc.field or "policy"
+            self.fail(field, exc.error_message.removeprefix(f"{field}: "))
+        return dict(raw)
+
     # -- experiments ----------------------------------------------------------------------
 
     def experiments(self, raw: object, models: Mapping[str, ModelMetadata]) -> list[Experiment]:
@@ -563,15 +582,19 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-def as_document(models: Sequence[ModelMetadata], experiments: Sequence[Experiment] = ()) -> dict[str, Any]:
+def as_document(models: Sequence[ModelMetadata], experiments: Sequence[Experiment] = (),
+                policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Values back as a raw document, so built-in values pass the same validation as files."""
-    return {
+    document: dict[str, Any] = {
         "models": [_model_entry(m) for m in models],
         "experiments": [
             {"name": e.name, "agent_type": e.agent_type, "arms": dict(e.arms), "enabled": e.enabled}
             for e in experiments
         ],
     }
+    if policy is not None:
+        document["policy"] = dict(policy)
+    return document
 
 
 def _model_entry(m: ModelMetadata) -> dict[str, Any]:

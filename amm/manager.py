@@ -204,6 +204,7 @@ class ModelManager:
         degradation_check_interval_s: float = 60.0,
         performance_windows_s: tuple[float, float] = (3600.0, 86400.0),
         recorder: Recorder | None = None,
+        policy: Any = None,  # routing policy (amm.policy): {"kind": "softmax", ...}; None: registry's
     ) -> ModelManager:
         """Build every component from one registry file and one data directory.
 
@@ -282,7 +283,7 @@ class ModelManager:
                 quality_threshold=quality_threshold, evaluation_window=evaluation_window, events=recorder
             )
             selector = ModelSelector(registry, health, limiter, perf, events=recorder,
-                                     key_check=api_client.can_call)
+                                     key_check=api_client.can_call, policy=policy)
             failover = FailoverManager(
                 selector, max_retries=max_failovers, base_backoff_seconds=base_backoff_seconds,  # type: ignore[arg-type,unused-ignore]
                 events=recorder,

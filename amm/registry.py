@@ -156,7 +156,8 @@ class ModelRegistry:
                     f"{self._source}: models: expected a ModelMetadata, got {type(m).__name__}",
                     path=self._source, field="models",
                 )
-        return validate_document(as_document(models, current.experiments), self._source,
+        return validate_document(as_document(models, current.experiments, current.policy),
+                                 self._source,
                                  capability_defaults=self._capability_defaults)
 
     def _swap(self, snapshot: Snapshot) -> None:
@@ -214,6 +215,10 @@ class ModelRegistry:
     def experiments(self) -> list[Experiment]:
         """Every configured experiment (enabled or not), in config order."""
         return list(self._snapshot.experiments)
+
+    def policy_config(self) -> Mapping[str, Any] | None:
+        """The registry's ``"policy"`` object (:mod:`amm.policy`), or None for the default."""
+        return self._snapshot.policy
 
     def experiment_for(self, agent_type: str) -> Experiment | None:
         """The enabled experiment that splits ``agent_type``'s traffic, if any."""

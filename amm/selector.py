@@ -11,10 +11,18 @@
    (demoted models are used only when nothing else is eligible);
 2. **score** the eligible ones with the scorer (:mod:`amm.scoring`: capability 30 %,
    cost 25 %, performance 25 %, availability 20 %, shifted by the task priority);
-3. an **experiment** on the agent type (:mod:`amm.experiments`) decides first: its
-   arm is taken when eligible, else the best-scoring model is, and the selection
-   records the assigned arm and why it was not honoured;
-4. return the highest score (ties broken by model id), or None when nothing is eligible.
+3. the **policy** (:mod:`amm.policy`) gives each eligible model a probability from
+   the ranked scores and one is drawn: by default (``score``) the highest score
+   with probability 1, ties broken by model id; ``softmax`` and ``thompson``
+   explore within their bounds. A failover re-selection (``exclude`` non-empty)
+   always takes the highest score: exploring is for the routing decision only;
+4. an **experiment** on the agent type (:mod:`amm.experiments`) decides first: its
+   arm is taken when eligible, else the policy's draw is, and the selection
+   records the assigned arm and why it was not honoured. The logged probability of
+   each model is then ``arm weight (if an eligible arm) + ineligible arms' weight x
+   policy probability``: the whole mixture, so it stays honest;
+5. return the choice with every candidate's score, probability and features in the
+   :class:`~telemetry.events.SelectionEvent`, or None when nothing is eligible.
 
 Prompt tokens are estimated as ``ceil(len(text) / 4)`` (about four characters per
 token in English; cheap and close enough for filtering); output tokens as
@@ -34,11 +42,11 @@ the components' cheap synchronous queries.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from amm.errors import InvalidRequestError
-from amm.experiments import Assigner, HashAssigner, logging_propensity
+from amm.experiments import Assigner, HashAssigner
 from amm.models import (
     ModelMetadata,
     ModelRequest,
@@ -46,6 +54,7 @@ from amm.models import (
     PerformanceMetrics,
     estimate_tokens,
 )
+from amm.policy import DecisionContext, RoutingPolicy, policy_from_config
 from amm.scoring import (
     PRIOR_QUALITY,
     PRIOR_SUCCESS_RATE,
@@ -55,7 +64,15 @@ from amm.scoring import (
     Scorer,
     WeightedScorer,
 )
-from telemetry.events import NULL_SINK, EventSink, SelectionEvent, StatsSnapshot
+from telemetry.events import (
+    NULL_SINK,
+    SELECTION_CACHE_HIT,
+    SELECTION_FAILOVER,
+    SELECTION_INITIAL,
+    EventSink,
+    SelectionEvent,
+    StatsSnapshot,
+)
 
 __all__ = ["DEFAULT_OUTPUT_TOKENS", "ModelSelector", "estimate_prompt_tokens"]
 
@@ -148,8 +165,11 @@ class ModelSelector:
         min_samples: int = 5,
         demotion: Callable[[str, str], bool] | None = None,
         key_check: Callable[[ModelMetadata], bool] | None = None,
+        policy: RoutingPolicy | Mapping[str, Any] | str | None = None,
     ) -> None:
-        """``demotion(model_id, agent_type)`` (e.g. ``ResponseEvaluator.should_demote``)
+        """``policy``: how the final choice is made (:mod:`amm.policy`; a policy, or the
+        registry's ``"policy"`` object; None: the registry's, else ``score``).
+        ``demotion(model_id, agent_type)`` (e.g. ``ResponseEvaluator.should_demote``)
         marks models to use only when nothing else is eligible, like ``demoted=``.
         ``key_check(model)`` says whether a usable API key exists for the model: a model
         without one is excluded ("no API key"), so a partly configured machine routes
@@ -174,6 +194,10 @@ class ModelSelector:
             health_checker, "get_model_status", None)
         self._reset_fn: Callable[[str], int | None] | None = getattr(
             rate_limiter, "get_time_until_reset", None)
+        if policy is None:
+            configured = getattr(registry, "policy_config", None)
+            policy = configured() if callable(configured) else None
+        self.policy: RoutingPolicy = policy_from_config(policy)
         self._index_version: int | None = None
         self._entries: tuple[_Entry, ...] = ()
         self._by_id: dict[str, _Entry] = {}
@@ -313,7 +337,7 @@ class ModelSelector:
         """
         start = time.time_ns()
         rq = _Request(task, agent_type, constraints, exclude, demoted)
-        selection, reason, excluded, experiment, arm = self._select(task, rq)
+        selection, reason, excluded, experiment, arm, logged = self._select(task, rq)
         self._events.record(SelectionEvent(
             agent_type=agent_type, task_id=task.task_id,
             chosen=selection.model_id if selection else None, reason=reason,
@@ -321,11 +345,34 @@ class ModelSelector:
             experiment=experiment, arm=arm,
             propensity=selection.propensity if selection else 1.0,
             start_time_ns=start, end_time_ns=time.time_ns(),
+            candidates=logged, policy=self._policy_kind(rq),
+            policy_version=self.policy.version, features=_features(task, rq),
+            stage=SELECTION_FAILOVER if rq.exclude else SELECTION_INITIAL,
         ))
         return selection
 
+    def record_cache_hit(self, agent_type: str, task_id: str, model_id: str) -> None:
+        """Log the decision of a request answered from the cache: no routing happened,
+        ``model_id`` (the cached answer's) is the choice with probability 1, marked
+        ``stage=cache_hit`` so off-policy evaluation can leave it out. Never raises."""
+        now = time.time_ns()
+        self._events.record(SelectionEvent(
+            agent_type=agent_type, task_id=task_id, chosen=model_id,
+            reason=f"cache hit: answered by {model_id} from the cache", propensity=1.0,
+            start_time_ns=now, end_time_ns=now,
+            candidates=((model_id, float("nan"), 1.0, 0.0, float("nan"), 0.0, 1.0),),
+            policy=self.policy.kind, policy_version=self.policy.version,
+            features={"agent_type": agent_type}, stage=SELECTION_CACHE_HIT,
+        ))
+
+    def _policy_kind(self, rq: _Request) -> str:
+        applies = getattr(self.policy, "applies_to", None)
+        if rq.exclude or (applies is not None and not applies(rq.agent_type)):
+            return "score"
+        return self.policy.kind
+
     def _select(self, task: ModelRequest, rq: _Request) -> tuple[
-            ModelSelection | None, str, dict[str, str], str | None, str | None]:
+            ModelSelection | None, str, dict[str, str], str | None, str | None, tuple[Any, ...]]:
         excluded: dict[str, str] = {}
         eligible: list[Candidate] = []
         held_back: list[Candidate] = []  # demoted: a last resort
@@ -353,7 +400,7 @@ class ModelSelector:
         if not eligible:
             reason = "no eligible model: " + (_summarise(excluded, limit=5)
                                               or "no models registered")
-            return None, reason, excluded, exp_name, arm
+            return None, reason, excluded, exp_name, arm, ()
 
         context = self._context(eligible, rq.required, task)
         scorer = self.scorer
@@ -368,23 +415,42 @@ class ModelSelector:
             scores[mid] = total
             ranked.append((-total, mid, cand, b))
         ranked.sort()
-        best = ranked[0]
-        chosen = best
-        propensity = 1.0
+        # The final choice: the policy's probabilities over the ranked candidates (a
+        # failover re-selection takes the highest score), then the experiment's arm.
+        policy = self.policy
+        probs: list[float]
+        if policy.kind == "score" or rq.exclude or len(ranked) == 1:
+            probs, pick = [0.0] * len(ranked), 0
+            probs[0] = 1.0
+        else:
+            probs = list(policy.probabilities(DecisionContext(
+                rq.agent_type, task.effective_priority, [r[2] for r in ranked],
+                [-r[0] for r in ranked], self._snapshot_fn)))
+            pick = policy.draw(probs)
+        drawn = probs[pick] < 1.0
+        chosen = ranked[pick]
         if experiment is not None and arm is not None:
-            arm_ids = experiment.arms
-            ineligible = [a for a in arm_ids if a not in scores]
+            # The arm comes from the task id's hash, independent of the policy's draw.
+            weights = experiment.arms
+            total_w = sum(weights.values()) or 1.0
+            fallback = sum(w for a, w in weights.items() if a not in scores) / total_w
+            probs = [weights.get(r[1], 0.0) / total_w + fallback * p
+                     for r, p in zip(ranked, probs, strict=True)]
             if arm in scores:
                 chosen = next(r for r in ranked if r[1] == arm)
-            propensity = logging_propensity(arm_ids, chosen[1], ineligible, best[1])
         _, cid, chosen_cand, b = chosen
+        propensity = min(1.0, next(p for r, p in zip(ranked, probs, strict=True) if r[1] == cid))
         why = f"score {b.total:.2f} ({b.describe()})"
+        fell_back = "highest" if not drawn else f"{policy.kind} policy's draw"
         if experiment is not None and arm is not None:
             if cid == arm:
                 head = f"experiment {exp_name}: arm {arm} (propensity {propensity:.2f}); {why}"
             else:
                 head = (f"experiment {exp_name}: arm {arm} unavailable: "
-                        f"{excluded.get(arm, 'not eligible')}; fell back to highest {why}")
+                        f"{excluded.get(arm, 'not eligible')}; fell back to {fell_back} {why}")
+        elif drawn:
+            head = (f"{policy.kind} policy drew {cid} (probability {propensity:.2f}); {why}: "
+                    f"{_traits(chosen_cand, context)}")
         else:
             head = f"highest {why}: {_traits(chosen_cand, context)}"
         others = _summarise(excluded, limit=3, skip=arm)
@@ -395,7 +461,9 @@ class ModelSelector:
             selection_reason=reason, scores=scores, excluded=excluded,
             experiment=exp_name, arm=arm, propensity=propensity,
         )
-        return selection, reason, excluded, exp_name, arm
+        logged = tuple((r[1], -r[0], p, r[2].estimated_cost, r[2].quality, r[2].latency_ms,
+                        r[2].success_rate) for r, p in zip(ranked, probs, strict=True))
+        return selection, reason, excluded, exp_name, arm, logged
 
     @staticmethod
     def _context(cands: list[Candidate], required: frozenset[str], task: ModelRequest
@@ -455,6 +523,13 @@ class ModelSelector:
     def __repr__(self) -> str:
         return (f"ModelSelector(models={len(self._entries)}, registry_version="
                 f"{self._index_version}, scorer={self.scorer!r}, min_samples={self.min_samples})")
+
+
+def _features(task: ModelRequest, rq: _Request) -> dict[str, str | int | float]:
+    """The request features a policy may use, as logged with the decision."""
+    return {"agent_type": rq.agent_type, "priority": str(task.effective_priority),
+            "prompt_tokens": rq.prompt_tokens, "output_tokens": rq.out_tokens,
+            "required_capabilities": ",".join(sorted(rq.required))}
 
 
 def _traits(chosen: Candidate, context: ScoreContext) -> str:

@@ -1,7 +1,7 @@
 """Why did this call go there? One request's selection, read from its ``amm.select`` span.
 
-The span carries every candidate with its score (``amm.selection.candidates``,
-``"model=0.8123"``), every excluded model with the reason (``amm.selection.excluded``,
+The span carries every candidate with its score (``amm.selection.candidates``, a
+JSON list of ``{"model", "score", "probability", ...}``; older stores ``"model=0.8123"``), every excluded model with the reason (``amm.selection.excluded``,
 ``"model: reason"``), the chosen model and the reason for the choice.
 
     why = explain_request("data/amm.db", trace_id, around=request_time)
@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from analytics.source import SpanSource, as_source
 from telemetry import conventions as cv
@@ -39,7 +40,7 @@ class SelectionExplanation:
     excluded: tuple[tuple[str, str], ...]
 
 
-def _list(raw: object) -> list[str]:
+def _list(raw: object) -> list[Any]:
     if raw is None:
         return []
     if isinstance(raw, str):
@@ -47,16 +48,19 @@ def _list(raw: object) -> list[str]:
             value = json.loads(raw)
         except ValueError:
             return [raw]
-        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        return list(value) if isinstance(value, list) else [str(value)]
     return [str(v) for v in raw] if isinstance(raw, list | tuple) else [str(raw)]
 
 
-def _candidate(text: str) -> tuple[str, float]:
-    model, _, score = text.rpartition("=")
+def _candidate(item: Any) -> tuple[str, float]:
+    if isinstance(item, dict):  # {"model", "score", "probability", ...} (the decision log)
+        score = item.get("score")
+        return str(item.get("model")), float(score) if score is not None else float("nan")
+    model, _, score = str(item).rpartition("=")  # "model=0.8123", as older stores hold
     try:
         return model, float(score)
     except ValueError:
-        return text, float("nan")
+        return str(item), float("nan")
 
 
 def explain_request(store: SpanSource | str | Path, trace_id: str, *,
@@ -84,4 +88,4 @@ def explain_request(store: SpanSource | str | Path, trace_id: str, *,
         experiment=text(cv.AMM_EXPERIMENT_NAME), arm=text(cv.AMM_EXPERIMENT_ARM),
         candidates=tuple(_candidate(c) for c in _list(row[cv.AMM_SELECTION_CANDIDATES])),
         excluded=tuple((m.strip(), r.strip()) for m, _, r in
-                       (e.partition(":") for e in _list(row[cv.AMM_SELECTION_EXCLUDED]))))
+                       (str(e).partition(":") for e in _list(row[cv.AMM_SELECTION_EXCLUDED]))))

@@ -7,8 +7,12 @@ the names (analytics reads stored spans by them).
 
 List-valued selection attributes (so a trace UI shows them as readable lists):
 
-* ``amm.selection.candidates``: ``["gpt-4o=0.8123", "claude=0.7710"]``, every scored
-  candidate as ``"model=score"`` (score with 4 decimals), best first;
+* ``amm.selection.candidates``: a JSON list, every eligible candidate best score
+  first, ``[{"model": "gpt-4o", "score": 0.8123, "probability": 0.9, "cost_usd": 0.004,
+  "quality": 0.91, "latency_ms": 812.0, "success_rate": 0.99}, ...]``: its score, the
+  probability the policy gave it, and the features the policy saw (estimated cost of
+  this request, quality, p50 latency, success rate). One JSON string, because an
+  OpenTelemetry attribute cannot hold a list of objects;
 * ``amm.selection.excluded``: ``["gemini-pro: unavailable", ...]``, every excluded
   model as ``"model: reason"``.
 
@@ -56,8 +60,12 @@ __all__ = [
     "AMM_SELECTION_CANDIDATES",
     "AMM_SELECTION_CHOSEN",
     "AMM_SELECTION_EXCLUDED",
+    "AMM_SELECTION_FEATURES",
+    "AMM_SELECTION_POLICY",
+    "AMM_SELECTION_POLICY_VERSION",
     "AMM_SELECTION_PROPENSITY",
     "AMM_SELECTION_REASON",
+    "AMM_SELECTION_STAGE",
     "AMM_TASK_ID",
     "AMM_TELEMETRY_SIGNAL",
     "AMM_TOOL_CALLS",
@@ -294,6 +302,16 @@ AMM_SELECTION_CANDIDATES = "amm.selection.candidates"
 AMM_SELECTION_EXCLUDED = "amm.selection.excluded"
 AMM_EXPERIMENT_NAME = "amm.experiment.name"
 AMM_EXPERIMENT_ARM = "amm.experiment.arm"
+AMM_SELECTION_POLICY = "amm.selection.policy"
+"""On ``amm.select``: the routing policy kind that decided (``score``, ``softmax``, ``thompson``)."""
+AMM_SELECTION_POLICY_VERSION = "amm.selection.policy_version"
+"""On ``amm.select``: the policy's version (its kind and a hash of its parameters)."""
+AMM_SELECTION_FEATURES = "amm.selection.features"
+"""On ``amm.select``: JSON object of the request features the policy saw (agent type,
+priority, prompt and output token estimates, required capabilities)."""
+AMM_SELECTION_STAGE = "amm.selection.stage"
+"""On ``amm.select``: ``initial`` (the routing decision), ``failover`` (a re-selection
+after a failed attempt) or ``cache_hit`` (answered from the cache, no routing)."""
 AMM_SELECTION_ARM_HONOURED = "amm.selection.arm_honoured"
 """On ``amm.select``: the experiment's assigned arm was the model chosen (randomised traffic)."""
 

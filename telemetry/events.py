@@ -16,6 +16,9 @@ from typing import Protocol, runtime_checkable
 __all__ = [
     "HEALTH_CHECK_AGENT",
     "NULL_SINK",
+    "SELECTION_CACHE_HIT",
+    "SELECTION_FAILOVER",
+    "SELECTION_INITIAL",
     "AttemptEvent",
     "BudgetAlertEvent",
     "CacheEvent",
@@ -38,6 +41,14 @@ HEALTH_CHECK_AGENT = "health"
 rolling statistics and passive health leave them out."""
 
 
+SELECTION_INITIAL = "initial"
+"""``SelectionEvent.stage`` of a request's first selection: the routing decision."""
+SELECTION_FAILOVER = "failover"
+"""``SelectionEvent.stage`` of a re-selection after a failed attempt (part of the outcome)."""
+SELECTION_CACHE_HIT = "cache_hit"
+"""``SelectionEvent.stage`` of a request answered from the cache (no routing happened)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SelectionEvent:
     """One selection: every candidate's score, every excluded model and why."""
@@ -53,6 +64,14 @@ class SelectionEvent:
     propensity: float = 1.0
     start_time_ns: int = 0  # epoch ns; 0 = "now" (the recorder builds the span after the fact)
     end_time_ns: int = 0
+    # The whole decision, for off-policy evaluation (analytics.ope). ``candidates``: every
+    # eligible model, best score first, as (model, score, probability, estimated cost USD,
+    # quality, p50 latency ms, success rate): what the policy saw and what it gave each.
+    candidates: tuple[tuple[str, float, float, float, float, float, float], ...] = ()
+    policy: str = "score"  # the policy kind that decided (amm.policy)
+    policy_version: str = ""
+    features: Mapping[str, str | int | float] = field(default_factory=dict)
+    stage: str = SELECTION_INITIAL  # initial | failover (a re-selection) | cache_hit
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 from telemetry import conventions as c
 from telemetry.content import ContentPolicy, content_attributes
 from telemetry.events import (
+    SELECTION_CACHE_HIT,
     AttemptEvent,
     BudgetAlertEvent,
     CacheEvent,
@@ -374,10 +375,17 @@ class Recorder:
             c.AMM_TASK_ID: e.task_id,
             c.AMM_SELECTION_REASON: e.reason,
             c.AMM_SELECTION_PROPENSITY: float(e.propensity),
-            c.AMM_SELECTION_CANDIDATES: [
-                f"{m}={s:.4f}" for m, s in sorted(e.scores.items(), key=lambda kv: -kv[1])],
+            c.AMM_SELECTION_CANDIDATES: _candidates_json(e),
             c.AMM_SELECTION_EXCLUDED: [f"{m}: {r}" for m, r in e.excluded.items()],
+            c.AMM_SELECTION_POLICY: e.policy,
+            c.AMM_SELECTION_STAGE: e.stage,
         }
+        if e.policy_version:
+            attrs[c.AMM_SELECTION_POLICY_VERSION] = e.policy_version
+        if e.features:
+            attrs[c.AMM_SELECTION_FEATURES] = json.dumps(dict(e.features), separators=(",", ":"))
+        if e.stage == SELECTION_CACHE_HIT:
+            attrs[c.AMM_CACHE_HIT] = True
         if e.chosen is not None:
             attrs[c.AMM_SELECTION_CHOSEN] = e.chosen
         if e.experiment is not None:
@@ -589,3 +597,22 @@ def _status_text(text: str, contents: Iterable[str] = (), limit: int = 200) -> s
     """A span's status message: through the one redaction step, then shortened."""
     text = redact(text, contents=contents)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _candidates_json(e: SelectionEvent) -> str:
+    """``amm.selection.candidates``: the decision's candidates as one JSON list (best
+    first); an event without them (an older caller) gives its scores, probability unknown."""
+    if e.candidates:
+        rows: list[dict[str, Any]] = [
+            {"model": m, "score": _finite(s), "probability": _finite(p), "cost_usd": _finite(cost),
+             "quality": _finite(q), "latency_ms": _finite(lat), "success_rate": _finite(ok)}
+            for m, s, p, cost, q, lat, ok in e.candidates]
+    else:
+        rows = [{"model": m, "score": _finite(s), "probability": None}
+                for m, s in sorted(e.scores.items(), key=lambda kv: (-kv[1], kv[0]))]
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def _finite(x: float) -> float | None:
+    # JSON has no NaN/inf (SQLite's json functions would refuse the whole value).
+    return round(float(x), 9) if x == x and abs(x) != float("inf") else None

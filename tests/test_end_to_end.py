@@ -80,7 +80,8 @@ async def test_a_request_that_fails_over_once_is_one_span_tree_with_every_named_
     select = by_name["amm.select"][0]
     assert select.attributes["amm.selection.chosen"] == "first"
     assert select.attributes["amm.selection.propensity"] == 1.0
-    assert any(c.startswith("second=") for c in select.attributes["amm.selection.candidates"])
+    candidates = json.loads(select.attributes["amm.selection.candidates"])
+    assert [c["probability"] for c in candidates if c["model"] == "second"] == [0.0]
     assert "highest score" in select.attributes["amm.selection.reason"]
 
     failed, ok = by_name["chat first"][0], by_name["chat second"][0]

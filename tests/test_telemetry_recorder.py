@@ -104,8 +104,9 @@ def test_failover_request_builds_the_span_tree_with_every_attribute(otel):
     assert select.attributes["amm.selection.propensity"] == 0.5
     assert select.attributes["amm.experiment.name"] == "impl-ab"
     assert select.attributes["amm.experiment.arm"] == "gpt-4-turbo"
-    assert list(select.attributes["amm.selection.candidates"]) == [
-        "gpt-4-turbo=0.8100", "claude-3.5-sonnet=0.7700"]
+    assert json.loads(select.attributes["amm.selection.candidates"]) == [
+        {"model": "gpt-4-turbo", "score": 0.81, "probability": None},
+        {"model": "claude-3.5-sonnet", "score": 0.77, "probability": None}]
     assert list(select.attributes["amm.selection.excluded"]) == ["gemini-pro: unavailable"]
     assert (select.start_time, select.end_time) == (T0, T0 + 100_000)
 
