@@ -37,11 +37,12 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as _T
 
 from analytics.sequential import (
     EQUIVALENT,
     WINNER,
-    cumulative,
+    Cumulative,
     first_decision,
     needed_per_arm,
     sequential_path,
@@ -50,6 +51,7 @@ from analytics.stats import Interval, bootstrap_ci, mean_ci, proportion_ci
 
 __all__ = [
     "AB_METRICS",
+    "LOOK_COLUMNS",
     "ArmSummary",
     "Comparison",
     "DecisionRule",
@@ -57,6 +59,9 @@ __all__ = [
     "MetricResult",
     "analyse_experiment",
     "analyse_experiments",
+    "analyse_looks",
+    "arm_from_sums",
+    "arm_looks",
     "randomised",
     "summarize",
 ]
@@ -279,15 +284,43 @@ def _margin(metric: str, s: _Settings, first_mean: float) -> float:
     return s.mde_relative * abs(first_mean) if first_mean else math.nan
 
 
-def _compare_metric(metric: str, a: str, b: str, da: pd.DataFrame, db: pd.DataFrame,
-                    days: pd.DatetimeIndex, ends: list[datetime], s: _Settings
-                    ) -> MetricResult:
-    def looks(df: pd.DataFrame) -> list[np.ndarray]:
-        values, day = metric_values(df, metric), df["time"].dt.floor("1D")
-        return [values[(day == d).to_numpy(bool)].dropna().to_numpy(float) for d in days]
+LOOK_COLUMNS = ("experiment", "arm", "day", "last", *(f"{m}_{k}" for m in AB_METRICS
+                                                       for k in ("n", "s", "q")))
+"""Sufficient statistics of randomised traffic per experiment, arm and daily look: ``day``
+(UTC ``YYYY-MM-DD``), ``last`` (the look's newest request, UTC), and per metric the
+count, sum and sum of squares of its defined values. A source that pushes the A/B work
+down (``analytics.pushdown``) returns this frame; :func:`arm_looks` makes it from rows."""
 
-    la, lb = looks(da), looks(db)
-    ca, cb = cumulative(la), cumulative(lb)
+
+def arm_looks(requests: pd.DataFrame) -> pd.DataFrame:
+    """:data:`LOOK_COLUMNS` of every experiment's randomised requests (pandas form)."""
+    frames = []
+    for name in sorted(requests["experiment"].dropna().unique()):
+        fair = randomised(requests, str(name))
+        if fair.empty:
+            continue
+        cols: dict[str, object] = {"experiment": str(name), "arm": fair["arm"].astype(str),
+                                   "day": fair["time"].dt.strftime("%Y-%m-%d"),
+                                   "last": fair["time"]}
+        for m in AB_METRICS:
+            v = metric_values(fair, m)
+            cols |= {f"{m}_n": v.notna().astype(float), f"{m}_s": v.fillna(0.0),
+                     f"{m}_q": np.square(v.fillna(0.0))}
+        frames.append(pd.DataFrame(cols).groupby(["experiment", "arm", "day"], as_index=False)
+                      .agg({"last": "max", **{c: "sum" for c in LOOK_COLUMNS[4:]}}))
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in LOOK_COLUMNS})
+    return pd.concat(frames, ignore_index=True)[list(LOOK_COLUMNS)]
+
+
+def _compare_metric(metric: str, a: str, b: str, la: pd.DataFrame, lb: pd.DataFrame,
+                    days: list[str], ends: list[datetime], s: _Settings) -> MetricResult:
+    def cum(looks: pd.DataFrame) -> Cumulative:
+        by_day = looks.set_index("day").reindex(days)
+        n, sm, q = (by_day[f"{metric}_{k}"].fillna(0.0).to_numpy(float) for k in "nsq")
+        return Cumulative(np.cumsum(n), np.cumsum(sm), np.cumsum(q))
+
+    ca, cb = cum(la), cum(lb)
     valid = np.flatnonzero((ca.n >= 2) & (cb.n >= 2))
     first = int(valid[0]) if len(valid) else 0
     first_mean = float((ca.s[first] + cb.s[first]) / max(ca.n[first] + cb.n[first], 1))
@@ -326,14 +359,13 @@ def _undecided(metric: str, a: str, b: str, n_a: float, n_b: float, s: _Settings
                         more_needed_per_arm=0)
 
 
-def _compare(a: str, b: str, da: pd.DataFrame, db: pd.DataFrame, s: _Settings,
+def _compare(a: str, b: str, la: pd.DataFrame, lb: pd.DataFrame, s: _Settings,
              rule: DecisionRule) -> Comparison:
-    times = pd.concat([da["time"], db["time"]])
-    day = times.dt.floor("1D")
-    days = pd.DatetimeIndex(sorted(set(day)))
-    last = times.groupby(day.to_numpy()).max()
-    ends = [last[d].floor("us").to_pydatetime() for d in days]
-    results = tuple(_compare_metric(m, a, b, da, db, days, ends, s) for m in AB_METRICS)
+    both = pd.concat([la, lb])
+    last = both.groupby("day")["last"].max().sort_index()
+    days = [str(d) for d in last.index]
+    ends = [pd.Timestamp(t).tz_convert("UTC").floor("us").to_pydatetime() for t in last]
+    results = tuple(_compare_metric(m, a, b, la, lb, days, ends, s) for m in AB_METRICS)
     return Comparison(arm_a=a, arm_b=b, results=results, verdict=_verdict(a, b, results, rule))
 
 
@@ -418,6 +450,27 @@ def _verdict(a: str, b: str, results: tuple[MetricResult, ...], rule: DecisionRu
 # --- Entry points ----------------------------------------------------------------------
 
 
+def _settings(mde: float, mde_rate: float, mde_relative: float, alpha: float, power: float,
+              pairs: int) -> _Settings:
+    if not (0 < alpha < 1 and 0 < power < 1 and mde > 0 and mde_rate > 0
+            and mde_relative > 0):
+        raise ValueError(f"need 0 < alpha, power < 1 and mde > 0; got alpha={alpha}, "
+                         f"power={power}, mde={mde}, mde_rate={mde_rate}, "
+                         f"mde_relative={mde_relative}")
+    return _Settings(mde=mde, mde_rate=mde_rate, mde_relative=mde_relative,
+                     alpha=alpha / max(pairs, 1), pairs=max(pairs, 1), power=power)
+
+
+def _comparisons(looks: pd.DataFrame, min_per_arm: int, rule: DecisionRule,
+                 **options: float) -> tuple[Comparison, ...]:
+    by_arm = {str(arm): df for arm, df in looks.groupby("arm", sort=True)}
+    comparable = [arm for arm, df in by_arm.items()
+                  if df["success_rate_n"].sum() >= min_per_arm]
+    pairs = list(combinations(comparable, 2))
+    s = _settings(pairs=len(pairs), **options)
+    return tuple(_compare(a, b, by_arm[a], by_arm[b], s, rule) for a, b in pairs)
+
+
 def analyse_experiment(requests: pd.DataFrame, experiment: str, *, mde: float = 0.03,
                        mde_rate: float = 0.03, mde_relative: float = 0.10,
                        alpha: float = 0.05, power: float = 0.8,
@@ -429,26 +482,80 @@ def analyse_experiment(requests: pd.DataFrame, experiment: str, *, mde: float = 
     equivalence margin); ``mde_rate``: the same for the success rate (absolute);
     ``mde_relative``: the same for latency and cost, as a fraction of their level.
     """
-    if not (0 < alpha < 1 and 0 < power < 1 and mde > 0 and mde_rate > 0
-            and mde_relative > 0):
-        raise ValueError(f"need 0 < alpha, power < 1 and mde > 0; got alpha={alpha}, "
-                         f"power={power}, mde={mde}, mde_rate={mde_rate}, "
-                         f"mde_relative={mde_relative}")
+    options = {"mde": mde, "mde_rate": mde_rate, "mde_relative": mde_relative,
+               "alpha": alpha, "power": power}
+    _settings(pairs=1, **options)  # reject bad options even without traffic
     rule = rule or DecisionRule()
     in_exp = requests[(requests["experiment"] == experiment).fillna(False).to_numpy(bool)]
     fair = randomised(requests, experiment)
     agent = in_exp["agent_type"].mode()
-    groups = {str(arm): df for arm, df in fair.groupby("arm", sort=True)}
-    arms = {arm: _arm_summary(arm, df) for arm, df in groups.items()}
-    comparable = [arm for arm, df in groups.items() if len(df) >= min_per_arm]
-    pairs = list(combinations(comparable, 2))
-    s = _Settings(mde=mde, mde_rate=mde_rate, mde_relative=mde_relative,
-                  alpha=alpha / max(len(pairs), 1), pairs=max(len(pairs), 1), power=power)
-    comparisons = tuple(_compare(a, b, groups[a], groups[b], s, rule) for a, b in pairs)
+    arms = {str(arm): _arm_summary(str(arm), df) for arm, df in fair.groupby("arm", sort=True)}
+    looks = arm_looks(in_exp)
     return ExperimentReport(
         name=experiment, agent_type=str(agent.iloc[0]) if len(agent) else None,
-        arms=tuple(arms.values()), comparisons=comparisons,
+        arms=tuple(arms.values()),
+        comparisons=_comparisons(looks, min_per_arm, rule, **options),
         excluded=len(in_exp) - len(fair), mde=mde, alpha=alpha, rule=rule)
+
+
+def arm_from_sums(arm: str, looks: pd.DataFrame) -> ArmSummary:
+    """An arm's summary from its looks' sums (a pushed-down source: no per-request rows).
+
+    Means and rates come with the same intervals as from rows; the p95 latency and the
+    cost per quality point need rows to bootstrap, so only the ratio's estimate is
+    given and the p95 is left undefined."""
+    t = looks[[c for c in LOOK_COLUMNS[4:]]].sum()
+
+    def moments(m: str) -> Interval:
+        n, sm, q = float(t[f"{m}_n"]), float(t[f"{m}_s"]), float(t[f"{m}_q"])
+        if n == 0:
+            return Interval(math.nan, math.nan, math.nan)
+        mean = sm / n
+        if n < 2:
+            return Interval(mean, math.nan, math.nan)
+        sd = math.sqrt(max(q - n * mean * mean, 0.0) / (n - 1))
+        half = float(_T.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        return Interval(mean, mean - half, mean + half)
+
+    n = int(t["success_rate_n"])
+    quality_sum = float(t["quality_s"])
+    nan = Interval(math.nan, math.nan, math.nan)
+    return ArmSummary(
+        arm=arm, n=n, quality=moments("quality"),
+        success_rate=proportion_ci(round(float(t["success_rate_s"])), n),
+        latency_mean_ms=moments("latency_ms"), latency_p95_ms=nan,
+        cost_per_request=moments("cost_per_request"),
+        cost_per_quality_point=Interval(
+            float(t["cost_per_request_s"]) / quality_sum if quality_sum > 0 else math.nan,
+            math.nan, math.nan))
+
+
+def analyse_looks(looks: pd.DataFrame, agents: pd.DataFrame, *,
+                  rule: DecisionRule | None = None, mde: float = 0.03,
+                  mde_rate: float = 0.03, mde_relative: float = 0.10, alpha: float = 0.05,
+                  power: float = 0.8, min_per_arm: int = 10) -> list[ExperimentReport]:
+    """Every experiment decided from sufficient statistics (a source's push-down).
+
+    ``looks``: :data:`LOOK_COLUMNS`; ``agents``: ``experiment, agent_type, requests,
+    randomised`` (all of the experiment's requests per agent type, and how many of them
+    were randomised), for the agent type and the excluded count."""
+    options = {"mde": mde, "mde_rate": mde_rate, "mde_relative": mde_relative,
+               "alpha": alpha, "power": power}
+    _settings(pairs=1, **options)
+    rule = rule or DecisionRule()
+    reports = []
+    for name in sorted(agents["experiment"].dropna().unique()):
+        mine = looks[(looks["experiment"] == name).to_numpy(bool)]
+        who = agents[(agents["experiment"] == name).to_numpy(bool)]
+        # pandas' mode(): the most frequent agent type, the first by name on a tie.
+        top = who.sort_values(["requests", "agent_type"], ascending=[False, True])
+        arms = tuple(arm_from_sums(str(arm), df) for arm, df in mine.groupby("arm", sort=True))
+        reports.append(ExperimentReport(
+            name=str(name), agent_type=str(top["agent_type"].iloc[0]) if len(top) else None,
+            arms=arms, comparisons=_comparisons(mine, min_per_arm, rule, **options),
+            excluded=int(who["requests"].sum() - who["randomised"].sum()), mde=mde,
+            alpha=alpha, rule=rule))
+    return reports
 
 
 def analyse_experiments(requests: pd.DataFrame, *, rule: DecisionRule | None = None,
