@@ -236,7 +236,7 @@ class ModelManager:
         # exporter exists.
         registry = ModelRegistry(Path(config_path))
         try:
-            policy = BudgetPolicy(budget_policy)
+            budget = BudgetPolicy(budget_policy)
         except ValueError:
             raise ConfigurationError(
                 f"budget_policy: must be one of {', '.join(p.value for p in BudgetPolicy)}; "
@@ -300,7 +300,7 @@ class ModelManager:
                 performance_monitor=perf, selector=selector, failover_manager=failover,
                 evaluator=evaluator, cache_manager=cache, cost_tracker=costs, recorder=recorder,
                 settings=ManagerSettings(
-                    budget_policy=policy, cache_enabled=cache_enabled,
+                    budget_policy=budget, cache_enabled=cache_enabled,
                     retries_per_model=retries_per_model,
                     degradation_check_interval_s=degradation_check_interval_s,
                     request_timeout_s=request_timeout_s, warm=warm,

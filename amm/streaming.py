@@ -105,12 +105,19 @@ class Accumulator:
                 for i, p in sorted(self._calls.items())]
 
     def usage_or_estimate(self, prompt_tokens: int) -> tuple[TokenUsage, bool]:
-        """The provider's usage, else an estimate (``prompt_tokens`` in, the received
-        text and tool arguments out); the flag says it was estimated."""
-        if self.usage is not None and (self.usage.input_tokens or self.usage.output_tokens):
-            return self.usage, False
+        """The provider's usage where it reported it; each part it did not report (zero)
+        is estimated: ``prompt_tokens`` in, the received text and tool arguments out.
+        The flag says some part was estimated (e.g. Anthropic counts the input when a
+        stream starts and the output only at its end: a cut stream has the first only)."""
         out = self.text + "".join("".join(p.arguments) + p.name for p in self._calls.values())
-        return TokenUsage(prompt_tokens, estimate_tokens(out) if out else 0), True
+        reported = self.usage or TokenUsage()
+        tokens_in, tokens_out = reported.input_tokens, reported.output_tokens
+        estimated = False
+        if not tokens_in:
+            tokens_in, estimated = prompt_tokens, True
+        if not tokens_out and out:
+            tokens_out, estimated = estimate_tokens(out), True
+        return TokenUsage(tokens_in, tokens_out), estimated
 
 
 class ManagedStream:

@@ -198,17 +198,23 @@ async def test_a_cut_stream_raises_during_iteration_and_bills_what_was_sent(
 
 
 @aio
-async def test_a_cut_anthropic_stream_ends_as_a_clean_stop_with_the_billed_usage(
+async def test_a_cut_anthropic_stream_raises_with_only_the_input_count_reported(
         litellm: ModuleType, sim: Simulator) -> None:
-    # The in-stream usage report before the cut is a message_delta, and litellm reads
-    # any message_delta as the end of the message (finish_reason "stop"): the cut
-    # surfaces as a short answer, not as an error.
+    # Anthropic reports output usage only in message_delta, which every client reads as
+    # the end of the message: a cut stream has no delta, so litellm raises, and the only
+    # count it saw is message_start's input tokens.
     profile_for(sim, "anthropic", stream_cut_after=3)
-    received = [chunk async for chunk in await stream(litellm, sim, "anthropic")]
-    assert len(content_chunks(received)) == 3 and finish_reason(received) == "stop"
-    usage = received[-1].usage
-    assert sim.billed() == {"x": (usage.prompt_tokens, usage.completion_tokens)}
-    assert usage.completion_tokens == count_tokens(text_of(received))
+    chunks = await stream(litellm, sim, "anthropic")
+    received = []
+    with pytest.raises(litellm.exceptions.MidStreamFallbackError):
+        async for chunk in chunks:
+            received.append(chunk)
+    assert len(content_chunks(received)) == 3
+    billed_in, billed_out = sim.billed()["x"]
+    assert billed_out > 0
+    usages = [c.usage for c in chunks.chunks if getattr(c, "usage", None) is not None]
+    assert all(u.completion_tokens == 0 for u in usages)
+    assert all(u.prompt_tokens in (0, billed_in) for u in usages)
 
 
 @aio

@@ -243,8 +243,9 @@ class AnthropicStream(StreamEncoder):
                                       self.answer.output_tokens)
                 + _sse({"type": "message_stop"}, "message_stop"))
 
-    def usage_before_cut(self, sent: int) -> bytes:
-        return self._message_delta(None, sent)
+    # No usage before a cut: Anthropic reports output usage only in ``message_delta``,
+    # which ends the message for every client, so a cut after it would look complete.
+    # The input count is in ``message_start``; the output must be estimated.
 
 
 class OllamaStream(StreamEncoder):

@@ -1,0 +1,356 @@
+"""Agent calls through the whole managed path, over real HTTP through litellm to the
+simulator, on each of the four wire protocols: tool-calling loops, streaming (order,
+failover before the first chunk, interruption after it, cancellation), structured
+output, and the ledger against what the simulator billed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from typing import Any
+
+import pytest
+
+from amm.decorator import managed_model
+from amm.errors import FailoverError, ModelUnavailableError, StreamInterruptedError
+from amm.models import ModelRequest
+from amm.sim import ModelProfile
+from telemetry.events import AttemptEvent, QualityEvent, SelectionEvent
+from tests.fixtures_manager import model_entry
+
+PROTOCOLS = ["openai", "anthropic", "google", "ollama"]
+
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather of a city",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        "required": ["city", "unit"]}}}
+TIME = {"type": "function", "function": {
+    "name": "get_time", "description": "Local time of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+REPORT_SCHEMA = {"type": "object", "properties": {
+    "severity": {"type": "string", "enum": ["low", "high"]}, "team": {"type": "string"}},
+    "required": ["severity", "team"], "additionalProperties": False}
+REPORT_FORMAT = {"type": "json_schema", "json_schema": {"name": "triage", "schema": REPORT_SCHEMA}}
+
+
+def agent_model(model_id: str, provider: str, **options: Any) -> dict[str, Any]:
+    """A registry entry of a model that does tools, schemas and streaming unless told."""
+    flags = {k: options.pop(k) for k in list(options) if k.startswith("supports_")}
+    entry = model_entry(model_id, provider=provider, **options)
+    entry.update({"supports_tools": True, "supports_response_schema": True,
+                  "supports_streaming": True, **flags})
+    return entry
+
+
+def ledger_by_model(manager: Any) -> dict[str, tuple[int, int]]:
+    manager.cost_tracker.flush()
+    with sqlite3.connect(manager.cost_tracker.db_path) as conn:
+        rows = conn.execute("SELECT model_id, SUM(input_tokens), SUM(output_tokens) "
+                            "FROM amm_cost_ledger GROUP BY model_id").fetchall()
+    return {m: (int(i), int(o)) for m, i, o in rows}
+
+
+def billed(sim: Any) -> dict[str, tuple[int, int]]:
+    return {m: t for m, t in sim.billed().items() if t != (0, 0)}
+
+
+# -- tools ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_tool_calling_loop_of_three_turns_through_managed_model(build_manager, protocol):
+    manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1, tool_rounds=2)},
+                                      [agent_model("m", protocol)])
+
+    @managed_model(agent_type="ops", manager=manager)
+    async def ops(question: str, *, llm: Any) -> tuple[list[Any], str]:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": question}]
+        replies = []
+        for _ in range(3):
+            reply = await llm.complete(messages, tools=[WEATHER, TIME], max_tokens=200)
+            replies.append(reply)
+            if not reply.tool_calls:
+                return replies, reply.content
+            messages.append(reply.assistant_message())
+            for call in reply.tool_calls:
+                with llm.tool(call.name, call_id=call.id, arguments=call.arguments) as span:
+                    result = json.dumps({"ok": True, "args": call.parsed()})
+                    span.set_result(result)
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+        raise AssertionError("no final answer after three turns")
+
+    async with manager:
+        replies, answer = await ops("What is the weather in Paris?")
+    assert len(replies) == 3
+    for reply in replies[:2]:
+        assert reply.finish_reason == "tool_calls"
+        assert [c.name for c in reply.tool_calls] == ["get_weather"]
+        args = reply.tool_calls[0].parsed()
+        assert set(args) >= {"city", "unit"} and args["unit"] in ("c", "f")
+    assert answer and not replies[2].tool_calls
+    qualities = [q.overall for q in log.of(QualityEvent)]
+    assert len(qualities) == 3 and min(qualities[:2]) == 1.0  # valid calls: not empty answers
+    assert ledger_by_model(manager) == billed(sim)
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+async def test_parallel_tool_calls_keep_the_providers_order(build_manager, protocol):
+    manager, _, _ = build_manager({"m": ModelProfile(latency_ms=1, parallel_tool_calls=True)},
+                                  [agent_model("m", protocol)])
+    request = ModelRequest(prompt="Weather and time in Oslo", task_id="p1", agent_type="ops",
+                           tools=[WEATHER, TIME])
+    async with manager:
+        reply = await manager.complete(request)
+    assert [c.name for c in reply.tool_calls] == ["get_weather", "get_time"]
+    assert len({c.id for c in reply.tool_calls}) == 2
+
+
+async def test_a_tool_only_reply_is_never_scored_empty_and_never_demotes(build_manager):
+    manager, _, log = build_manager({"m": ModelProfile(latency_ms=1)},
+                                    [agent_model("m", "openai")], evaluation_window=3)
+    async with manager:
+        for i in range(12):
+            reply = await manager.complete(ModelRequest(
+                prompt=f"weather {i}", task_id=f"t{i}", agent_type="ops", tools=[WEATHER]))
+            assert reply.tool_calls and not reply.content
+    assert {q.overall for q in log.of(QualityEvent)} == {1.0}
+    assert manager.demoted_models() == {}
+
+
+async def test_tools_never_reach_a_model_without_tool_support_and_the_span_says_why(build_manager):
+    manager, sim, log = build_manager(
+        {"plain": ModelProfile(latency_ms=1), "tooled": ModelProfile(latency_ms=1)},
+        [agent_model("plain", "openai", supports_tools=False, cost_in=0.0),
+         agent_model("tooled", "openai")])
+    async with manager:
+        reply = await manager.complete(ModelRequest(prompt="weather", task_id="x",
+                                                    agent_type="ops", tools=[WEATHER]))
+    assert reply.model_id == "tooled" and sim.request_count("plain") == 0
+    excluded = log.of(SelectionEvent)[0].excluded
+    assert "supports_tools" in excluded["plain"]
+
+
+async def test_failover_to_another_provider_keeps_the_tools(build_manager):
+    manager, sim, _ = build_manager(
+        {"down": ModelProfile(error_rate=1.0), "up": ModelProfile(latency_ms=1)},
+        [agent_model("down", "openai", cost_in=0.0, cost_out=0.0),
+         agent_model("up", "anthropic")], retries_per_model=0)
+    async with manager:
+        reply = await manager.complete(ModelRequest(prompt="weather in Rome", task_id="f",
+                                                    agent_type="ops", tools=[WEATHER]))
+    assert reply.model_id == "up" and reply.tool_calls[0].name == "get_weather"
+    assert sim.request_count("down") == 1
+
+
+# -- structured output ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_json_schema_answer_validates_and_scores_as_valid(build_manager, protocol):
+    # litellm sends Gemini the schema only for model names it knows.
+    name = "gemini-2.0-flash" if protocol == "google" else "m"
+    manager, _, log = build_manager({name: ModelProfile(latency_ms=1)},
+                                    [agent_model(name, protocol)])
+    async with manager:
+        reply = await manager.complete(ModelRequest(
+            prompt="Triage: the login page is down", task_id="j", agent_type="triage",
+            response_format=REPORT_FORMAT))
+    data = json.loads(reply.content)
+    assert data["severity"] in ("low", "high") and isinstance(data["team"], str)
+    assert log.of(QualityEvent)[0].overall == 1.0
+
+
+async def test_response_format_never_reaches_a_model_without_schema_support(build_manager):
+    manager, sim, log = build_manager(
+        {"prose": ModelProfile(latency_ms=1, json_support=False),
+         "json": ModelProfile(error_rate=1.0)},
+        [agent_model("prose", "openai", supports_response_schema=False, cost_in=0.0),
+         agent_model("json", "openai")], retries_per_model=0)
+    async with manager:
+        with pytest.raises((FailoverError, ModelUnavailableError)):
+            await manager.complete(ModelRequest(prompt="Triage it", task_id="r",
+                                                agent_type="triage", response_format=REPORT_FORMAT))
+    assert sim.request_count("prose") == 0
+    assert "supports_response_schema" in log.of(SelectionEvent)[0].excluded["prose"]
+
+
+async def test_an_invalid_json_answer_fails_over_when_the_request_says_so(build_manager):
+    manager, sim, log = build_manager(
+        {"liar": ModelProfile(latency_ms=1, json_support=False), "honest": ModelProfile(latency_ms=1)},
+        [agent_model("liar", "openai", cost_in=0.0, cost_out=0.0), agent_model("honest", "openai")])
+    request = ModelRequest(prompt="Triage it", task_id="o", agent_type="triage",
+                           response_format=REPORT_FORMAT, on_invalid="failover")
+    async with manager:
+        reply = await manager.complete(request)
+        kept = await manager.complete(ModelRequest(prompt="Triage it", task_id="o2",
+                                                   agent_type="triage",
+                                                   response_format=REPORT_FORMAT))
+    assert reply.model_id == "honest" and json.loads(reply.content)
+    assert sim.request_count("liar") == 2  # the second request kept the invalid answer
+    assert kept.model_id == "liar"
+    assert min(q.overall for q in log.of(QualityEvent)) == 0.0  # prose for JSON: a failure
+    assert ledger_by_model(manager) == billed(sim)  # the invalid answers are billed too
+
+
+# -- streaming ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_stream_chunks_reach_the_caller_before_the_provider_finishes(build_manager, protocol):
+    manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1)}, [agent_model("m", protocol)])
+    gate = sim.stream_gate("m")
+    deltas: list[str] = []
+
+    @managed_model(agent_type="chat", manager=manager)
+    async def chat(question: str, *, llm: Any) -> Any:
+        stream = llm.stream(question, max_tokens=120)
+        async for chunk in stream:
+            if not deltas:
+                # The provider is held after its first chunk: it cannot have finished.
+                assert await asyncio.to_thread(gate.first_chunk_sent.wait, 5.0)
+                assert chunk.delta
+                gate.release()
+            deltas.append(chunk.delta)
+        return stream.response
+
+    async with manager:
+        response = await chat("Explain how a bloom filter answers membership queries")
+    assert len(deltas) > 1
+    assert response.content == "".join(deltas)
+    assert response.model_id == "m"
+    assert (response.token_usage.input_tokens, response.token_usage.output_tokens) == sim.billed()["m"]
+    assert ledger_by_model(manager) == billed(sim)
+    attempt = log.of(AttemptEvent)[0]
+    assert attempt.stream and attempt.success and attempt.time_to_first_chunk_s > 0
+    assert not attempt.usage_estimated
+    assert len(log.of(QualityEvent)) == 1  # evaluated once, on the whole answer
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_stream_that_fails_before_its_first_chunk_fails_over(build_manager, protocol):
+    manager, sim, _ = build_manager(
+        {"down": ModelProfile(error_rate=1.0), "up": ModelProfile(latency_ms=1)},
+        [agent_model("down", protocol, cost_in=0.0, cost_out=0.0), agent_model("up", protocol)],
+        retries_per_model=0)
+    request = ModelRequest(prompt="Summarise the incident", task_id="s", agent_type="chat")
+    async with manager:
+        stream = manager.stream(request)
+        text = "".join([c.delta async for c in stream])
+    assert sim.request_count("down") == 1
+    assert stream.response.model_id == "up" and text == stream.response.content
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_stream_cut_mid_way_raises_with_the_partial_text_and_is_billed(build_manager,
+                                                                               protocol):
+    manager, sim, log = build_manager(
+        {"cut": ModelProfile(latency_ms=1, stream_cut_after=3), "spare": ModelProfile()},
+        [agent_model("cut", protocol, cost_in=0.0), agent_model("spare", protocol)])
+    received: list[str] = []
+    async with manager:
+        stream = manager.stream(ModelRequest(prompt="Explain consistent hashing in depth",
+                                             task_id="c", agent_type="chat", max_tokens=300))
+        with pytest.raises(StreamInterruptedError) as info:
+            async for chunk in stream:
+                received.append(chunk.delta)
+    err = info.value
+    assert err.model_id == "cut" and err.partial_text == "".join(received) and received
+    assert sim.request_count("spare") == 0  # no failover once the caller has text
+    attempt = [e for e in log.of(AttemptEvent) if e.model_id == "cut"][-1]
+    assert not attempt.success and attempt.output_tokens > 0
+    if protocol in ("ollama", "anthropic"):  # no output usage before the end: estimated
+        assert err.usage_estimated and attempt.usage_estimated
+        if protocol == "anthropic":  # the input count came with message_start: exact
+            assert err.usage.input_tokens == sim.billed()["cut"][0]
+    else:
+        assert not err.usage_estimated
+        assert (err.usage.input_tokens, err.usage.output_tokens) == sim.billed()["cut"]
+        assert ledger_by_model(manager) == billed(sim)
+
+
+async def test_a_cancelled_stream_releases_its_rate_limit_reservation(build_manager):
+    manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1)},
+                                      [agent_model("m", "openai", tpm=20_000)])
+    gate = sim.stream_gate("m")
+    limiter = manager.rate_limiter
+    async with manager:
+        before = (await limiter.check_rate_limit("m", 0)).tokens_remaining
+        stream = manager.stream(ModelRequest(prompt="Tell a long story", task_id="k",
+                                             agent_type="chat", max_tokens=4000))
+        first = await stream.__anext__()
+        assert first.delta
+        during = (await limiter.check_rate_limit("m", 0)).tokens_remaining
+        await stream.aclose()
+        gate.release()
+        after = (await limiter.check_rate_limit("m", 0)).tokens_remaining
+    assert during <= before - 4000  # the reservation holds the estimate while streaming
+    attempt = log.of(AttemptEvent)[-1]
+    assert attempt.error_type == "cancelled" and not attempt.success
+    assert after == before - (attempt.input_tokens + attempt.output_tokens)
+
+
+async def test_a_cached_answer_is_streamed(build_manager):
+    manager, sim, _ = build_manager({"m": ModelProfile(latency_ms=1)}, [agent_model("m", "openai")])
+    request = ModelRequest(prompt="Define idempotency", task_id="h", agent_type="chat",
+                           temperature=0.0)
+    async with manager:
+        first = await manager.complete(request)
+        stream = manager.stream(request)
+        text = "".join([c.delta async for c in stream])
+    assert sim.request_count("m") == 1
+    assert text == first.content and stream.response.metadata.get("cache_hit")
+
+
+def test_a_sync_agent_streams_with_a_plain_for_loop(build_manager):
+    manager, sim, _ = build_manager({"m": ModelProfile(latency_ms=1)}, [agent_model("m", "anthropic")])
+
+    @managed_model(agent_type="chat", manager=manager)
+    def chat(question: str, *, llm: Any) -> tuple[str, Any]:
+        stream = llm.stream(question)
+        return "".join(chunk.delta for chunk in stream), stream.response
+
+    text, response = chat("Explain backpressure")
+    manager.close()
+    assert text and text == response.content
+    assert (response.token_usage.input_tokens, response.token_usage.output_tokens) == sim.billed()["m"]
+
+
+async def test_the_ledger_equals_the_billed_tokens_over_a_mixed_run(build_manager):
+    # Cut streams on protocols that report usage before the cut (OpenAI with
+    # include_usage, Gemini on every chunk): the ledger can be exact for them.
+    profiles = {"plain": ModelProfile(latency_ms=1), "cutter": ModelProfile(latency_ms=1,
+                                                                             stream_cut_after=2)}
+    manager, sim, _ = build_manager(profiles, [agent_model("plain", "openai"),
+                                               agent_model("cutter", "google")])
+    only_plain = {"excluded_providers": ["google"]}
+    only_cutter = {"excluded_providers": ["openai"]}
+    from amm.models import SelectionConstraints
+
+    async def streamed(i: int, constraints: dict[str, Any], stop_after: int | None) -> None:
+        stream = manager.stream(ModelRequest(prompt=f"stream {i} about queues", task_id=f"s{i}",
+                                             agent_type="chat"),
+                                SelectionConstraints(**constraints))
+        n = 0
+        try:
+            async for _ in stream:
+                n += 1
+                if stop_after is not None and n == stop_after:
+                    break
+        except StreamInterruptedError:
+            pass
+        await stream.aclose()
+
+    async with manager:
+        for i in range(4):
+            await manager.complete(ModelRequest(prompt=f"plain {i}", task_id=f"p{i}",
+                                                agent_type="chat"))
+            await manager.complete(ModelRequest(prompt=f"tool {i}", task_id=f"t{i}",
+                                                agent_type="ops", tools=[WEATHER]))
+            await streamed(i, only_plain, None)
+            await streamed(10 + i, only_cutter, None)
+        await asyncio.sleep(0)
+    assert ledger_by_model(manager) == billed(sim)
