@@ -326,7 +326,8 @@ async def test_no_key_in_the_traceback_of_a_failover_error_through_the_manager(
         with pytest.raises(APIModelError) as info:
             await manager.complete(request())
     printed = "".join(traceback.format_exception(info.value))
-    assert "e401-a" in printed and "e500-b" in printed
+    # The 401 rests the key at that base URL, which e500-b shares: it is not tried.
+    assert "e401-a" in printed
     assert SECRET not in printed and "Project Nightingale" not in printed
 
 
