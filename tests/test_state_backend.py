@@ -1,0 +1,144 @@
+"""The state backends agree: in-process and Redis (a real redis-server on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from amm.state import Admission, InProcessState, StateBackend, open_backend
+from amm.state.redis_backend import RedisState
+from tests.fixtures_redis import RedisServer, redis_server  # noqa: F401  (fixture)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def backend(request: Any, tmp_path: Any) -> AsyncIterator[StateBackend]:
+    if request.param == "memory":
+        yield InProcessState()
+        return
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    state = RedisState(server.url)
+    try:
+        yield state
+    finally:
+        await state.aclose()
+        server.kill()
+
+
+def _adm(ticket: str, tokens: int = 100, *, model: str = "m", window_s: float = 60.0,
+         req: int = 3, tok: int = 1000, **budget: Any) -> Admission:
+    return Admission(ticket, model, tokens, req, tok, window_s, day="2026-01-01", **budget)
+
+
+async def test_a_window_admits_up_to_its_request_cap_then_says_when(backend: StateBackend) -> None:
+    verdicts = [await backend.admit(_adm(f"t{i}")) for i in range(4)]
+    assert [v.admitted for v in verdicts] == [True, True, True, False]
+    assert verdicts[3].reason == "rate"
+    assert 59.0 < verdicts[3].retry_after_s <= 60.0
+
+
+async def test_tokens_settle_to_what_was_used_and_free_the_window(backend: StateBackend) -> None:
+    a = _adm("a", 900, req=10)
+    assert (await backend.admit(a)).admitted
+    assert not (await backend.admit(_adm("b", 200, req=10))).admitted  # 900 + 200 > 1000
+    await backend.settle(a, 100, 0.0)
+    assert (await backend.admit(_adm("c", 200, req=10))).admitted
+
+
+async def test_a_released_slot_is_given_back(backend: StateBackend) -> None:
+    first = _adm("a", req=1)
+    assert (await backend.admit(first)).admitted
+    assert not (await backend.admit(_adm("b", req=1))).admitted
+    await backend.settle(first, None, 0.0)
+    assert (await backend.admit(_adm("c", req=1))).admitted
+
+
+async def test_the_window_slides(backend: StateBackend) -> None:
+    assert (await backend.admit(_adm("a", req=1, window_s=0.2))).admitted
+    assert not (await backend.admit(_adm("b", req=1, window_s=0.2))).admitted
+    await asyncio.sleep(0.25)
+    assert (await backend.admit(_adm("c", req=1, window_s=0.2))).admitted
+
+
+async def test_a_cool_down_refuses_every_request_of_the_model_and_never_shortens(
+        backend: StateBackend) -> None:
+    await backend.cool_down("m", 30.0)
+    await backend.cool_down("m", 1.0)
+    v = await backend.admit(_adm("a"))
+    assert (v.admitted, v.reason) == (False, "cooldown")
+    assert 29.0 < v.retry_after_s <= 30.0
+    assert (await backend.admit(_adm("b", model="other"))).admitted
+
+
+async def test_the_budget_counts_every_workers_spend_and_holds(backend: StateBackend) -> None:
+    def ask(ticket: str, worker: str, spend: float, cost: float) -> Admission:
+        return _adm(ticket, req=100, tok=10**6, cost_usd=cost, budget_usd=1.0, worker=worker,
+                    worker_spend_usd=spend)
+
+    assert (await backend.admit(ask("a", "w1", 0.4, 0.2))).admitted
+    v = await backend.admit(ask("b", "w2", 0.3, 0.2))  # 0.7 spent + 0.2 held + 0.2 > 1
+    assert (v.admitted, v.reason) == (False, "budget")
+    assert v.fleet_spend_usd == pytest.approx(0.7)
+    await backend.settle(ask("a", "w1", 0.4, 0.2), 10, 0.45)  # hold gone, w1 spent 0.45
+    assert (await backend.admit(ask("c", "w2", 0.3, 0.2))).admitted  # 0.75 + 0.2 <= 1
+
+
+async def test_a_lease_has_one_holder_until_it_expires(backend: StateBackend) -> None:
+    assert await backend.lease("probe:m", "w1", 0.2)
+    assert not await backend.lease("probe:m", "w2", 0.2)
+    assert await backend.lease("probe:m", "w1", 0.2)  # renewed by its holder
+    await asyncio.sleep(0.25)
+    assert await backend.lease("probe:m", "w2", 0.2)
+
+
+async def test_flags_expire(backend: StateBackend) -> None:
+    await backend.put_flag("health", "m", "down|boom", 0.2)
+    await backend.put_flag("health", "n", "down|x", 30)
+    await backend.put_flag("health", "n", "", 0)  # deleted
+    assert set(await backend.flags("health")) == {"m"}
+    await asyncio.sleep(0.25)
+    assert await backend.flags("health") == {}
+
+
+async def test_cache_entries_live_for_their_ttl(backend: StateBackend) -> None:
+    await backend.cache_set("k", "payload", 0.2)
+    assert await backend.cache_get("k") == "payload"
+    await asyncio.sleep(0.25)
+    assert await backend.cache_get("k") is None
+
+
+async def test_stats_payloads_are_read_back_per_worker(backend: StateBackend) -> None:
+    await backend.put_stats("w1", '{"a":1}', 30)
+    await backend.put_stats("w2", '{"b":2}', 30)
+    assert await backend.stats() == {"w1": '{"a":1}', "w2": '{"b":2}'}
+
+
+async def test_the_redis_cache_is_bounded_by_its_entry_count(
+        redis_server: RedisServer) -> None:  # noqa: F811
+    state = RedisState(redis_server.url, cache_max_entries=3)
+    for i in range(5):
+        await state.cache_set(f"k{i}", "x", 60)
+    assert [await state.cache_get(f"k{i}") for i in range(5)] == [None, None, "x", "x", "x"]
+    await state.aclose()
+
+
+async def test_a_down_redis_is_state_unavailable_within_the_timeout() -> None:
+    from amm.state import StateUnavailable
+
+    state = open_backend("redis://127.0.0.1:1/0")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(StateUnavailable):
+        await state.admit(_adm("a"))
+    assert loop.time() - started < 0.5
+    await state.aclose()
+
+
+def test_a_url_that_is_not_redis_is_a_configuration_error() -> None:
+    from amm.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="state_url"):
+        open_backend("http://localhost:6379")
