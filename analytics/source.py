@@ -78,6 +78,8 @@ class SQLiteSource:
     """
 
     __slots__ = ("path",)
+    cost_basis = "ledger"
+    """Cost comes from this store's exact cost ledger (see :mod:`analytics.pushdown`)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -135,6 +137,31 @@ class SQLiteSource:
                 f"SELECT daily_budget_usd FROM {BUDGET_TABLE} ORDER BY day DESC LIMIT 1"
             ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
+
+
+    # --- Push-down (analytics.pushdown.Pushdown): the same SQL definitions as ClickHouse.
+
+    def experiment_sums(self, since: datetime | None = None
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``(looks, agents)`` of :func:`analytics.ab.analyse_looks`, computed in SQL."""
+        from analytics import source_sums
+
+        with closing(source_sums.register(self._connect())) as conn:
+            return source_sums.experiment_sums(conn, since)
+
+    def model_sums(self) -> pd.DataFrame:
+        """Per-model counts, quantiles and sums (:data:`analytics.pushdown.MODEL_SUM_COLUMNS`)."""
+        from analytics import source_sums
+
+        with closing(source_sums.register(self._connect())) as conn:
+            return source_sums.model_sums(conn)
+
+    def totals(self) -> pd.DataFrame:
+        """Per-day totals, cost from the ledger (:data:`analytics.pushdown.TOTAL_COLUMNS`)."""
+        from analytics import source_sums
+
+        with closing(source_sums.register(self._connect())) as conn:
+            return source_sums.totals(conn, self._has_table(conn, LEDGER_TABLE))
 
 
 def _frame(rows: list[tuple[object, ...]], columns: list[str]) -> pd.DataFrame:
