@@ -20,6 +20,7 @@ This module holds the value objects and the accumulator; the provider side is in
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -199,7 +200,9 @@ class ManagedStream:
         except BaseException as exc:
             if source.done:  # interrupted: billed by the attempt; free the headroom
                 self._settle(source.response_or_billed())
-            self._end_span(exc)
+                self._end_span(exc)
+            else:  # the caller's task was cancelled mid-read: cancel the provider call
+                await self.aclose()
             raise
 
     async def _open(self) -> None:
@@ -257,6 +260,20 @@ class ManagedStream:
             self._end_span(None)
         self._cached = None if self._cached is None else []
 
+    def __del__(self) -> None:
+        # Dropped mid-stream without aclose(): close it on its loop, so the provider's
+        # connection and the rate-limit and budget holds are not kept until exit.
+        source = self._source
+        if source is None or source.done:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
     async def __aenter__(self) -> ManagedStream:
         return self
 
@@ -286,6 +303,16 @@ class ManagedStream:
         from amm.decorator import _portal
 
         _portal().run(self.aclose())
+
+    def __enter__(self) -> ManagedStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.response is None:
+            self.close()
+
+
+_closing: set[asyncio.Task[None]] = set()
 
 
 class _Cancelled(Exception):

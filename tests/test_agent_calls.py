@@ -354,3 +354,30 @@ async def test_the_ledger_equals_the_billed_tokens_over_a_mixed_run(build_manage
             await streamed(10 + i, only_cutter, None)
         await asyncio.sleep(0)
     assert ledger_by_model(manager) == billed(sim)
+
+
+async def test_cancelling_the_callers_task_mid_stream_cancels_the_provider_call(build_manager):
+    manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1)},
+                                      [agent_model("m", "openai", tpm=20_000)])
+    gate = sim.stream_gate("m")
+    got_first = asyncio.Event()
+
+    async def reader() -> None:
+        stream = manager.stream(ModelRequest(prompt="Tell a long story", task_id="x",
+                                             agent_type="chat", max_tokens=4000))
+        async for _ in stream:
+            got_first.set()
+
+    async with manager:
+        before = (await manager.rate_limiter.check_rate_limit("m", 0)).tokens_remaining
+        task = asyncio.create_task(reader())
+        await got_first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gate.release()
+        after = (await manager.rate_limiter.check_rate_limit("m", 0)).tokens_remaining
+    attempt = log.of(AttemptEvent)[-1]
+    assert attempt.error_type == "cancelled"
+    assert after == before - (attempt.input_tokens + attempt.output_tokens)
+    assert manager.cost_tracker.reserved() == 0.0
