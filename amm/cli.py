@@ -6,6 +6,7 @@
     amm check       validate the config, check keys (never printed), health-check each model
     amm report      the analytics summary of a store, in the terminal
     amm dashboard   open the Streamlit report on a store
+    amm export      copy a store's spans into ClickHouse (the Collector exporter's table)
 
 Every error ends in one line on stderr, ``amm COMMAND: what went wrong``, and an exit
 status: 1 a failure at run time, 2 a bad config or argument, 3 an extra that is not
@@ -146,8 +147,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     require_extra("analytics", "amm report")
-    store = _store_path(args.store)
-    if not store.exists():
+    store: str | Path = args.source or _store_path(args.store)
+    if not _is_url(str(store)) and not Path(store).exists():
         print(f"amm report: no store at {store}: run `amm demo` first, or give --store",
               file=sys.stderr)
         return 2
@@ -169,16 +170,61 @@ def _cmd_report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"amm report: {exc}", file=sys.stderr)
         return 2
+    try:
+        source = _open_source(str(store), "amm report")
+    except (ValueError, ImportError) as exc:
+        print(f"amm report: {exc}", file=sys.stderr)
+        return 3 if isinstance(exc, ImportError) else 2
     if args.format == "json":
-        print(json.dumps(report_json(store, options), indent=2))
+        print(json.dumps(report_json(source, options), indent=2))
     else:
-        print(report_text(store, options=options))
+        print(report_text(source, options=options))
+    return 0
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text
+
+
+def _open_source(spec: str, command: str) -> object:
+    """A SpanSource from --source/--store; a URL whose extra is missing says which."""
+    from analytics.pushdown import open_source
+
+    if spec.startswith(("clickhouse", "chdb")):
+        module = "chdb" if spec.startswith("chdb") else "clickhouse_connect"
+        import importlib.util
+
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(f"{spec.split('://')[0]}:// sources need {module.replace('_', '-')}"
+                              f"; install it with pip install '{DISTRIBUTION}[clickhouse]'")
+    return open_source(spec)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    require_extra("analytics", "amm export")
+    store = _store_path(args.store)
+    if not store.exists():
+        print(f"amm export: no store at {store}: run `amm demo` first, or give --store",
+              file=sys.stderr)
+        return 2
+    try:
+        _open_source(args.to, "amm export")
+        from analytics.clickhouse import export_store
+
+        copied = export_store(store, args.to)
+    except ImportError as exc:
+        print(f"amm export: {exc}", file=sys.stderr)
+        return 3
+    except ValueError as exc:
+        print(f"amm export: {exc}", file=sys.stderr)
+        return 2
+    print(f"amm export: {copied} new spans from {store} to {args.to}")
     return 0
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     require_extra("dashboard", "amm dashboard")
-    store = _store_path(args.store).resolve()
+    store = args.source or str(_store_path(args.store).resolve())
     env = {**os.environ, "AMM_STORE": str(store)}
     with dashboard_app() as app:
         cmd = [sys.executable, "-m", "streamlit", "run", str(app),
@@ -268,13 +314,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.8,
                    help="degradation ratio floor, the seed's semantics (default 0.8)")
     p.add_argument("--since", help="report from this ISO time (UTC unless stated)")
+    p.add_argument("--source", help="read spans elsewhere: clickhouse://user@host:8123/db or "
+                   "chdb:///path (needs amm-sdk[clickhouse]); default the --store file")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="copy a store's spans into ClickHouse (otel_traces)")
+    p.add_argument("--store", help="SQLite store (default $AMM_STORE or data/amm.db)")
+    p.add_argument("--to", required=True, help="clickhouse://user@host:8123/db or chdb:///path "
+                   "(table otel_traces, the Collector exporter's schema, made if missing)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("dashboard", help="open the Streamlit report on a store")
     p.add_argument("--store", help="SQLite store (default $AMM_STORE or data/amm.db)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument("--source", help="clickhouse://user@host:8123/db or chdb:///path instead "
+                   "of the --store file")
     p.set_defaults(func=_cmd_dashboard)
     return parser
 

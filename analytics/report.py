@@ -33,11 +33,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from analytics.ab import DecisionRule, ExperimentReport, MetricResult, analyse_experiments
+from analytics.ab import (
+    DecisionRule,
+    ExperimentReport,
+    MetricResult,
+    analyse_experiments,
+    analyse_looks,
+)
 from analytics.cost import DEFAULT_DAILY_BUDGET_USD, BudgetStatus, budget_status
 from analytics.degradation import Degradation, detect_degradations
-from analytics.load import StoreData, load_store
-from analytics.source import SpanSource
+from analytics.load import REQUEST_COLUMNS, StoreData, load_attempts, load_store
+from analytics.pushdown import Pushdown, model_table_from_sums, open_source
+from analytics.source import SpanSource, SQLiteSource
 
 __all__ = [
     "SCHEMA",
@@ -147,6 +154,8 @@ class Analysis:
     options: ReportOptions
     experiments: tuple[ExperimentReport, ...]
     degradations: tuple[Degradation, ...]
+    request_count: int | None = None  # set when pushed down (``data`` then holds no requests)
+    cost_basis: str = "ledger"  # where cost came from: the exact ledger, or chat spans
 
 
 def analyse_store(store: SpanSource | str | Path | StoreData,
@@ -165,6 +174,27 @@ def analyse_store(store: SpanSource | str | Path | StoreData,
     degradations = detect_degradations(data.attempts, threshold=opts.threshold,
                                        since=opts.since)
     return Analysis(data, opts, tuple(experiments), tuple(degradations))
+
+
+def _source(store: SpanSource | str | Path) -> SpanSource:
+    return open_source(store) if isinstance(store, str | Path) else store
+
+
+def analyse_pushdown(source: Pushdown, options: ReportOptions | None = None) -> Analysis:
+    """The report's analyses with the source's aggregates (no per-request rows): A/B from
+    per-look sums; degradations still read attempt rows (their scans need the series)."""
+    opts = options or ReportOptions()
+    looks, agents = source.experiment_sums(opts.since)
+    experiments = analyse_looks(looks, agents, rule=opts.rule, alpha=opts.alpha, mde=opts.mde)
+    attempts = load_attempts(source)  # type: ignore[arg-type]
+    degradations = detect_degradations(attempts, threshold=opts.threshold, since=opts.since)
+    totals = source.totals()
+    no_rows = pd.DataFrame({c: pd.Series(dtype=d) for c, d in REQUEST_COLUMNS.items()})
+    data = StoreData(requests=no_rows, attempts=attempts, failovers=pd.DataFrame(),
+                     ledger=pd.DataFrame(), daily_budget=None)
+    return Analysis(data, opts, tuple(experiments), tuple(degradations),
+                    request_count=int(totals["requests"].fillna(0).sum()),
+                    cost_basis=source.cost_basis)
 
 
 def _num(x: float) -> float | None:
@@ -213,14 +243,20 @@ def _degradation_row(d: Degradation) -> dict[str, object]:
 def report_json(store: SpanSource | str | Path | Analysis,
                 options: ReportOptions | None = None) -> dict[str, object]:
     """The report as a JSON-ready dict (schema in the module docstring)."""
-    a = store if isinstance(store, Analysis) else analyse_store(store, options)
+    if isinstance(store, Analysis):
+        a = store
+    else:
+        src = _source(store)
+        a = (analyse_pushdown(src, options) if isinstance(src, Pushdown)
+             else analyse_store(src, options))
     o = a.options
     return {
         "schema": SCHEMA,
         "options": {"alpha": o.alpha, "mde": o.mde, "primary": o.rule.primary,
                     "guardrails": list(o.rule.guardrails), "threshold": o.threshold,
                     "since": _iso(o.since)},
-        "requests": len(a.data.requests),
+        "requests": len(a.data.requests) if a.request_count is None else a.request_count,
+        "cost_basis": a.cost_basis,
         "experiments": [row for rep in a.experiments for row in _experiment_rows(rep)],
         "degradations": [_degradation_row(d) for d in a.degradations],
     }
@@ -231,7 +267,10 @@ def report_text(store: SpanSource | str | Path, *, daily_budget: float | None = 
                 options: ReportOptions | None = None) -> str:
     """The whole report as text: overview, models, degradations, experiments, cost."""
     opts = options or ReportOptions(threshold=threshold)
-    data = load_store(store)
+    src = _source(store)
+    if isinstance(src, Pushdown) and not isinstance(src, SQLiteSource):
+        return _pushdown_text(src, opts, daily_budget, now)
+    data = load_store(src)
     ov = overview(data, daily_budget=daily_budget, now=now)
     lines = [f"amm report: {store}"]
     if ov.requests == 0:
@@ -261,11 +300,59 @@ def report_text(store: SpanSource | str | Path, *, daily_budget: float | None = 
         lines.append(f"    randomised requests: {arms}; {rep.excluded} left out")
         for c in rep.comparisons:
             lines += [f"    {r.describe()}" for r in c.results]
-    lines += ["", "Cost:"]
+    lines += ["", "Cost (from the cost ledger of this store):"]
     if ov.budget is None:
         lines.append("  no cost ledger entries")
     else:
         b = ov.budget
         lines.append(f"  {b.day.isoformat()}: ${b.spent_usd:,.2f} of ${b.budget_usd:,.2f} "
                      f"daily budget ({b.utilization:.0%})")
+    return "\n".join(lines)
+
+
+def _pushdown_text(src: Pushdown, opts: ReportOptions, daily_budget: float | None,
+                   now: datetime | None) -> str:
+    """The text report from a source's aggregates (ClickHouse): same sections."""
+    a = analyse_pushdown(src, opts)
+    t = src.totals()
+    lines = [f"amm report: {src}"]
+    n = int(t["requests"].fillna(0).sum())
+    if n == 0:
+        return "\n".join([*lines, "no requests recorded yet"])
+    first = pd.to_datetime(t["first"].dropna().min(), utc=True)
+    last = pd.to_datetime(t["last"].dropna().max(), utc=True)
+    q_n = float(t["quality_n"].sum())
+    models = model_table_from_sums(src.model_sums())
+    lines += [
+        f"  {n} requests from {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC",
+        f"  success rate {t['answered'].sum() / n:.1%}, cache hits "
+        f"{t['cache_hits'].sum() / n:.1%}, failovers {int(models['failovers_away'].sum())}, "
+        f"mean quality {float(t['quality_s'].sum()) / q_n if q_n else math.nan:.3f}, "
+        f"total cost ${float(t['cost_usd'].sum()):,.2f}",
+        "", "Models:",
+        f"  {'model':<22}{'attempts':>9}{'errors':>8}{'p95 ms':>9}{'quality':>9}{'cost $':>10}",
+    ]
+    for row in models.itertuples():
+        lines.append(f"  {row.model:<22}{row.attempts:>9}{row.error_rate:>8.1%}"
+                     f"{row.p95_latency_ms:>9.0f}{row.quality:>9.3f}{row.cost_usd:>10.2f}")
+    lines += ["", f"Degradations (threshold {opts.threshold}):"]
+    lines += [f"  {d.describe()}" for d in a.degradations] or ["  none detected"]
+    lines += ["", "Experiments:",
+              f"  (alpha {opts.alpha}, quality MDE {opts.mde}, primary {opts.rule.primary}, "
+              f"guardrails {', '.join(opts.rule.guardrails) or 'none'})"]
+    if not a.experiments:
+        lines.append("  no experiments recorded")
+    for rep in a.experiments:
+        lines += [f"  {v}" for v in rep.verdicts]
+        arms = ", ".join(f"{arm.arm} n={arm.n}" for arm in rep.arms)
+        lines.append(f"    randomised requests: {arms}; {rep.excluded} left out")
+        for c in rep.comparisons:
+            lines += [f"    {r.describe()}" for r in c.results]
+    today = (now or datetime.now(UTC)).date().isoformat()
+    day = today if today in set(t["day"]) else str(t["day"].max())
+    spent = float(t.loc[t["day"] == day, "cost_usd"].sum())
+    budget = daily_budget if daily_budget is not None else DEFAULT_DAILY_BUDGET_USD
+    lines += ["", "Cost (from the chat spans' amm.cost_usd in ClickHouse; the exact ledger is "
+                  "each host's store):",
+              f"  {day}: ${spent:,.2f} of ${budget:,.2f} daily budget ({spent / budget:.0%})"]
     return "\n".join(lines)
