@@ -65,6 +65,7 @@ __all__ = [
     "evaluate_policy",
     "load_decisions",
     "named_policy",
+    "what_if",
 ]
 
 METHODS = ("ips", "snips", "dr")
@@ -392,3 +393,35 @@ def evaluate_policy(source: SpanSource | str | Path | pd.DataFrame,
         methods=methods, metrics=metrics, logged_value=float(reward.mean()),
         logged_metrics={m: float(np.nanmean(outcome[m])) for m in METRICS}, lam=lam,
         n_cache_hits=int(is_hit.sum()))
+
+
+def what_if(source: SpanSource | str | Path | pd.DataFrame, policies: Sequence[TargetPolicy | str],
+            *, lam: float = 0.0, method: str = "dr", alpha: float = 0.05) -> str:
+    """A text table: the logged policy's actual values, then each target's estimates
+    (what ``amm report --policy`` prints).
+
+    >>> print(what_if("data/amm.db", ["always:sim-claude", "cheapest"], lam=10.0))
+    """
+    frame = source if isinstance(source, pd.DataFrame) else load_decisions(source)
+    estimates = [evaluate_policy(frame, p, method=method, lam=lam, alpha=alpha) for p in policies]
+    pct = round(100 * (1 - alpha))
+    lines = [f"What if (off-policy, {method}, {pct}% intervals; reward = quality - {lam:g} x cost):",
+             f"  {'policy':<28} {'reward':>26} {'quality':>8} {'cost $':>10} {'latency ms':>11} "
+             f"{'success':>8} {'ESS':>7}"]
+    if estimates:
+        e0 = estimates[0]
+        m = e0.logged_metrics
+        lines.append(f"  {'logged (actual)':<28} {e0.logged_value:>26.4f} {m['quality']:>8.3f} "
+                     f"{m['cost_usd']:>10.5f} {m['latency_ms']:>11.0f} {m['success']:>8.3f} "
+                     f"{e0.n:>7}")
+    for e in estimates:
+        m2 = e.metrics
+        reward = f"{e.value:.4f} [{e.ci_low:.4f}, {e.ci_high:.4f}]"
+        lines.append(f"  {e.policy:<28} {reward:>26} {m2['quality'].value:>8.3f} "
+                     f"{m2['cost_usd'].value:>10.5f} {m2['latency_ms'].value:>11.0f} "
+                     f"{m2['success'].value:>8.3f} {e.effective_sample_size:>7.0f}")
+        if not e.support_ok:
+            lines.append(f"    not identified by this log: {e.support_reason}")
+    if estimates and estimates[0].n_cache_hits:
+        lines.append(f"  ({estimates[0].n_cache_hits} cache hits left out: no routing decision)")
+    return "\n".join(lines)
