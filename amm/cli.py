@@ -179,6 +179,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(json.dumps(report_json(source, options), indent=2))
     else:
         print(report_text(source, options=options))
+    if args.policy:  # off-policy "what if" (analytics.ope), beside the logged policy
+        from analytics.ope import what_if
+
+        print(what_if(source, args.policy, lam=args.lam))
     return 0
 
 
@@ -316,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="report from this ISO time (UTC unless stated)")
     p.add_argument("--source", help="read spans elsewhere: clickhouse://user@host:8123/db or "
                    "chdb:///path (needs amm-sdk[clickhouse]); default the --store file")
+    p.add_argument("--policy", action="append", metavar="POLICY",
+                   help="what if: estimate this routing policy off-policy from the logged "
+                        "decisions (always:<model>, cheapest, score); repeat for several")
+    p.add_argument("--lambda", dest="lam", type=float, default=0.0,
+                   help="with --policy: reward = quality - LAMBDA x cost in USD (default 0)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="copy a store's spans into ClickHouse (otel_traces)")

@@ -116,3 +116,14 @@ def test_the_store_holds_one_full_decision_per_request_and_ope_reads_it(thompson
     claude = evaluate_policy(decisions, "always:claude", lam=LAMBDA)
     truth = sum(QUALITY[a]["claude"] for a in QUALITY) / 3
     assert claude.metrics["quality"].ci_low - 0.05 <= truth <= claude.metrics["quality"].ci_high + 0.05
+
+
+def test_amm_report_prints_what_if_beside_the_logged_policy(thompson_run, capsys):
+    from amm.cli import main
+
+    _, db = thompson_run
+    assert main(["report", "--store", str(db), "--policy", "always:claude",
+                 "--policy", "cheapest", "--lambda", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "What if" in out and "logged (actual)" in out
+    assert "always:claude" in out and "cheapest" in out
