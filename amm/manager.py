@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from amm.rate_limiter import RateLimiter
     from amm.registry import ModelRegistry
     from amm.selector import ModelSelector
+    from amm.state import FleetState
     from amm.streaming import ManagedStream
     from telemetry.recorder import Recorder
     from telemetry.setup import Telemetry
@@ -175,6 +176,7 @@ class ModelManager:
         self._closed = False
         self._watch: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.state: FleetState | None = None  # the fleet's shared state (state_url)
 
     # ------------------------------------------------------------------ building
 
@@ -205,6 +207,7 @@ class ModelManager:
         performance_windows_s: tuple[float, float] = (3600.0, 86400.0),
         recorder: Recorder | None = None,
         policy: Any = None,  # routing policy (amm.policy): {"kind": "softmax", ...}; None: registry's
+        state_url: str | None = None,  # the fleet's shared state; None: $AMM_STATE_URL, registry
     ) -> ModelManager:
         """Build every component from one registry file and one data directory.
 
@@ -230,6 +233,7 @@ class ModelManager:
         from amm.rate_limiter import RateLimiter
         from amm.registry import ModelRegistry
         from amm.selector import ModelSelector
+        from amm.state.wiring import open_fleet, share_demotions
         from telemetry.recorder import Recorder
 
         # The registry and settings first: bad input fails before any thread, file or
@@ -282,7 +286,14 @@ class ModelManager:
             evaluator = ResponseEvaluator(
                 quality_threshold=quality_threshold, evaluation_window=evaluation_window, events=recorder
             )
-            selector = ModelSelector(registry, health, limiter, perf, events=recorder,
+            # The fleet's shared state (state_url > $AMM_STATE_URL > registry "state"),
+            # None in-process; selection then sees the fleet-merged statistics.
+            fleet = open_fleet(state_url, registry=registry, limiter=limiter, costs=costs,
+                               health=health, monitor=perf, recorder=recorder,
+                               data_dir=data_dir, enforce_budget=budget is BudgetPolicy.REFUSE,
+                               meter_provider=tel.meter_provider if tel is not None else None)
+            selector = ModelSelector(registry, health, limiter,
+                                     fleet.stats if fleet is not None else perf, events=recorder,
                                      key_check=api_client.can_call, policy=policy)
             failover = FailoverManager(
                 selector, max_retries=max_failovers, base_backoff_seconds=base_backoff_seconds,  # type: ignore[arg-type,unused-ignore]
@@ -295,7 +306,7 @@ class ModelManager:
             recorder.observe_availability(
                 lambda: {m.id: health.is_model_available(m.id) for m in registry.models()}
             )
-            return cls(
+            manager = cls(
                 registry=registry, api_client=api_client, health_checker=health, rate_limiter=limiter,
                 performance_monitor=perf, selector=selector, failover_manager=failover,
                 evaluator=evaluator, cache_manager=cache, cost_tracker=costs, recorder=recorder,
@@ -307,6 +318,13 @@ class ModelManager:
                 ),
                 telemetry=tel, start_health_checks=start_health_checks, store=store,
             )
+            if fleet is not None:
+                manager.state = fleet
+                share_demotions(fleet, manager._demoted, manager._clock,
+                                manager.settings.demotion_seconds)
+                if cache is not None:
+                    cache.share(fleet)
+            return manager
         except BaseException:
             for component in reversed(opened):
                 with contextlib.suppress(Exception):
@@ -327,6 +345,8 @@ class ModelManager:
             warm_up()
         if self._start_health_checks:
             await self.health_checker.start()
+        if self.state is not None:
+            await self.state.start()
         if self.settings.degradation_check_interval_s > 0:
             self._watch = asyncio.create_task(self._watch_degradation(), name="amm-degradation")
 
@@ -348,6 +368,8 @@ class ModelManager:
                 await self._watch
             self._watch = None
         await self.health_checker.stop()
+        if self.state is not None:
+            await self.state.stop()  # pending settlements first, then the connections
         self.recorder.end_pending()
         for component in (self.cost_tracker, self.performance_monitor, self.cache_manager):
             if component is not None:
@@ -642,6 +664,13 @@ class ModelManager:
                 error_type="unknown_capability")
         reasons = self.selector.exclusions(request, request.agent_type, constraints,
                                            demoted=self._demoted_for(request.agent_type))
+        if reasons and all(r.startswith("context window") for r in reasons.values()):
+            largest = max((m.context_window for m in self.registry.models()), default=0)
+            return InvalidRequestError(
+                f"the request (~{estimate_tokens(request.text()):,} tokens with max_tokens) fits "
+                f"no model's context window (the largest is {largest:,})",
+                task_id=request.task_id or None, failure_reasons=reasons,
+                error_type="context_too_long")
         temporary = any(r.startswith(_TEMPORARY_REASONS) for r in reasons.values())
         listed = "; ".join(f"{m}: {r}" for m, r in reasons.items()) or "no models registered"
         return ModelUnavailableError(
@@ -754,6 +783,20 @@ class _Attempt:
             exc.model_id = exc.model_id or model_id
             raise
 
+    async def _admit_shared(self, model_id: str, reservation: Any, budget: Any) -> None:
+        """The fleet's window, cool-down and budget (one round trip to the shared state);
+        its ticket settles itself when ``reservation`` and ``budget`` end."""
+        state = self._manager.state
+        assert state is not None
+        try:
+            await state.admit(model_id, reservation, budget,
+                              agent_type=self._request.agent_type, task_id=self._request.task_id)
+        except BaseException:
+            reservation.release()
+            if budget is not None:
+                budget.release()
+            raise
+
     async def __call__(self, model_id: str) -> ModelResponse:
         m = self._manager
         budget = self._hold_budget(model_id)
@@ -763,6 +806,8 @@ class _Attempt:
             if budget is not None:
                 budget.release()
             raise
+        if m.state is not None:
+            await self._admit_shared(model_id, reservation, budget)
         try:
             response = await m.api_client.send_request_with_retry(
                 model_id, self._request, max_retries=self._retries
@@ -806,6 +851,8 @@ class _StreamAttempt(_Attempt):
             if budget is not None:
                 budget.release()
             raise
+        if m.state is not None:
+            await self._admit_shared(model_id, reservation, budget)
         try:
             opened = await m.api_client.open_stream_with_retry(
                 model_id, self._request, max_retries=self._retries
