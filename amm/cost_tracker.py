@@ -106,7 +106,8 @@ class Reservation:
     ...     hold.settle(response.cost)
     """
 
-    __slots__ = ("_tracker", "actual_cost_usd", "day", "estimated_cost_usd", "settled")
+    __slots__ = ("_on_end", "_tracker", "actual_cost_usd", "day", "estimated_cost_usd",
+                 "settled")
 
     def __init__(self, tracker: CostTracker, estimated_cost_usd: float, day: str) -> None:
         self._tracker = tracker
@@ -114,6 +115,12 @@ class Reservation:
         self.day = day
         self.settled = False
         self.actual_cost_usd: float | None = None
+        self._on_end: Callable[[float | None], None] | None = None
+
+    def on_end(self, callback: Callable[[float | None], None]) -> None:
+        """Call ``callback(actual_cost_usd)`` once the hold ends (None: released): the
+        fleet's shared budget drops its hold so. One callback; a later one replaces it."""
+        self._on_end = callback
 
     def settle(self, actual_cost_usd: float) -> None:
         """The call finished and cost ``actual_cost_usd`` (booked by the ledger, not
@@ -260,6 +267,12 @@ class CostTracker:
             hold.actual_cost_usd = actual
             if hold.day == self._today:
                 self._reserved = max(0.0, self._reserved - hold.estimated_cost_usd)
+            callback, hold._on_end = hold._on_end, None
+        if callback is not None:
+            try:
+                callback(actual)
+            except Exception:  # ending a hold never fails the call
+                logger.warning("cost tracker: an end callback failed", exc_info=True)
 
     def reserved(self) -> float:
         """USD held today by reservations of calls in flight."""
@@ -304,8 +317,11 @@ class CostTracker:
                 rec_id = hashlib.sha256(key.encode()).hexdigest()[:32]
             else:
                 rec_id = uuid.uuid4().hex
+            # An attempt whose usage the provider did not report is booked at amm's
+            # estimate and says so: source 'attempt:estimated'.
+            source = "attempt:estimated" if event.usage_estimated else "attempt"
             self._book(event.model_id, event.agent_type, event.task_id, event.input_tokens,
-                       event.output_tokens, float(event.cost_usd), "attempt", rec_id)
+                       event.output_tokens, float(event.cost_usd), source, rec_id)
         except Exception:  # a listener must never fail the recorder
             logger.warning("could not book the cost of an attempt on %s", event.model_id,
                            exc_info=True)

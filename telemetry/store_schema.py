@@ -76,7 +76,9 @@ CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
     input_tokens  INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
     cost_usd      REAL    NOT NULL,
-    source        TEXT    NOT NULL       -- 'attempt' (a provider call) or 'record_cost'
+    source        TEXT    NOT NULL       -- 'attempt' (a provider call), 'attempt:estimated'
+                                         -- (its usage was not reported: amm's estimate),
+                                         -- or 'record_cost'
 );
 CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_day ON {LEDGER_TABLE} (day);
 CREATE INDEX IF NOT EXISTS {LEDGER_TABLE}_ts ON {LEDGER_TABLE} (ts);

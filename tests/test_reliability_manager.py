@@ -61,6 +61,9 @@ async def test_a_200_without_usage_is_billed_an_estimate_flagged_never_zero(buil
     attempt = log.of(AttemptEvent)[0]
     assert attempt.usage_estimated and attempt.cost_usd == reply.cost
     assert ledger(manager)["m"] == (usage.input_tokens, usage.output_tokens)
+    with sqlite3.connect(manager.cost_tracker.db_path) as conn:
+        assert conn.execute("SELECT source FROM amm_cost_ledger").fetchall() == [
+            ("attempt:estimated",)]
 
 
 async def test_a_truncated_body_fails_over_and_every_request_ends_typed(build_manager):
