@@ -395,6 +395,10 @@ def evaluate_policy(source: SpanSource | str | Path | pd.DataFrame,
         n_cache_hits=int(is_hit.sum()))
 
 
+_MIN_ESS = 10
+"""Below this effective sample size an estimate's interval is flagged as untrustworthy."""
+
+
 def what_if(source: SpanSource | str | Path | pd.DataFrame, policies: Sequence[TargetPolicy | str],
             *, lam: float = 0.0, method: str = "dr", alpha: float = 0.05) -> str:
     """A text table: the logged policy's actual values, then each target's estimates
@@ -422,6 +426,10 @@ def what_if(source: SpanSource | str | Path | pd.DataFrame, policies: Sequence[T
                      f"{m2['success'].value:>8.3f} {e.effective_sample_size:>7.0f}")
         if not e.support_ok:
             lines.append(f"    not identified by this log: {e.support_reason}")
+        elif e.effective_sample_size < _MIN_ESS:
+            lines.append(f"    too few comparable decisions (effective sample size "
+                         f"{e.effective_sample_size:.0f} < {_MIN_ESS}): the interval is not "
+                         f"to be trusted; log more")
     if estimates and estimates[0].n_cache_hits:
         lines.append(f"  ({estimates[0].n_cache_hits} cache hits left out: no routing decision)")
     return "\n".join(lines)

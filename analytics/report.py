@@ -300,7 +300,7 @@ def report_text(store: SpanSource | str | Path, *, daily_budget: float | None = 
         lines.append(f"    randomised requests: {arms}; {rep.excluded} left out")
         for c in rep.comparisons:
             lines += [f"    {r.describe()}" for r in c.results]
-    lines += ["", "Cost (from the cost ledger of this store):"]
+    lines += ["", "Cost:", "  (from this store's cost ledger: exact, whatever the trace sampling)"]
     if ov.budget is None:
         lines.append("  no cost ledger entries")
     else:

@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("chdb")
 
-from analytics.ab import arm_looks  # noqa: E402
-from analytics.clickhouse import ClickHouseSource, export_store  # noqa: E402
-from analytics.load import load_requests, load_store  # noqa: E402
-from analytics.pushdown import model_table_from_sums, open_source  # noqa: E402
-from analytics.report import model_table, report_json  # noqa: E402
+from analytics.ab import arm_looks
+from analytics.clickhouse import ClickHouseSource, export_store
+from analytics.load import load_requests, load_store
+from analytics.pushdown import model_table_from_sums, open_source
+from analytics.report import model_table, report_json
 
 pytestmark = pytest.mark.slow
 

@@ -58,11 +58,10 @@ def _time(t: datetime) -> str:
 
 # The last 'overall' evaluation score on a span's events (NULL if none).
 _SCORE = (
-    "toFloat64OrNull(if(arrayLastIndex((n, a) -> n = '{ev}' AND a['{name}'] = 'overall', "
+    f"toFloat64OrNull(if(arrayLastIndex((n, a) -> n = '{cv.GEN_AI_EVALUATION_RESULT}' AND a['{cv.GEN_AI_EVALUATION_NAME}'] = 'overall', "
     "Events.Name, Events.Attributes) = 0, '', Events.Attributes[arrayLastIndex((n, a) -> "
-    "n = '{ev}' AND a['{name}'] = 'overall', Events.Name, Events.Attributes)]['{value}']))"
-).format(ev=cv.GEN_AI_EVALUATION_RESULT, name=cv.GEN_AI_EVALUATION_NAME,
-         value=cv.GEN_AI_EVALUATION_SCORE_VALUE)
+    f"n = '{cv.GEN_AI_EVALUATION_RESULT}' AND a['{cv.GEN_AI_EVALUATION_NAME}'] = 'overall', Events.Name, Events.Attributes)]['{cv.GEN_AI_EVALUATION_SCORE_VALUE}']))"
+)
 _MODEL = f"coalesce({_a(cv.GEN_AI_REQUEST_MODEL)}, substring(SpanName, {len(cv.OP_CHAT) + 2}))"
 _FAILED = f"(StatusCode = 'Error' OR {_a(cv.ERROR_TYPE)} IS NOT NULL)"
 
