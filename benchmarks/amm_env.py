@@ -30,6 +30,7 @@ __all__ = [
     "AmmStreamPath",
     "DecoratorPath",
     "DecoratorStreamPath",
+    "DurableTimer",
     "SpanCounter",
     "registry_document",
 ]
@@ -74,6 +75,39 @@ class SpanCounter(SpanProcessor):
                     self.chat_count += 1
 
 
+class DurableTimer:
+    """Times every ``await cost_tracker.durable()`` of the manager: the durable ledger's
+    share of each managed call (the manager awaits it before returning a response).
+
+    Installed on the tracker instance, so the request path runs unchanged; the wrapper
+    costs two ``perf_counter`` reads and a list append (~0.2 us).
+    """
+
+    def __init__(self, tracker: Any) -> None:
+        self.samples_s: list[float] = []
+        self.recording = False
+        inner = tracker.durable
+
+        async def durable() -> bool:
+            start = time.perf_counter()
+            ok: bool = await inner()
+            if self.recording:
+                self.samples_s.append(time.perf_counter() - start)
+            return ok
+
+        tracker.durable = durable
+
+    def start(self) -> None:
+        """Forget earlier samples and record from now on."""
+        self.samples_s = []
+        self.recording = True
+
+    def stop(self) -> list[float]:
+        """Stop recording; the samples (seconds)."""
+        self.recording = False
+        return self.samples_s
+
+
 class AmmBench:
     """One fully wired manager on the mock, with its OTLP receiver. Use ``async with``."""
 
@@ -84,6 +118,7 @@ class AmmBench:
         self.manager: Any = None
         self.receiver: Any = None
         self.spans = SpanCounter()
+        self.durable: DurableTimer | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -120,6 +155,7 @@ class AmmBench:
         if tel is None or not tel.enabled:
             raise RuntimeError("amm telemetry is off: the benchmark needs it on (OTEL_SDK_DISABLED?)")
         tel.tracer_provider.add_span_processor(self.spans)
+        self.durable = DurableTimer(self.manager.cost_tracker)
         await self.manager.start()
         return self
 

@@ -48,6 +48,7 @@ from benchmarks.paths import (
 )
 from benchmarks.report import evaluate, to_markdown, write_results
 from benchmarks.runner import PromptCounter, Series, measure, warm_up
+from benchmarks.stats import summarise
 from benchmarks.streaming import measure_streams, summarise_streams, warm_up_streams
 
 __all__ = ["FULL", "PATHS", "QUICK", "SECTIONS", "STREAM_PATHS", "Counts", "main", "run"]
@@ -76,6 +77,7 @@ class Counts:
     cache_hits: int
     recorder: int
     import_runs: int
+    reservations: int = 20_000
 
 
 FULL = Counts(warmup=100, sequential=2000, sequential_rounds=10, concurrent=1024,
@@ -84,7 +86,7 @@ FULL = Counts(warmup=100, sequential=2000, sequential_rounds=10, concurrent=1024
 QUICK = Counts(warmup=5, sequential=30, sequential_rounds=2, concurrent=64, concurrent_rounds=1,
                streamed=30, streamed_rounds=2,
                ceiling=128, memory=256, select_50=100, select_1000=10, cache_hits=100, recorder=100,
-               import_runs=2)
+               import_runs=2, reservations=500)
 
 
 def _rss_mb() -> float:
@@ -160,6 +162,13 @@ async def _memory_run(bench: AmmBench, counter: PromptCounter, counts: Counts) -
             "calls_per_s": round(series.summary(64).calls_per_s, 1)}
 
 
+def _durable_summary(samples_s: Sequence[float]) -> dict[str, Any]:
+    """The durable ledger's share of each managed call of the latency section: how long
+    ``await cost_tracker.durable()`` took (the commit of the call's ledger row)."""
+    summary = summarise(samples_s, concurrency=1, wall_s=0.0).as_dict()
+    return {k: summary[k] for k in ("calls", "p50_ms", "p95_ms", "p99_ms", "p999_ms", "mean_ms")}
+
+
 def _paths(names: Sequence[str], server: MockServer, bench: AmmBench) -> list[Path]:
     build: dict[str, Callable[[], Path]] = {"raw_httpx": lambda: RawHttpxPath(server.url), "litellm": lambda: LitellmPath(server.api_base),
              "router": lambda: RouterPath(server.api_base), "amm": lambda: AmmPath(bench),
@@ -220,8 +229,11 @@ async def run(counts: Counts, *, sections: Sequence[str] = SECTIONS, paths: Sequ
                     await warm_up(chosen, counter, calls=counts.warmup)
                 if chosen and "latency" in sections:
                     _log("sequential latency (concurrency 1), interleaved")
+                    assert bench.durable is not None
+                    bench.durable.start()
                     _store(results, "c1", await measure(chosen, counter, calls_per_path=counts.sequential,
                                                         concurrency=1, rounds=counts.sequential_rounds), 1)
+                    results["durable_ledger"] = _durable_summary(bench.durable.stop())
                 if "streaming" in sections and stream_paths:
                     results["streaming"] = await _streaming(
                         _stream_paths(stream_paths, server, bench), counter, counts)
@@ -242,6 +254,8 @@ async def run(counts: Counts, *, sections: Sequence[str] = SECTIONS, paths: Sequ
                     bench, iterations=counts.cache_hits)
                 results["micro"]["recorder"] = await micro.bench_recorder(
                     bench, iterations=counts.recorder)
+                results["micro"]["reservation"] = micro.bench_reservation(
+                    bench, iterations=counts.reservations)
             if "memory" in sections:
                 _log(f"memory: {counts.memory} requests through amm at concurrency 64")
                 results["memory"] = await _memory_run(bench, counter, counts)

@@ -22,6 +22,7 @@ __all__ = [
     "bench_cache_hit",
     "bench_import_amm",
     "bench_recorder",
+    "bench_reservation",
     "bench_select_model",
     "synthetic_models",
     "time_async",
@@ -182,6 +183,25 @@ async def bench_recorder(bench: AmmBench, *, iterations: int) -> dict[str, Any]:
 
         out[label] = await time_async(replay, iterations=iterations)
     return out
+
+
+def bench_reservation(bench: AmmBench, *, iterations: int) -> dict[str, Any]:
+    """What the budget reservation costs per call: ``CostTracker.reserve`` + ``settle``
+    on the manager's own tracker (the manager does both once per attempt)."""
+    tracker = bench.manager.cost_tracker
+    estimate = 0.0001
+    for _ in range(min(200, iterations)):
+        tracker.reserve(estimate).settle(estimate)
+    gc.collect()
+    samples: list[float] = []
+    clock = time.perf_counter
+    for _ in range(iterations):
+        start = clock()
+        tracker.reserve(estimate).settle(estimate)
+        samples.append((clock() - start) * 1e6)
+    samples.sort()
+    return {"p50_us": round(percentile(samples, 50), 2), "p99_us": round(percentile(samples, 99), 2),
+            "mean_us": round(sum(samples) / len(samples), 2), "iterations": iterations}
 
 
 def bench_import_amm(*, runs: int = 5) -> dict[str, Any]:

@@ -99,7 +99,8 @@ BUDGETS: tuple[Budget, ...] = (
            _router_share("amm")),
     Budget("decorator_added_p50_ms", "@managed_model call minus litellm.acompletion, p50", "ms", 1.0,
            lambda r: _added(r, "amm_decorator", "litellm", "p50_ms")),
-    Budget("decorator_added_p99_ms", "@managed_model call minus litellm.acompletion, p99", "ms", 3.0,
+    Budget("decorator_added_p99_ms", "@managed_model call minus litellm.acompletion, p99 "
+           "(issue 17: within 4 ms)", "ms", 4.0,
            lambda r: _added(r, "amm_decorator", "litellm", "p99_ms")),
     Budget("amm_vs_litellm_p50_ratio", "stretch: managed call p50 / litellm.acompletion p50", "ratio",
            1.0, lambda r: _ratio(_get(r, "paths", "amm", "c1", "p50_ms"),
@@ -118,6 +119,9 @@ BUDGETS: tuple[Budget, ...] = (
            lambda r: _get(r, "micro", "cache_hit", "p50_us")),
     Budget("cache_hit_provider_calls", "provider calls made by cache hits", "calls", 0.0,
            lambda r: _get(r, "micro", "cache_hit", "provider_calls_during_hits")),
+    Budget("durable_ledger_added_p50_ms", "durable ledger: await cost_tracker.durable() per "
+           "managed call (its ledger row committed before the response returns), p50", "ms", 0.2,
+           lambda r: _get(r, "durable_ledger", "p50_ms")),
     Budget("spans_lost", "spans emitted minus received by OTLP, plus queue drops (after flush)",
            "spans", 0.0, _spans_lost),
     Budget("rss_growth_second_half_mb", "RSS growth over the second half of the memory run "
@@ -163,12 +167,13 @@ def to_markdown(results: Results) -> str:
                                      row["description"] else "")
         lines.append(f"| {name} | {value} | {row['budget']} {row['unit']} | {row['verdict']} |")
     if results.get("paths"):
-        lines += ["", "| path | concurrency | p50 ms | p95 ms | p99 ms | calls/s | CPU ms/call | errors |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "| path | concurrency | p50 ms | p95 ms | p99 ms | p99.9 ms | calls/s | CPU ms/call "
+                  "| errors |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, levels in results["paths"].items():
             for s in levels.values():
                 lines.append(f"| {name} | {s['concurrency']} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | "
-                             f"{s['p99_ms']:.2f} | {s['calls_per_s']:.0f} | "
+                             f"{s['p99_ms']:.2f} | {s.get('p999_ms', float('nan')):.2f} | "
+                             f"{s['calls_per_s']:.0f} | "
                              f"{s.get('cpu_ms_per_call', float('nan')):.2f} | {s['errors']} |")
     lines += _streaming_lines(results)
     extra = []
@@ -186,6 +191,16 @@ def to_markdown(results: Results) -> str:
             r = micro["recorder"][key]
             extra.append(f"- {key} (one request's {micro['recorder']['events_per_request']} events): "
                          f"p50 {r['p50_us']:.0f} us, mean {r['mean_us']:.0f} us, p99 {r['p99_us']:.0f} us")
+    durable = results.get("durable_ledger")
+    if durable and durable.get("calls"):
+        extra.append(f"- durable ledger, await cost_tracker.durable() in each of {durable['calls']} "
+                     f"managed calls: p50 {durable['p50_ms']:.3f} / p95 {durable['p95_ms']:.3f} / "
+                     f"p99 {durable['p99_ms']:.3f} ms")
+    reservation = micro.get("reservation")
+    if reservation:
+        extra.append(f"- budget reservation (CostTracker.reserve + settle) per call: "
+                     f"p50 {reservation['p50_us']:.1f} us, mean {reservation['mean_us']:.1f} us, "
+                     f"p99 {reservation['p99_us']:.1f} us")
     memory = results.get("memory")
     if memory:
         n = memory.get("requests", 0)

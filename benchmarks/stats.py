@@ -35,6 +35,7 @@ class LatencySummary:
     calls_per_s: float
     cpu_ms_per_call: float = math.nan  # process CPU (all threads) per call
     errors: int = 0
+    p999_ms: float = math.nan  # p99.9: meaningful from ~2,000 calls (the 2nd-worst of 2,000)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, values rounded to what the measurement can tell."""
@@ -52,4 +53,5 @@ def summarise(latencies_s: Sequence[float], *, concurrency: int, wall_s: float,
         mean_ms=sum(ms) / len(ms) if ms else math.nan,
         calls_per_s=len(ms) / wall_s if wall_s > 0 else math.nan,
         cpu_ms_per_call=cpu_s * 1000.0 / len(ms) if ms else math.nan, errors=errors,
+        p999_ms=percentile(ms, 99.9),
     )

@@ -118,6 +118,11 @@ def test_quick_benchmark_writes_every_figure_and_loses_no_span(tmp_path: Path) -
     assert spans["dropped_by_processor"] == 0
     assert results["memory"]["errors"] == 0
     assert results["micro"]["cache_hit"]["provider_calls_during_hits"] == 0
+    # Every managed call of the latency section (both amm paths) awaited the durable ledger.
+    managed_calls = results["paths"]["amm"]["c1"]["calls"] + results["paths"]["amm_decorator"]["c1"]["calls"]
+    assert results["durable_ledger"]["calls"] == managed_calls
+    assert 0 < results["durable_ledger"]["p50_ms"] <= results["durable_ledger"]["p99_ms"]
+    assert results["micro"]["reservation"]["p50_us"] > 0
     assert results["mock_server"]["ceiling_rps"] > 0
     assert results["import_amm"]["median_ms"] > 0
     assert "| figure | measured | budget | verdict |" in (tmp_path / "latest.md").read_text()
