@@ -25,6 +25,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from analytics.source import SpanSource
 
 from amm._resources import (
     DISTRIBUTION,
@@ -190,7 +194,7 @@ def _is_url(text: str) -> bool:
     return "://" in text
 
 
-def _open_source(spec: str, command: str) -> object:
+def _open_source(spec: str, command: str) -> SpanSource:
     """A SpanSource from --source/--store; a URL whose extra is missing says which."""
     from analytics.pushdown import open_source
 
