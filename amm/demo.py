@@ -254,6 +254,7 @@ def run_demo(
     summary, _ = demo_summary(store, counts=counts, billed=billed, budget=budget)
     summary += "\n\n  Streaming (chat agent), time to first chunk per model:\n" + (
         "\n".join(first_chunks.lines()) or "    no streamed answers")
+    summary += "\n\n" + _what_if(store)
     out.write(summary + "\n")
     out.write(f"\n  store: {store}\n")
     from telemetry.setup import traces_destination
@@ -262,6 +263,18 @@ def run_demo(
              or "set OTEL_EXPORTER_OTLP_ENDPOINT to export them to Jaeger, Tempo or Phoenix")
     out.write(f"  traces: {where} (see deploy/README.md)\n")
     return DemoResult(requests, ok, failed, store, time.monotonic() - started, summary)
+
+
+def _what_if(store: Path) -> str:
+    """Off-policy estimates for the docs agent, the one that explores."""
+    from analytics.ope import load_decisions, what_if
+
+    decisions = load_decisions(store)
+    docs = decisions[decisions["agent_type"] == "docs"]
+    if docs.empty:
+        return "  What if: no docs decisions logged"
+    table = what_if(docs, ["always:sim-claude", "cheapest"], lam=10.0)
+    return "  Docs agent (softmax, explores): " + table.strip()
 
 
 async def _run(requests: int, concurrency: int, seed: int, data_dir: Path, budget: float,
@@ -284,6 +297,10 @@ async def _run(requests: int, concurrency: int, seed: int, data_dir: Path, budge
             # comparing the last 3 s with the minute before.
             retries_per_model=0, degradation_check_interval_s=1.0,
             performance_windows_s=(3.0, 60.0),
+            # The docs agent explores (softmax over the scores, each model at least
+            # 5%), so its logged decisions can answer "what if we had routed otherwise?".
+            policy={"kind": "softmax", "temperature": 0.05, "floor": 0.05,
+                    "agent_types": ["docs"], "seed": seed},
         )
     manager.recorder.add_listener(counts)
     manager.recorder.add_listener(first_chunks)

@@ -583,6 +583,7 @@ class ModelManager:
         model = self.registry.get_model(hit.response.model_id)
         if model is None or not model.enabled:
             return None  # answered by a model no longer in the registry: a miss
+        self.selector.record_cache_hit(agent_type, task_id, hit.response.model_id)
         return replace(hit.response, latency_ms=0.0, cost=0.0,
                        metadata={**hit.response.metadata, "cache_hit": True})
 
