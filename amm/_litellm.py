@@ -100,14 +100,7 @@ class LiteLLMAdapter:
         """One attempt, no retries; raises :mod:`amm.errors` exceptions."""
         litellm = load_litellm()
         litellm_model, kwargs = self._kwargs(model, request, api_key, timeout_s)
-        try:
-            raw = await litellm.acompletion(**kwargs)
-        except APIModelError:
-            raise
-        except Exception as exc:
-            raise map_provider_error(
-                exc, model_id=model.id, task_id=request.task_id, secret=api_key
-            ) from exc
+        raw = await _call(litellm, kwargs, model, request, api_key)
         return _to_response(litellm, raw, model, litellm_model)
 
     async def stream(
@@ -118,14 +111,7 @@ class LiteLLMAdapter:
         litellm = load_litellm()
         _, kwargs = self._kwargs(model, request, api_key, timeout_s)
         kwargs.update(stream=True, stream_options={"include_usage": True})
-        try:
-            raw = await litellm.acompletion(**kwargs)
-        except APIModelError:
-            raise
-        except Exception as exc:
-            raise map_provider_error(
-                exc, model_id=model.id, task_id=request.task_id, secret=api_key
-            ) from exc
+        raw = await _call(litellm, kwargs, model, request, api_key)
         return LiteLLMStream(raw, model, request.task_id, api_key)
 
     def _kwargs(self, model: ModelMetadata, request: ModelRequest, api_key: str | None,
@@ -251,6 +237,19 @@ async def _stop_logging_worker() -> None:
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
     await GLOBAL_LOGGING_WORKER.stop(timeout=1.0)
+
+
+async def _call(litellm: ModuleType, kwargs: dict[str, Any], model: ModelMetadata,
+                request: ModelRequest, api_key: str | None) -> Any:
+    """``litellm.acompletion(**kwargs)`` with its exceptions mapped to :mod:`amm.errors`."""
+    try:
+        return await litellm.acompletion(**kwargs)
+    except APIModelError:
+        raise
+    except Exception as exc:
+        raise map_provider_error(
+            exc, model_id=model.id, task_id=request.task_id, secret=api_key
+        ) from exc
 
 
 class LiteLLMStream:

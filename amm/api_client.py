@@ -208,7 +208,9 @@ class APIClientManager:
         """One attempt at ``model_id``, no retry. Raises :mod:`amm.errors` exceptions."""
         return await self._attempt(model_id, request, attempt=1)
 
-    async def _attempt(self, model_id: str, request: ModelRequest, *, attempt: int) -> ModelResponse:
+    def _prepare(self, model_id: str, request: ModelRequest
+                 ) -> tuple[ModelMetadata, bool, Any, str | None]:
+        """The model, whether the registry has it, its adapter and the key to use."""
         if self._closed:
             raise ProviderError("the API client is closed", model_id=model_id,
                                 task_id=request.task_id or None, is_retryable=False,
@@ -216,14 +218,22 @@ class APIClientManager:
         model, registered = self._resolve(model_id)
         adapter = self._adapters.get(model.provider) or self._litellm_adapter()
         key = self._keys.get_key(model.provider, model.id, model.api_base)
+        return model, registered, adapter, key
+
+    @staticmethod
+    def _require_key(model: ModelMetadata, key: str | None) -> None:
+        if key is None and model.provider in _KEYED_PROVIDERS:
+            raise AuthenticationError(
+                f"{model.id}: no usable API key for provider {model.provider!r} (set "
+                f"{model.provider.upper()}_API_KEY; keys rejected with 401/403 rest for a while)",
+                error_type="missing_api_key")
+
+    async def _attempt(self, model_id: str, request: ModelRequest, *, attempt: int) -> ModelResponse:
+        model, registered, adapter, key = self._prepare(model_id, request)
         start_ns = time.time_ns()
         started = time.perf_counter()
         try:
-            if key is None and model.provider in _KEYED_PROVIDERS:
-                raise AuthenticationError(
-                    f"{model_id}: no usable API key for provider {model.provider!r} (set "
-                    f"{model.provider.upper()}_API_KEY; keys rejected with 401/403 are disabled)",
-                    error_type="missing_api_key")
+            self._require_key(model, key)
             response = await adapter.complete(model, request, api_key=key, timeout_s=attempt_timeout(self._timeout_s))
         except Exception as exc:
             latency_ms = (time.perf_counter() - started) * 1000.0
@@ -251,22 +261,12 @@ class APIClientManager:
         """One streamed attempt up to its first chunk: errors before it are raised here
         (and so retried or failed over); an adapter without ``stream`` answers whole,
         as one chunk."""
-        if self._closed:
-            raise ProviderError("the API client is closed", model_id=model_id,
-                                task_id=request.task_id or None, is_retryable=False,
-                                error_type="client_closed")
-        model, registered = self._resolve(model_id)
-        adapter: Any = self._adapters.get(model.provider) or self._litellm_adapter()
-        key = self._keys.get_key(model.provider, model.id, model.api_base)
+        model, registered, adapter, key = self._prepare(model_id, request)
         start_ns = time.time_ns()
         started = time.perf_counter()
         provider: Any = None
         try:
-            if key is None and model.provider in _KEYED_PROVIDERS:
-                raise AuthenticationError(
-                    f"{model_id}: no usable API key for provider {model.provider!r} (set "
-                    f"{model.provider.upper()}_API_KEY; keys rejected with 401/403 are disabled)",
-                    error_type="missing_api_key")
+            self._require_key(model, key)
             if hasattr(adapter, "stream"):
                 provider = await adapter.stream(model, request, api_key=key,
                                                 timeout_s=attempt_timeout(self._timeout_s))

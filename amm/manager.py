@@ -798,8 +798,9 @@ class _Attempt:
                 budget.release()
             raise
 
-    async def __call__(self, model_id: str) -> ModelResponse:
-        m = self._manager
+    async def _hold(self, model_id: str) -> tuple[Any, Any]:
+        """The attempt's holds: budget, then rate-limit headroom, then the fleet's share
+        (when a state backend is set); all released again if one is refused."""
         budget = self._hold_budget(model_id)
         try:
             reservation = self._reserve(model_id)
@@ -807,16 +808,27 @@ class _Attempt:
             if budget is not None:
                 budget.release()
             raise
-        if m.state is not None:
+        if self._manager.state is not None:
             await self._admit_shared(model_id, reservation, budget)
+        return reservation, budget
+
+    @staticmethod
+    def _drop(reservation: Any, budget: Any) -> None:
+        """A failed attempt: no tokens used of the window, the budget hold released (an
+        attempt that billed anyway is booked by the ledger from its event)."""
+        reservation.settle(0)
+        if budget is not None:
+            budget.release()
+
+    async def __call__(self, model_id: str) -> ModelResponse:
+        m = self._manager
+        reservation, budget = await self._hold(model_id)
         try:
             response = await m.api_client.send_request_with_retry(
                 model_id, self._request, max_retries=self._retries
             )
         except BaseException:
-            reservation.settle(0)
-            if budget is not None:
-                budget.release()  # failed attempts that billed are booked by the ledger
+            self._drop(reservation, budget)
             raise
         reservation.settle(response.token_usage.total_tokens or 0)
         if budget is not None:
@@ -845,23 +857,13 @@ class _StreamAttempt(_Attempt):
 
     async def __call__(self, model_id: str) -> Any:
         m = self._manager
-        budget = self._hold_budget(model_id)
-        try:
-            reservation = self._reserve(model_id)
-        except BaseException:
-            if budget is not None:
-                budget.release()
-            raise
-        if m.state is not None:
-            await self._admit_shared(model_id, reservation, budget)
+        reservation, budget = await self._hold(model_id)
         try:
             opened = await m.api_client.open_stream_with_retry(
                 model_id, self._request, max_retries=self._retries
             )
         except BaseException:
-            reservation.settle(0)
-            if budget is not None:
-                budget.release()
+            self._drop(reservation, budget)
             raise
         self.reservation = (reservation, budget)
         _correct_limits(m, model_id, opened.provider_metadata)
