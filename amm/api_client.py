@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from amm._litellm import DEFAULT_MAX_TOKENS, LiteLLMAdapter, load_litellm
 from amm._provider_errors import server_of
 from amm.api_key_manager import APIKeyManager
+from amm.backoff import ExponentialBackoff
 from amm.errors import (
     APIModelError,
     AuthenticationError,
@@ -126,6 +127,8 @@ class APIClientManager:
         self._rng: _Random = rng if rng is not None else random.Random()
         self._backoff_base_s = float(backoff_base_s)
         self._backoff_max_s = float(backoff_max_s)
+        self._backoff = ExponentialBackoff(self._backoff_base_s, max_s=self._backoff_max_s,
+                                           jitter=True, rng=self._rng)
         self._litellm: LiteLLMAdapter | None = None
         self._closed = False
 
@@ -199,8 +202,7 @@ class APIClientManager:
 
     def backoff(self, retry: int) -> float:
         """Full-jitter backoff before retry ``retry`` (0-based): uniform in [0, cap)."""
-        cap = min(self._backoff_max_s, self._backoff_base_s * 2 ** retry)
-        return cap * self._rng.random()
+        return self._backoff.delay(retry)
 
     # -- one attempt -------------------------------------------------------------------
 

@@ -49,8 +49,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from amm.backoff import BackoffPolicy, ExponentialBackoff
 from amm.errors import (
     APIModelError,
     AuthenticationError,
@@ -79,43 +80,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class BackoffPolicy(Protocol):
-    """How long to wait before failover number ``attempt`` (0 for the first)."""
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait."""
-        ...
-
-
-class ExponentialBackoff:
-    """``base_s * factor ** attempt``, capped at ``max_s``: 2, 4, 8 s by default.
-
-    >>> [ExponentialBackoff(2).delay(k) for k in range(3)]
-    [2.0, 4.0, 8.0]
-    """
-
-    __slots__ = ("base_s", "factor", "max_s")
-
-    def __init__(self, base_s: float = 2.0, factor: float = 2.0, max_s: float | None = None
-                 ) -> None:
-        for name, value in (("base_s", base_s), ("factor", factor), ("max_s", max_s)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                      or value < 0):
-                raise InvalidRequestError(f"{name} must be a number >= 0; got {value!r}",
-                                          error_type="invalid_backoff")
-        self.base_s = float(base_s)
-        self.factor = float(factor)
-        self.max_s = None if max_s is None else float(max_s)
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before failover ``attempt`` (0-based)."""
-        d = self.base_s * self.factor ** attempt
-        return d if self.max_s is None else min(d, self.max_s)
-
-    def __repr__(self) -> str:
-        return f"ExponentialBackoff(base_s={self.base_s:g}, factor={self.factor:g}, max_s={self.max_s})"
 
 
 @dataclass(frozen=True, slots=True)
