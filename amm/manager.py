@@ -76,8 +76,6 @@ ACTIVE_AGENT: contextvars.ContextVar[tuple[str, str] | None] = contextvars.Conte
 log = logging.getLogger("amm.manager")
 
 _DEFAULT_MAX_TOKENS = 1024
-# Exclusion reasons that pass with time: a request refused for them may be retried later.
-_TEMPORARY_REASONS = ("unavailable", "rate-limited", "demoted", "no usable API key")
 
 
 def warm_up() -> None:
@@ -663,16 +661,19 @@ class ModelManager:
                 f"no registered model has the capability {', '.join(hints)}; known "
                 f"capabilities: {', '.join(known)}", task_id=request.task_id or None,
                 error_type="unknown_capability")
+        from amm.selector import Exclusion, Reason
+
         reasons = self.selector.exclusions(request, request.agent_type, constraints,
                                            demoted=self._demoted_for(request.agent_type))
-        if reasons and all(r.startswith("context window") for r in reasons.values()):
+        if reasons and all(isinstance(r, Reason) and r.code is Exclusion.CONTEXT
+                           for r in reasons.values()):
             largest = max((m.context_window for m in self.registry.models()), default=0)
             return InvalidRequestError(
                 f"the request (~{estimate_tokens(request.text()):,} tokens with max_tokens) fits "
                 f"no model's context window (the largest is {largest:,})",
                 task_id=request.task_id or None, failure_reasons=reasons,
                 error_type="context_too_long")
-        temporary = any(r.startswith(_TEMPORARY_REASONS) for r in reasons.values())
+        temporary = any(isinstance(r, Reason) and r.code.temporary for r in reasons.values())
         listed = "; ".join(f"{m}: {r}" for m, r in reasons.items()) or "no models registered"
         return ModelUnavailableError(
             f"no model matches the request of agent type {request.agent_type!r}: {listed}",

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from amm.selector import Exclusion
 from telemetry.events import (
     HEALTH_CHECK_AGENT,
     DegradationEvent,
@@ -42,7 +43,7 @@ class DecisionCounts:
     def record(self, event: Event) -> None:
         if isinstance(event, SelectionEvent):
             for model, why in event.excluded.items():
-                if "rate" in why and "limit" in why:
+                if getattr(why, "code", None) is Exclusion.RATE_LIMITED:
                     self.rate_limit_avoided[model] += 1
         elif isinstance(event, FailoverEvent):
             self.failover_reasons[event.reason] += 1

@@ -41,6 +41,7 @@ the components' cheap synchronous queries.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
@@ -74,7 +75,52 @@ from telemetry.events import (
     StatsSnapshot,
 )
 
-__all__ = ["DEFAULT_OUTPUT_TOKENS", "ModelSelector", "estimate_prompt_tokens"]
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS", "Exclusion", "ModelSelector", "Reason", "estimate_prompt_tokens",
+]
+
+
+class Exclusion(enum.StrEnum):
+    """Why a model was left out of a selection: a stable code to count and act on."""
+
+    ALREADY_TRIED = "already_tried"
+    DISABLED = "disabled"
+    NOT_ALLOWED = "not_allowed"
+    PROVIDER_EXCLUDED = "provider_excluded"
+    NO_KEY = "no_key"
+    MISSING_CAPABILITY = "missing_capability"
+    NO_TOOLS = "no_tools"
+    NO_SCHEMA = "no_schema"
+    NO_STREAMING = "no_streaming"
+    CONTEXT = "context"
+    COST = "cost"
+    UNAVAILABLE = "unavailable"
+    RATE_LIMITED = "rate_limited"
+    LATENCY = "latency"
+    DEMOTED = "demoted"
+
+    @property
+    def temporary(self) -> bool:
+        """Whether the reason passes with time (health, limits, demotion, a resting key)."""
+        return self in _TEMPORARY
+
+
+_TEMPORARY = frozenset({Exclusion.UNAVAILABLE, Exclusion.RATE_LIMITED, Exclusion.DEMOTED,
+                        Exclusion.NO_KEY})
+
+
+class Reason(str):
+    """An exclusion reason: the text people read (it is a ``str``: spans and errors
+    show it as it is) with its :class:`Exclusion` ``code`` for code that counts."""
+
+    __slots__ = ("code",)
+    code: Exclusion
+
+    def __new__(cls, message: str, code: Exclusion) -> Reason:
+        self = super().__new__(cls, message)
+        self.code = code
+        return self
+
 
 DEFAULT_OUTPUT_TOKENS = 1024
 """Output tokens assumed for cost estimates when a request sets no ``max_tokens``."""
@@ -219,46 +265,52 @@ class ModelSelector:
 
     # -- filtering ----------------------------------------------------------------------
 
-    def _examine(self, e: _Entry, rq: _Request) -> Candidate | str:
+    def _examine(self, e: _Entry, rq: _Request) -> Candidate | Reason:
         """The candidate for ``e``, or why it is excluded (cheapest checks first)."""
         mid = e.id
         if mid in rq.exclude:
-            return "already tried"
+            return Reason("already tried", Exclusion.ALREADY_TRIED)
         if not e.enabled:
-            return "disabled"
+            return Reason("disabled", Exclusion.DISABLED)
         if mid in rq.not_models or (rq.only_models is not None and mid not in rq.only_models):
-            return "not allowed by this call (model=/fallbacks=/exclude_models=)"
+            return Reason("not allowed by this call (model=/fallbacks=/exclude_models=)",
+                          Exclusion.NOT_ALLOWED)
         if e.provider in rq.providers or (rq.only_providers is not None
                                           and e.provider not in rq.only_providers):
-            return f"provider {e.provider} excluded"
+            return Reason(f"provider {e.provider} excluded", Exclusion.PROVIDER_EXCLUDED)
         if self._key_check is not None and not self._key_check(e.model):
-            return f"no usable API key for provider {e.provider}"
+            return Reason(f"no usable API key for provider {e.provider}", Exclusion.NO_KEY)
         if rq.required and not rq.required <= e.caps:
-            return "missing capabilities: " + ", ".join(sorted(rq.required - e.caps))
+            return Reason("missing capabilities: " + ", ".join(sorted(rq.required - e.caps)),
+                          Exclusion.MISSING_CAPABILITY)
         if rq.needs_tools and not e.tools:
-            return "does not support tools (supports_tools: false)"
+            return Reason("does not support tools (supports_tools: false)", Exclusion.NO_TOOLS)
         if rq.needs_schema and not e.schema:
-            return "cannot honour response_format (supports_response_schema: false)"
+            return Reason("cannot honour response_format (supports_response_schema: false)",
+                          Exclusion.NO_SCHEMA)
         if rq.needs_streaming and not e.streaming:
-            return "does not stream (supports_streaming: false)"
+            return Reason("does not stream (supports_streaming: false)", Exclusion.NO_STREAMING)
         if rq.needed_context > e.window:
-            return f"context window {e.window} < {rq.needed_context} tokens needed"
+            return Reason(f"context window {e.window} < {rq.needed_context} tokens needed",
+                          Exclusion.CONTEXT)
         cost = rq.prompt_tokens * e.in_price + rq.out_tokens * e.out_price
         if rq.max_cost is not None and cost > rq.max_cost:
-            return f"estimated cost ${cost:.4f} > max ${rq.max_cost:.4f}"
+            return Reason(f"estimated cost ${cost:.4f} > max ${rq.max_cost:.4f}", Exclusion.COST)
         if not self.health_checker.is_model_available(mid):
             # Only for the unavailable few: get_model_status is not a hot-path query.
             status = self._status_fn(mid) if self._status_fn is not None else None
             error = getattr(status, "last_error", None)
-            return f"unavailable: {error}" if error else "unavailable"
+            return Reason(f"unavailable: {error}" if error else "unavailable",
+                          Exclusion.UNAVAILABLE)
         if self.rate_limiter.is_rate_limited(mid):
             reset = self._reset_fn(mid) if self._reset_fn is not None else None
-            return f"rate-limited (resets in {reset}s)" if reset else "rate-limited"
+            return Reason(f"rate-limited (resets in {reset}s)" if reset else "rate-limited",
+                          Exclusion.RATE_LIMITED)
         cand = self._candidate(e, cost, rq.agent_type)
         if rq.max_latency is not None and cand.p95_latency_ms > rq.max_latency:
             source = "measured p95" if cand.measured else "expected"
-            return (f"latency {source} {cand.p95_latency_ms:.0f} ms > "
-                    f"max {rq.max_latency:.0f} ms")
+            return Reason(f"latency {source} {cand.p95_latency_ms:.0f} ms > "
+                          f"max {rq.max_latency:.0f} ms", Exclusion.LATENCY)
         return cand
 
     def _candidate(self, e: _Entry, cost: float, agent_type: str | None,
@@ -308,7 +360,8 @@ class ModelSelector:
             if isinstance(result, str):
                 out[e.id] = result
             elif e.id in demoted:
-                out[e.id] = f"demoted for {agent_type or 'this agent type'}"
+                out[e.id] = Reason(f"demoted for {agent_type or 'this agent type'}",
+                                   Exclusion.DEMOTED)
         return out
 
     def known_capabilities(self) -> frozenset[str]:
@@ -389,7 +442,8 @@ class ModelSelector:
         if held_back:
             if eligible:
                 for c in held_back:
-                    excluded[c.model.id] = f"demoted for {rq.agent_type or 'this agent type'}"
+                    excluded[c.model.id] = Reason(
+                        f"demoted for {rq.agent_type or 'this agent type'}", Exclusion.DEMOTED)
             else:
                 eligible = held_back
                 note = "; only demoted models were eligible"

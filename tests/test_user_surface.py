@@ -131,6 +131,9 @@ async def test_no_match_names_every_models_reason_and_is_permanent(build_manager
     assert "provider anthropic excluded" in err.failure_reasons["c"]
     assert "estimated cost" in err.failure_reasons["a"]
     assert "a: estimated cost" in str(err) and not err.is_retryable
+    from amm.selector import Exclusion
+    assert err.failure_reasons["c"].code is Exclusion.PROVIDER_EXCLUDED
+    assert err.failure_reasons["a"].code is Exclusion.COST and not Exclusion.COST.temporary
     assert sim.request_count() == 0
 
 
