@@ -22,7 +22,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -230,10 +230,39 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard_env(source: str | None, store: str | None,
+                   environ: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """What the dashboard reads and the environment that tells it (``AMM_SOURCE`` for a
+    URL, ``AMM_STORE`` for a file). A URL is checked, not opened: an embedded chdb
+    directory is locked by the process that opens it, and that must be the dashboard."""
+    env = {k: v for k, v in environ.items() if k != "AMM_SOURCE"}
+    if source and "://" in source and not source.startswith("sqlite://"):
+        if not source.startswith(("clickhouse://", "clickhouses://", "chdb://")):
+            raise ValueError(f"{source}: unknown source; expected a store path, "
+                             "sqlite:///path, clickhouse://host:8123/db or chdb:///path")
+        from analytics.clickhouse.runner import parse_url
+
+        parse_url(source)  # a malformed URL says so here, not in the browser
+        module = "chdb" if source.startswith("chdb") else "clickhouse_connect"
+        import importlib.util
+
+        if importlib.util.find_spec(module) is None:
+            raise ImportError(f"{source.split('://')[0]}:// sources need "
+                              f"{module.replace('_', '-')}; install it with "
+                              f"pip install '{DISTRIBUTION}[clickhouse]'")
+        return source, {**env, "AMM_SOURCE": source}
+    path = source.removeprefix("sqlite://") if source else None
+    store_path = str(Path(path).resolve()) if path else str(_store_path(store).resolve())
+    return store_path, {**env, "AMM_STORE": store_path}
+
+
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     require_extra("dashboard", "amm dashboard")
-    store = args.source or str(_store_path(args.store).resolve())
-    env = {**os.environ, "AMM_STORE": str(store)}
+    try:
+        store, env = _dashboard_env(args.source, args.store, os.environ)
+    except (ValueError, ImportError) as exc:
+        print(f"amm dashboard: {exc}", file=sys.stderr)
+        return 3 if isinstance(exc, ImportError) else 2
     with dashboard_app() as app:
         cmd = [sys.executable, "-m", "streamlit", "run", str(app),
                "--server.port", str(args.port), "--server.address", args.host,

@@ -57,6 +57,7 @@ __all__ = [
     "DECISION_COLUMNS",
     "METHODS",
     "METRICS",
+    "MIN_ESS",
     "Estimate",
     "LoggedCandidate",
     "LoggedDecision",
@@ -395,7 +396,7 @@ def evaluate_policy(source: SpanSource | str | Path | pd.DataFrame,
         n_cache_hits=int(is_hit.sum()))
 
 
-_MIN_ESS = 10
+MIN_ESS = 10
 """Below this effective sample size an estimate's interval is flagged as untrustworthy."""
 
 
@@ -426,9 +427,9 @@ def what_if(source: SpanSource | str | Path | pd.DataFrame, policies: Sequence[T
                      f"{m2['success'].value:>8.3f} {e.effective_sample_size:>7.0f}")
         if not e.support_ok:
             lines.append(f"    not identified by this log: {e.support_reason}")
-        elif e.effective_sample_size < _MIN_ESS:
+        elif e.effective_sample_size < MIN_ESS:
             lines.append(f"    too few comparable decisions (effective sample size "
-                         f"{e.effective_sample_size:.0f} < {_MIN_ESS}): the interval is not "
+                         f"{e.effective_sample_size:.0f} < {MIN_ESS}): the interval is not "
                          f"to be trusted; log more")
     if estimates and estimates[0].n_cache_hits:
         lines.append(f"  ({estimates[0].n_cache_hits} cache hits left out: no routing decision)")

@@ -1,9 +1,11 @@
 """amm's dashboard (Streamlit): ``streamlit run dashboards/app.py -- --store data/amm.db``.
 
-The store is ``--store PATH``, else ``$AMM_STORE``, else ``data/amm.db``; it is read
-through read-only connections, so agents keep writing while it is open, and "Live
-refresh" re-reads it every few seconds. Pages: Overview, Models, A/B report,
-Failovers, Cost. All numbers come from :mod:`analytics`; the charts from
+What it reads is a source (:func:`source_from`): ``--source`` or ``--store``, else
+``$AMM_SOURCE`` or ``$AMM_STORE``, else ``data/amm.db``. A SQLite store is read through
+read-only connections, so agents keep writing while it is open; a ``clickhouse://`` or
+``chdb://`` URL reads the Collector's ``otel_traces`` (fleet analytics). "Live refresh"
+re-reads it every few seconds. Pages: Overview, Models, A/B report, Failovers, Cost,
+Why this call?, What if. All numbers come from :mod:`analytics`; the charts from
 :mod:`dashboards.charts`.
 """
 
@@ -13,6 +15,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,23 +35,52 @@ from analytics.degradation import (  # noqa: E402
 )
 from analytics.explain import explain_request  # noqa: E402
 from analytics.load import StoreData, load_store  # noqa: E402
+from analytics.ope import MIN_ESS, PolicyEstimate, evaluate_policy, load_decisions  # noqa: E402
+from analytics.pushdown import open_source  # noqa: E402
 from analytics.report import model_table, overview, resolve_budget  # noqa: E402
+from analytics.source import SpanSource  # noqa: E402
 from analytics.synthetic import write_synthetic_store  # noqa: E402
 from dashboards import charts  # noqa: E402
 
-__all__ = ["DEFAULT_STORE", "DEMO_STORE", "PAGES", "main", "store_path_from"]
+__all__ = ["DEFAULT_POLICIES", "DEFAULT_STORE", "DEMO_STORE", "PAGES", "is_url", "main",
+           "source_from", "store_path_from"]
 
 DEFAULT_STORE = Path("data/amm.db")
 DEMO_STORE = Path(tempfile.gettempdir()) / "amm-demo-store.db"
-PAGES = ("Overview", "Models", "A/B report", "Failovers", "Cost", "Why this call?")
+PAGES = ("Overview", "Models", "A/B report", "Failovers", "Cost", "Why this call?", "What if")
+DEFAULT_POLICIES = ("cheapest", "score")
+"""Policies the "What if" page estimates until the analyst picks others."""
+_URL_REFRESH_S = 10  # a server has no file stamp: a URL source is re-read at most this often
+
+
+def _args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--store")
+    parser.add_argument("--source")
+    args, _ = parser.parse_known_args(list(argv))
+    return args
 
 
 def store_path_from(argv: Sequence[str], environ: Mapping[str, str]) -> Path:
     """``--store PATH`` > ``$AMM_STORE`` > ``data/amm.db`` (unknown arguments ignored)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--store")
-    args, _ = parser.parse_known_args(list(argv))
-    return Path(args.store or environ.get("AMM_STORE") or DEFAULT_STORE)
+    return Path(_args(argv).store or environ.get("AMM_STORE") or DEFAULT_STORE)
+
+
+def source_from(argv: Sequence[str], environ: Mapping[str, str]) -> str:
+    """What the dashboard reads: ``--source`` > ``--store`` > ``$AMM_SOURCE`` > ``$AMM_STORE``
+    > ``data/amm.db``; a store path or a ``clickhouse://``/``chdb://`` URL."""
+    args = _args(argv)
+    return str(args.source or args.store or environ.get("AMM_SOURCE")
+               or environ.get("AMM_STORE") or DEFAULT_STORE)
+
+
+def is_url(spec: str) -> bool:
+    """A source URL (``chdb:///dir``, ``clickhouse://host:8123/db``), not a store path."""
+    return "://" in spec and not spec.startswith("sqlite://")
+
+
+def _store_file(spec: str) -> Path:
+    return Path(spec.removeprefix("sqlite://"))
 
 
 def _stamp(path: Path) -> tuple[float, ...]:
@@ -58,9 +90,28 @@ def _stamp(path: Path) -> tuple[float, ...]:
                  for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
+def _version(spec: str) -> tuple[float, ...]:
+    """The cache key of a source's contents: the file stamp of a store, a time bucket of
+    a URL (so "Live refresh" re-reads it, at most every ``_URL_REFRESH_S``)."""
+    if is_url(spec):
+        return (time.time() // _URL_REFRESH_S,)
+    return _stamp(_store_file(spec))
+
+
+@st.cache_resource(max_entries=4)
+def _source(spec: str) -> SpanSource:
+    # One source object per spec: an embedded chdb engine is opened once per process.
+    return open_source(spec)
+
+
 @st.cache_data(show_spinner="Reading the store...", max_entries=4)
-def _load(path: str, stamp: tuple[float, ...]) -> StoreData:
-    return load_store(path)
+def _load(spec: str, stamp: tuple[float, ...]) -> StoreData:
+    return load_store(_source(spec))
+
+
+@st.cache_data(show_spinner="Reading the routing decisions...", max_entries=4)
+def _decisions(spec: str, stamp: tuple[float, ...]) -> object:
+    return load_decisions(_source(spec))
 
 
 def _use_demo_store() -> None:
@@ -187,7 +238,7 @@ def _metric_row(r: MetricResult) -> dict[str, object]:
     }
 
 
-def _page_why(data: StoreData, path: Path) -> None:
+def _page_why(data: StoreData, source: SpanSource) -> None:
     r = data.requests.sort_values("time", ascending=False).head(500)
     if r.empty:
         st.info("No requests recorded.")
@@ -198,7 +249,7 @@ def _page_why(data: StoreData, path: Path) -> None:
     i = st.selectbox("Request (newest first)", range(len(labels)),
                      format_func=lambda k: labels[k], key="why_request")
     row = r.iloc[int(i)]
-    why = explain_request(path, str(row["trace_id"]), around=row["time"].to_pydatetime())
+    why = explain_request(source, str(row["trace_id"]), around=row["time"].floor("us").to_pydatetime())
     if why is None:
         st.info("This request has no amm.select span (e.g. a cache hit).")
         return
@@ -209,6 +260,83 @@ def _page_why(data: StoreData, path: Path) -> None:
                  or [{"candidate": "-", "score": "-"}], hide_index=True, width="stretch")
     st.dataframe([{"excluded": m, "reason": reason} for m, reason in why.excluded]
                  or [{"excluded": "none", "reason": ""}], hide_index=True, width="stretch")
+
+
+def _support(e: PolicyEstimate) -> str:
+    if not e.support_ok:
+        return "not identified"
+    if e.effective_sample_size < MIN_ESS:
+        return f"ESS < {MIN_ESS}: too few comparable decisions"
+    return "ok"
+
+
+def _what_if_rows(estimates: Sequence[PolicyEstimate]) -> list[dict[str, object]]:
+    """The logged policy's actual values, then each target's estimates (as ``what_if``)."""
+    e0 = estimates[0]
+    m = e0.logged_metrics
+    rows: list[dict[str, object]] = [{
+        "policy": "logged (actual)", "reward": round(e0.logged_value, 4), "interval": "",
+        "quality": round(m["quality"], 3), "cost $": round(m["cost_usd"], 5),
+        "latency ms": round(m["latency_ms"]), "success": round(m["success"], 3),
+        "ESS": e0.n, "support": "logged"}]
+    for e in estimates:
+        x = e.metrics
+        rows.append({
+            "policy": e.policy, "reward": round(e.value, 4),
+            "interval": f"[{e.ci_low:.4f}, {e.ci_high:.4f}]",
+            "quality": round(x["quality"].value, 3), "cost $": round(x["cost_usd"].value, 5),
+            "latency ms": round(x["latency_ms"].value) if x["latency_ms"].value == x[
+                "latency_ms"].value else None,
+            "success": round(x["success"].value, 3),
+            "ESS": round(e.effective_sample_size), "support": _support(e)})
+    return rows
+
+
+def _page_what_if(spec: str, stamp: tuple[float, ...]) -> None:
+    import pandas as pd
+
+    decisions = _decisions(spec, stamp)
+    assert isinstance(decisions, pd.DataFrame)
+    if decisions.empty:
+        st.info("No logged routing decisions (amm.select spans with their candidates) in "
+                "this store.")
+        return
+    st.caption("Off-policy estimates (doubly robust, 95% intervals) of what other routing "
+               "policies would have given on the logged decisions, from the logged "
+               "probabilities of every candidate. Only a logger that explores (softmax, "
+               "thompson) supports policies other than itself.")
+    agents = sorted(decisions["agent_type"].dropna().astype(str).unique())
+    left, mid, right = st.columns([1, 1, 2])
+    agent = left.selectbox("Agent type", ["all", *agents], key="whatif_agent")
+    lam = mid.number_input("Cost weight λ (reward = quality − λ × cost)", min_value=0.0,
+                           value=10.0, step=1.0, key="whatif_lambda")
+    models = sorted({str(c["model"]) for cs in decisions["candidates"] for c in cs})
+    options = [*DEFAULT_POLICIES, *(f"always:{m}" for m in models)]
+    picked = right.multiselect("Policies", options, default=list(DEFAULT_POLICIES),
+                               key="whatif_policies")
+    typed = st.text_input("More policies (comma-separated: always:<model>, cheapest, score)",
+                          key="whatif_typed")
+    policies = list(dict.fromkeys([*picked, *(t.strip() for t in typed.split(",")
+                                              if t.strip())]))
+    if not policies:
+        st.info("Pick or type a policy to estimate.")
+        return
+    log = decisions if agent == "all" else decisions[decisions["agent_type"] == agent]
+    try:
+        estimates = [evaluate_policy(log, p, lam=float(lam)) for p in policies]
+    except ValueError as exc:  # an unknown policy name
+        st.error(str(exc))
+        return
+    st.dataframe(_what_if_rows(estimates), hide_index=True, width="stretch")
+    for e in estimates:
+        if not e.support_ok:
+            st.warning(f"{e.policy}: not identified by this log: {e.support_reason}")
+        elif e.effective_sample_size < MIN_ESS:
+            st.warning(f"{e.policy}: effective sample size {e.effective_sample_size:.0f} < "
+                       f"{MIN_ESS}: the interval is not to be trusted; log more.")
+    st.altair_chart(charts.policy_value_chart(estimates), width="stretch")
+    if estimates[0].n_cache_hits:
+        st.caption(f"{estimates[0].n_cache_hits:,} cache hits left out (no routing decision).")
 
 
 def _page_failovers(data: StoreData) -> None:
@@ -224,12 +352,18 @@ def _page_failovers(data: StoreData) -> None:
     st.dataframe(routes, hide_index=True, width="stretch")
 
 
-def _page_cost(data: StoreData, budget: float) -> None:
+def _page_cost(data: StoreData, budget: float, cost_basis: str) -> None:
     ledger = data.ledger
     if ledger.empty:
         st.info("The cost ledger is empty.")
         return
-    st.metric("Total spend (ledger)", f"${ledger['cost_usd'].sum():,.2f}")
+    if cost_basis == "ledger":
+        st.metric("Total spend (ledger)", f"${ledger['cost_usd'].sum():,.2f}")
+    else:
+        st.metric("Total spend (chat spans)", f"${ledger['cost_usd'].sum():,.2f}")
+        st.caption("Summed from the `amm.cost_usd` of the chat spans that reached this "
+                   "source: as complete as the traces that arrived (sampling, a collector "
+                   "down). Each host's own store holds the exact cost ledger.")
     st.altair_chart(charts.daily_cost_chart(daily_spend(ledger, budget)),
                     width="stretch")
     left, right = st.columns(2)
@@ -242,11 +376,16 @@ def _page_cost(data: StoreData, budget: float) -> None:
                  width="stretch")
 
 
-def _render(path: Path) -> None:
-    data = _load(str(path), _stamp(path))
+def _render(spec: str) -> None:
+    stamp = _version(spec)
+    data = _load(spec, stamp)
+    source = _source(spec)
+    cost_basis = str(getattr(source, "cost_basis", "ledger"))
     budget = st.sidebar.number_input("Daily budget (USD)", min_value=0.01,
                                      value=float(resolve_budget(data)), key="budget")
-    st.caption(f"Store: `{path}` · {len(data.requests):,} requests")
+    st.caption(f"{'Source' if is_url(spec) else 'Store'}: `{spec}` · "
+               f"{len(data.requests):,} requests · cost from "
+               f"{'the cost ledger' if cost_basis == 'ledger' else 'chat spans'}")
     tabs = st.tabs(list(PAGES))
     with tabs[0]:
         _page_overview(data, budget)
@@ -257,9 +396,29 @@ def _render(path: Path) -> None:
     with tabs[3]:
         _page_failovers(data)
     with tabs[4]:
-        _page_cost(data, budget)
+        _page_cost(data, budget, cost_basis)
     with tabs[5]:
-        _page_why(data, path)
+        _page_why(data, source)
+    with tabs[6]:
+        _page_what_if(spec, stamp)
+
+
+def _opened(spec: str) -> bool:
+    """Whether ``spec`` can be read; says why not on the page."""
+    if not is_url(spec):
+        if _store_file(spec).is_file():
+            return True
+        st.error(f"No amm store at `{spec}`. Record one with `amm demo` (it writes "
+                 "`data/amm.db`), point the sidebar at another file or a source URL, or "
+                 "open the synthetic demo store.")
+        st.button("Open the synthetic demo store", on_click=_use_demo_store, key="demo")
+        return False
+    try:
+        _source(spec)
+    except (ValueError, ImportError, RuntimeError) as exc:  # bad URL, extra, server down
+        st.error(f"Cannot open `{spec}`: {exc}")
+        return False
+    return True
 
 
 def main() -> None:
@@ -267,20 +426,17 @@ def main() -> None:
     st.set_page_config(page_title="amm: models, experiments, cost", layout="wide")
     st.title("amm: which model, how well, at what cost")
     if "store" not in st.session_state:
-        st.session_state["store"] = str(store_path_from(sys.argv[1:], os.environ))
-    path = Path(st.sidebar.text_input("Store (SQLite file)", key="store"))
+        st.session_state["store"] = source_from(sys.argv[1:], os.environ)
+    spec = st.sidebar.text_input("Store (SQLite file) or source URL", key="store",
+                                 help="a store path, chdb:///dir or clickhouse://host:8123/db")
     live = st.sidebar.toggle("Live refresh", value=False, key="live")
     every = st.sidebar.number_input("Refresh every (s)", 2, 300, 10, key="every")
-    if not path.is_file():
-        st.error(f"No amm store at `{path}`. Record one with `amm demo` (it writes "
-                 "`data/amm.db`), point the sidebar at another file, or open the synthetic "
-                 "demo store.")
-        st.button("Open the synthetic demo store", on_click=_use_demo_store, key="demo")
+    if not _opened(spec):
         return
 
     @st.fragment(run_every=float(every) if live else None)
     def body() -> None:
-        _render(path)
+        _render(spec)
 
     body()
 

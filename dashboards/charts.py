@@ -12,6 +12,7 @@ import altair as alt
 import pandas as pd
 
 from analytics.degradation import Degradation
+from analytics.ope import PolicyEstimate
 
 __all__ = [
     "arm_ci_chart",
@@ -20,13 +21,14 @@ __all__ = [
     "failover_chart",
     "metric_over_time",
     "outcomes_over_time",
+    "policy_value_chart",
 ]
 
 _METRIC_TITLES = {
     "error_rate": "Error rate", "p95_latency_ms": "p95 latency (ms)", "quality": "Mean quality",
 }
-# A degradation of success rate shows on the error-rate chart.
-_DEGRADATION_METRIC = {"error_rate": "success_rate", "p95_latency_ms": "p95_latency_ms",
+# Which Degradation.metric marks which chart (the detector watches these same three).
+_DEGRADATION_METRIC = {"error_rate": "error_rate", "p95_latency_ms": "p95_latency_ms",
                        "quality": "quality"}
 
 
@@ -123,3 +125,26 @@ def cost_by_chart(by_day: pd.DataFrame, by: str) -> alt.Chart:
         color=alt.Color(f"{by}:N", legend=alt.Legend(orient="bottom")),
         tooltip=["day:O", f"{by}:N", alt.Tooltip("cost_usd:Q", format="$.2f")],
     ).properties(height=260, title=f"Spend by {by.replace('_', ' ')}")
+
+
+def policy_value_chart(estimates: Sequence[PolicyEstimate]) -> alt.LayerChart:
+    """Each target policy's estimated reward with its interval (grey when the log does
+    not identify it), and the logged policy's actual reward as a dashed rule."""
+    rows = pd.DataFrame([{"policy": e.policy, "reward": e.value, "low": e.ci_low,
+                          "high": e.ci_high, "identified": e.support_ok} for e in estimates])
+    logged = pd.DataFrame({"reward": [estimates[0].logged_value if estimates else float("nan")],
+                           "label": ["logged (actual)"]})
+    base = alt.Chart(rows).encode(y=alt.Y("policy:N", title=None,
+                                          axis=alt.Axis(labelLimit=260)))
+    color = alt.condition("datum.identified", alt.value("#4c78a8"), alt.value("#aaaaaa"))
+    bars = base.mark_rule(size=3).encode(
+        x=alt.X("low:Q", title="reward (quality - λ x cost)", scale=alt.Scale(zero=False)),
+        x2="high:Q", color=color)
+    points = base.mark_point(filled=True, size=120).encode(
+        x="reward:Q", color=color,
+        tooltip=["policy:N", alt.Tooltip("reward:Q", format=".4f"),
+                 alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")])
+    rule = alt.Chart(logged).mark_rule(strokeDash=[6, 4], size=2, color="#e45756").encode(
+        x="reward:Q", tooltip=["label:N", alt.Tooltip("reward:Q", format=".4f")])
+    return alt.layer(bars, points, rule).properties(
+        height=alt.Step(44), title="Estimated reward per policy (dashed: logged policy)")

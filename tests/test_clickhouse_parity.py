@@ -100,3 +100,18 @@ def test_missing_extra_is_named(monkeypatch):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     with pytest.raises(ImportError, match=r"amm-sdk\[clickhouse\]"):
         cli._open_source("chdb:///tmp/x", "amm report")
+
+
+def test_spans_in_a_time_window_are_the_stores(demo_store, chdb_url):
+    from datetime import timedelta
+
+    from analytics.source import SQLiteSource
+
+    times = load_requests(demo_store)["time"].sort_values()
+    since = times.iloc[len(times) // 3].floor("us").to_pydatetime()
+    until = since + timedelta(seconds=2)
+    a = SQLiteSource(demo_store).spans(["gen_ai.request.model"], since, until)
+    b = ClickHouseSource.open(chdb_url).spans(["gen_ai.request.model"], since, until)
+    assert 0 < len(b) < len(SQLiteSource(demo_store).spans([]))
+    assert sorted(b["SpanId"]) == sorted(a["SpanId"])
+    assert sorted(b["Timestamp"]) == sorted(a["Timestamp"])

@@ -108,3 +108,21 @@ def test_why_page_lists_candidates_and_exclusions(app):
     assert not app.exception
     assert any(m.value.startswith("**Chosen:**") for m in app.markdown)
     assert any("candidate" in df.value.columns for df in app.dataframe)
+
+
+def test_an_error_rate_change_is_marked_on_the_error_rate_chart(small_store):
+    import json
+    from datetime import UTC, datetime
+
+    from analytics.degradation import Degradation
+
+    data = load_store(small_store.path)
+    series = model_timeseries(data.attempts, freq="6h")
+    model = str(series["model"].iloc[0])
+    change = Degradation(model=model, agent_type=None, metric="error_rate",
+                         change_time=datetime(2026, 11, 2, tzinfo=UTC), baseline=0.01,
+                         current=0.05, ratio=0.2, threshold=0.8, baseline_n=500, current_n=500)
+    marked = json.dumps(charts.metric_over_time(series, "error_rate", [change]).to_dict())
+    assert f"{model} degraded" in marked
+    unmarked = json.dumps(charts.metric_over_time(series, "quality", [change]).to_dict())
+    assert f"{model} degraded" not in unmarked

@@ -44,10 +44,19 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], deadline_s: float = 9
     raise TimeoutError(f"streamlit did not become healthy at {url}")
 
 
-@pytest.fixture
-def dashboard_url(small_store, tmp_path):
+@pytest.fixture(params=["sqlite", "chdb"])
+def dashboard_url(request, small_store, tmp_path):
     port = _free_port()
     env = os.environ | {"AMM_STORE": str(small_store.path)}
+    if request.param == "chdb":
+        # The store copied into embedded ClickHouse (the exporter's DDL) by `amm export`
+        # in its own process: an embedded engine's directory is locked by its user.
+        pytest.importorskip("chdb")
+        url = f"chdb://{tmp_path / 'traces'}"
+        subprocess.run([sys.executable, "-m", "amm", "export", "--store",
+                        str(small_store.path), "--to", url], check=True, cwd=ROOT,
+                       capture_output=True, timeout=300)
+        env = os.environ | {"AMM_SOURCE": url}
     log = (tmp_path / "streamlit.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboards" / "app.py"),

@@ -103,7 +103,8 @@ class ClickHouseSource:
               until: datetime | None = None) -> pd.DataFrame:
         """Rows in the SQLite source's shapes (ISO text Timestamp, Events as JSON)."""
         cols = ", ".join(
-            ["concat(replaceOne(toString(Timestamp, 'UTC'), ' ', 'T'), 'Z') AS Timestamp",
+            # Not aliased `Timestamp`: ClickHouse would then compare the text in WHERE.
+            ["concat(replaceOne(toString(Timestamp, 'UTC'), ' ', 'T'), 'Z') AS ts_iso",
              "TraceId", "SpanId", "ParentSpanId", "SpanName", "Duration", "StatusCode",
              "Events.Timestamp AS ev_t", "Events.Name AS ev_n", "Events.Attributes AS ev_a"]
             + [f"{_a(k)} AS `{k}`" for k in attributes])
@@ -111,6 +112,7 @@ class ClickHouseSource:
                                f"WHERE {self._where(since, until)}")
         if df.empty:
             return pd.DataFrame({c: pd.Series(dtype=object) for c in [*SPAN_COLUMNS, *attributes]})
+        df["Timestamp"] = df["ts_iso"]
         df["Events"] = [_events_json(t, n, a) for t, n, a in
                         zip(df["ev_t"], df["ev_n"], df["ev_a"], strict=True)]
         out = df[[*SPAN_COLUMNS, *attributes]].astype(object)
