@@ -72,7 +72,8 @@ _OPTIONAL_MODEL_KEYS = ("enabled", "litellm_model", "api_base", *CAPABILITY_FLAG
 _MODEL_KEYS = frozenset(_REQUIRED_MODEL_KEYS + _OPTIONAL_MODEL_KEYS)
 _RATE_LIMIT_KEYS = ("requests_per_minute", "tokens_per_minute")
 _EXPERIMENT_KEYS = frozenset({"name", "agent_type", "arms", "enabled"})
-_TOP_KEYS = frozenset({"models", "experiments", "policy"})
+_TOP_KEYS = frozenset({"models", "experiments", "policy", "state"})
+_STATE_KEYS = frozenset({"url", "fail_closed"})
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ARM_TOLERANCE = 1e-6
 
@@ -123,6 +124,7 @@ class Snapshot:
     experiments: tuple[Experiment, ...]
     by_agent_type: Mapping[str, Experiment]
     policy: Mapping[str, Any] | None = None  # the "policy" object, validated (amm.policy)
+    state: Mapping[str, Any] | None = None  # the "state" object: the fleet's shared state
 
 
 def read_document(path: Path) -> dict[str, Any]:
@@ -297,6 +299,7 @@ def validate_document(data: Mapping[str, Any], source: str, *,
         experiments=tuple(experiments),
         by_agent_type=by_agent,
         policy=v.policy(data.get("policy")),
+        state=v.state(data.get("state")),
     )
 
 
@@ -503,6 +506,27 @@ class _Validator:
             self.fail(field, exc.error_message.removeprefix(f"{field}: "))
         return dict(raw)
 
+    # -- state --------------------------------------------------------------------------
+
+    def state(self, raw: object) -> Mapping[str, Any] | None:
+        """The fleet's shared state: ``{"url": "redis://host:port/db", "fail_closed": false}``
+        (``${VAR}`` expanded in the URL; an empty URL means in-process)."""
+        if raw is None:
+            return None
+        if not isinstance(raw, Mapping):
+            self.fail("state", f"must be an object with a url, got {_kind(raw)}")
+        self.no_unknown_keys(raw, _STATE_KEYS, "state")
+        url = raw.get("url", "")
+        if not isinstance(url, str):
+            self.fail("state.url", f"must be a string, got {_kind(url)}")
+        url = _ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), url).strip()
+        if url and not url.startswith(("redis://", "rediss://", "unix://", "memory://")):
+            self.fail("state.url", f"must be a redis://host:port/db URL, got {url!r}")
+        fail_closed = raw.get("fail_closed", False)
+        if not isinstance(fail_closed, bool):
+            self.fail("state.fail_closed", f"must be true or false, got {_kind(fail_closed)}")
+        return {"url": url, "fail_closed": fail_closed}
+
     # -- experiments ----------------------------------------------------------------------
 
     def experiments(self, raw: object, models: Mapping[str, ModelMetadata]) -> list[Experiment]:
@@ -583,7 +607,8 @@ def _url_problem(url: str) -> str | None:
 
 
 def as_document(models: Sequence[ModelMetadata], experiments: Sequence[Experiment] = (),
-                policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                policy: Mapping[str, Any] | None = None,
+                state: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Values back as a raw document, so built-in values pass the same validation as files."""
     document: dict[str, Any] = {
         "models": [_model_entry(m) for m in models],
@@ -594,6 +619,8 @@ def as_document(models: Sequence[ModelMetadata], experiments: Sequence[Experimen
     }
     if policy is not None:
         document["policy"] = dict(policy)
+    if state is not None:
+        document["state"] = dict(state)
     return document
 
 

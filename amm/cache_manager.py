@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
@@ -178,6 +178,7 @@ class CacheManager:
         self._pending: dict[str, tuple[int, _Entry]] = {}  # stored: (ticket, entry)
         self._closed = False
         self._owned = store is None
+        self._shared: Any = None  # a fleet's shared level (FleetState), after L2
         try:
             self._store = store if store is not None else open_store(self._path)
         except ConfigurationError as exc:
@@ -190,6 +191,13 @@ class CacheManager:
     def db_path(self) -> Path:
         """The SQLite file this component writes."""
         return self._path
+
+    def share(self, fleet: Any) -> None:
+        """Use ``fleet`` (a :class:`~amm.state.FleetState`) as a shared level after L1 and
+        the local L2: a miss here asks the fleet (one round trip, bounded by its
+        timeout), and every store is shared too, off the request path, with its TTL.
+        The shared level's own bound (its entry count) keeps the server's memory in check."""
+        self._shared = fleet
 
     # -- keys --------------------------------------------------------------------------
 
@@ -212,6 +220,8 @@ class CacheManager:
         hit: CachedResponse | None = None
         try:
             hit = self._get(cache_key)
+            if hit is None and self._shared is not None:
+                hit = await self._get_shared(cache_key)
         finally:
             self._events.record(CacheEvent(
                 hit=hit is not None, agent_type=agent_type,
@@ -251,6 +261,26 @@ class CacheManager:
                 self._touched[key] = (now, e.hits)
             return CachedResponse(e.response, e.cached_at, e.expires_at, e.hits)
         return self._read(lambda c: self._get_l2(c, key, now))
+
+    async def _get_shared(self, key: str) -> CachedResponse | None:
+        """The fleet's entry, kept in L1 from now on (with the fleet's expiry)."""
+        payload = await self._shared.cache_get(key)
+        if payload is None:
+            return None
+        try:
+            cached_ts, expires_ts, body = json.loads(payload)
+            response = _load(body)
+        except (ValueError, KeyError, TypeError):
+            logger.warning("cache: ignored a corrupt shared entry %s", key[:12])
+            return None
+        now = self._clock()
+        if expires_ts <= now:
+            return None
+        entry = _Entry(response, cached_ts, expires_ts, 1)
+        if self._l1 is not None:
+            with self._l1_lock:
+                self._l1[key] = entry
+        return CachedResponse(response, entry.cached_at, entry.expires_at, 1)
 
     def _get_l2(self, conn: sqlite3.Connection, key: str, now: float) -> CachedResponse | None:
         row = conn.execute(
@@ -303,6 +333,9 @@ class CacheManager:
             oversize = self._size + self._unsized > self._max_bytes
         if oversize:  # re-read the size in the batch and evict there if it is real
             self._store.submit(self._evict_if_over)
+        if self._shared is not None:  # off the request path: the fleet's level
+            shared = json.dumps([now, now + ttl, payload], separators=(",", ":"))
+            self._shared.spawn(self._shared.cache_set(cache_key, shared, ttl))
 
     def _prune_pending_locked(self) -> None:
         done = [k for k, (t, _) in self._pending.items() if self._store.is_committed(t)]

@@ -158,6 +158,47 @@ class HealthChecker:
         self._lock = threading.Lock()  # record() may come from any thread
         self._states: dict[str, _State] = {}
         self._task: asyncio.Task[None] | None = None
+        self._lease: Callable[[str, float], Awaitable[bool]] | None = None
+        self._fleet_down: set[str] = set()  # marked down by another worker's report
+
+    @property
+    def check_interval_s(self) -> float:
+        """Seconds between two checks of a healthy model."""
+        return self._interval
+
+    # -- a fleet's shared health ------------------------------------------------------
+
+    def set_lease(self, lease: Callable[[str, float], Awaitable[bool]] | None) -> None:
+        """Probe a model only while holding ``lease(f"probe:{model_id}", ttl_s)``: in a
+        fleet one worker at a time pings each model, and shares what it finds."""
+        self._lease = lease
+
+    def apply_shared(self, down: dict[str, str]) -> None:
+        """The fleet's view: ``down`` maps each model another worker found unavailable
+        to its error. Those become unavailable here too; models no longer listed that
+        were down only by the fleet's word become available again. Records no event
+        (the worker that saw the failure reported it)."""
+        wall = self._wall_clock()
+        with self._lock:
+            for model_id, error in down.items():
+                s = self._states.get(model_id)
+                if s is None:
+                    if self._registry.get_model(model_id) is None:
+                        continue
+                    s = self._state(model_id)
+                if s.available:
+                    s.available, s.unavailable_since = False, wall
+                    s.last_error = f"reported by another worker: {error}" if error else \
+                        "reported by another worker"
+                    self._fleet_down.add(model_id)
+                    logger.warning("health: %s is unavailable (%s)", model_id, s.last_error)
+            for model_id in list(self._fleet_down):
+                if model_id not in down:
+                    self._fleet_down.discard(model_id)
+                    s = self._states[model_id]
+                    if not s.available and s.failures < self._threshold:
+                        s.available, s.unavailable_since, s.last_error = True, None, None
+                        logger.info("health: %s is available again (fleet)", model_id)
 
     # -- reads (hot path) ------------------------------------------------------------
 
@@ -292,6 +333,11 @@ class HealthChecker:
         async def check(model_id: str) -> None:
             async with gate:
                 try:
+                    if self._lease is not None and not await self._lease(
+                            f"probe:{model_id}", self._interval):
+                        with self._lock:  # another worker probes it this round
+                            self._state(model_id).next_check = self._clock() + self._interval
+                        return
                     await self.check_model_health(model_id)
                 except asyncio.CancelledError:
                     raise

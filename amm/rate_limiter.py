@@ -54,14 +54,29 @@ class Reservation:
     settling again corrects the tokens again; release after settle does nothing.
     """
 
-    __slots__ = ("_entry", "_limiter", "_state", "estimated_tokens", "model_id")
+    __slots__ = ("_entry", "_limiter", "_on_end", "_state", "estimated_tokens", "model_id")
 
     def __init__(self, limiter: RateLimiter, model_id: str, entry: Entry) -> None:
         self._limiter = limiter
         self._entry = entry
         self._state = "open"
+        self._on_end: Callable[[int | None], None] | None = None
         self.model_id = model_id
         self.estimated_tokens = entry.tokens
+
+    def on_end(self, callback: Callable[[int | None], None]) -> None:
+        """Call ``callback(tokens)`` when this reservation first ends: the tokens it
+        settled with, or None when released unsent (the fleet's shared window settles
+        so). One callback; a later one replaces it."""
+        self._on_end = callback
+
+    def _ended(self, tokens: int | None) -> None:
+        callback, self._on_end = self._on_end, None
+        if callback is not None:
+            try:
+                callback(tokens)
+            except Exception:  # settling never fails the call that settles
+                logger.warning("rate limiter: an end callback failed", exc_info=True)
 
     def settle(self, actual_tokens: int) -> None:
         """Replace the estimated tokens with the ``actual_tokens`` the call used."""
@@ -70,6 +85,7 @@ class Reservation:
             return
         self._limiter._adjust(self.model_id, self._entry, actual_tokens, release=False)
         self._state = "settled"
+        self._ended(actual_tokens)
 
     def release(self) -> None:
         """Give the slot and its tokens back (nothing was sent)."""
@@ -77,6 +93,7 @@ class Reservation:
             return
         self._limiter._adjust(self.model_id, self._entry, 0, release=True)
         self._state = "released"
+        self._ended(None)
 
     @property
     def state(self) -> str:
@@ -208,6 +225,40 @@ class RateLimiter:
             w, now = self._window_now(model_id, require_known=False)
             wait = self._wait_locked(w, now, 1)
         return math.ceil(wait) if wait > 0 else None
+
+    def caps(self, model_id: str) -> tuple[int, int, float]:
+        """The model's integer (requests, tokens) capacity per window at the threshold
+        (0: unlimited) and the window's length: what a fleet's shared window admits."""
+        limits = self._limits_of(model_id)
+        if limits is None:
+            return 0, 0, self._window_s
+        req = capacity(limits.requests_per_minute, self._threshold, self._window_s)
+        tok = capacity(limits.tokens_per_minute, self._threshold, self._window_s)
+        return (0 if req == INF else int(req)), (0 if tok == INF else int(tok)), self._window_s
+
+    @property
+    def window_s(self) -> float:
+        """The sliding window's length in seconds."""
+        return self._window_s
+
+    @property
+    def events(self) -> EventSink:
+        """Where refusals are recorded."""
+        return self._events
+
+    def usage(self, model_id: str) -> tuple[int, int]:
+        """Requests and tokens this process has in the model's window now (reservations
+        included): a fleet's fallback holds each worker to its share by it."""
+        with self._lock:
+            w, _ = self._window_now(model_id, require_known=False)
+            return w.requests, w.tokens
+
+    def hold(self, model_id: str, seconds: float) -> None:
+        """Treat the model as limited for ``seconds`` (the fleet's window is full or it
+        cools down): selection looks elsewhere meanwhile. Never shortens a longer hold."""
+        with self._lock:
+            w, now = self._window_now(model_id, require_known=False)
+            self._limit_until(w, now, max(0.0, float(seconds)))
 
     # -- counting ------------------------------------------------------------------
 

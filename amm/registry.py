@@ -156,7 +156,8 @@ class ModelRegistry:
                     f"{self._source}: models: expected a ModelMetadata, got {type(m).__name__}",
                     path=self._source, field="models",
                 )
-        return validate_document(as_document(models, current.experiments, current.policy),
+        return validate_document(as_document(models, current.experiments, current.policy,
+                                             current.state),
                                  self._source,
                                  capability_defaults=self._capability_defaults)
 
@@ -219,6 +220,11 @@ class ModelRegistry:
     def policy_config(self) -> Mapping[str, Any] | None:
         """The registry's ``"policy"`` object (:mod:`amm.policy`), or None for the default."""
         return self._snapshot.policy
+
+    def state_config(self) -> Mapping[str, Any] | None:
+        """The registry's ``"state"`` object (``url``, ``fail_closed``), or None: the
+        fleet's shared state (see :mod:`amm.state`)."""
+        return self._snapshot.state
 
     def experiment_for(self, agent_type: str) -> Experiment | None:
         """The enabled experiment that splits ``agent_type``'s traffic, if any."""

@@ -40,6 +40,13 @@ async def test_a_window_admits_up_to_its_request_cap_then_says_when(backend: Sta
     assert 59.0 < verdicts[3].retry_after_s <= 60.0
 
 
+async def test_an_admission_asked_twice_takes_one_slot(backend: StateBackend) -> None:
+    assert (await backend.admit(_adm("a", req=2))).admitted
+    assert (await backend.admit(_adm("a", req=2))).admitted  # the reply was lost: again
+    assert (await backend.admit(_adm("b", req=2))).admitted
+    assert not (await backend.admit(_adm("c", req=2))).admitted
+
+
 async def test_tokens_settle_to_what_was_used_and_free_the_window(backend: StateBackend) -> None:
     a = _adm("a", 900, req=10)
     assert (await backend.admit(a)).admitted

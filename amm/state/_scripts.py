@@ -19,9 +19,12 @@ __all__ = ["ADMIT", "CACHE_SET", "COOL", "LEASE", "SETTLE"]
 ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id, tokens = ARGV[1], tonumber(ARGV[2])
+if redis.call('ZSCORE', KEYS[1], id) then  -- asked again after a lost reply: admitted once
+  return {1, '', 0, '0', redis.call('ZCARD', KEYS[1])}
+end
 local cool = redis.call('PTTL', KEYS[4])
 if cool > 0 then return {0, 'cooldown', cool, '0', 0} end
-local id, tokens = ARGV[1], tonumber(ARGV[2])
 local rcap, tcap, win = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - win)
 if #old > 0 then

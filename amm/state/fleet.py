@@ -16,8 +16,9 @@ served meanwhile counts on ``amm.state.fallback`` and marks its span
 which this worker keeps its share of the fleet: each model's caps and the budget
 left at the last contact divided by the number of live workers then. With
 ``fail_closed=True`` budgeted calls are refused instead (``BudgetExceededError``,
-``error_type="state_unavailable"``). The backend is tried again after
-``retry_interval_s``; its answer ends the fallback (one info line).
+``error_type="state_unavailable"``). While it is away the request path does not wait
+on it: the sync loop pings it every ``retry_interval_s`` and its answer ends the
+fallback (one info line).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import math
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from amm.errors import BudgetExceededError, RateLimitError
@@ -121,10 +124,10 @@ class FleetState:
         self._clock = clock
         self._lock = threading.Lock()
         self._up = True
-        self._retry_at = 0.0
         self.fallbacks = 0  # requests served on the fallback
         self.outages = 0  # times the backend went away
         self.fleet_size = 1  # live workers at the last sync (this one included)
+        self._sizes: deque[int] = deque(maxlen=30)  # fleet sizes of the last syncs
         self._fleet_spend = 0.0  # the fleet's spend at the last contact
         self._own_spend_then = 0.0  # this worker's spend at that moment
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -171,7 +174,7 @@ class FleetState:
         return ticket
 
     async def _admit(self, a: Admission, budgeted: bool) -> tuple[Verdict, StateBackend]:
-        if self._up or self._clock() >= self._retry_at:
+        if self._up:
             try:
                 verdict = await self.backend.admit(a)
             except StateUnavailable as exc:
@@ -187,23 +190,33 @@ class FleetState:
             raise BudgetExceededError(
                 f"the shared budget on {self.backend!r} cannot be checked; budgeted calls "
                 "are refused until it answers (fail_closed)", error_type="state_unavailable")
-        return await self._local.admit(self._share(a)), self._local
+        return await self._admit_share(a), self._local
 
-    def _share(self, a: Admission) -> Admission:
-        """``a`` cut to this worker's share of the fleet (the fallback's limits)."""
-        n = max(1, self.fleet_size)
+    def _share_of(self, cap: int) -> int:
+        return 0 if cap <= 0 else max(1, cap // self.peak_fleet_size)
 
-        def part(cap: int) -> int:
-            return 0 if cap <= 0 else max(1, cap // n)
-
+    async def _admit_share(self, a: Admission) -> Verdict:
+        """The fallback: this worker's share of the fleet's caps and of the budget left
+        at the last contact. Its own window (every request it sent, through the shared
+        state or not) is the local limiter's, so n workers each holding 1/n of a window
+        stay within the window together."""
+        requests, tokens = self._limiter.usage(a.model_id)  # this attempt included
+        req_share, tok_share = self._share_of(a.request_cap), self._share_of(a.token_cap)
+        if (req_share and requests > req_share) or (tok_share and tokens > tok_share
+                                                    and requests > 1):
+            return Verdict(False, "rate", a.window_s / max(1, req_share or 1))
         budget = a.budget_usd
         if budget > 0:
             left = max(0.0, budget - self._fleet_spend)
-            budget = max(self._own_spend_then + left / n, 1e-12)
-        from dataclasses import replace
+            budget = max(self._own_spend_then + left / self.peak_fleet_size, 1e-12)
+        return await self._local.admit(replace(a, request_cap=0, token_cap=0,
+                                               budget_usd=budget))
 
-        return replace(a, request_cap=part(a.request_cap), token_cap=part(a.token_cap),
-                       budget_usd=budget)
+    @property
+    def peak_fleet_size(self) -> int:
+        """The most workers seen alive over the last syncs: the fallback's divisor (a
+        worker that just left still counts for a while: the safe side)."""
+        return max(self._sizes, default=self.fleet_size)
 
     def _refuse(self, a: Admission, verdict: Verdict, agent_type: str, task_id: str) -> None:
         if verdict.reason == "budget":
@@ -246,7 +259,6 @@ class FleetState:
 
     def _went_down(self, exc: BaseException) -> None:
         with self._lock:
-            self._retry_at = self._clock() + self._retry_s
             if not self._up:
                 return
             self._up = False
@@ -278,7 +290,7 @@ class FleetState:
     async def _try(self, work: Callable[[StateBackend], Coroutine[Any, Any, Any]],
                    operation: str, default: Any = None) -> Any:
         """Run ``work`` on the backend, or on the fallback while it is away."""
-        if self._up or self._clock() >= self._retry_at:
+        if self._up:
             try:
                 result = await work(self.backend)
             except StateUnavailable as exc:
@@ -346,6 +358,7 @@ class FleetState:
         """Start the sync loop on the running event loop. Idempotent."""
         self._loop = asyncio.get_running_loop()
         if self._task is None or self._task.done():
+            await self.sync()  # heard of before the first request: the fleet's size is known
             self._task = asyncio.create_task(self._run(), name="amm-state-sync")
 
     async def stop(self) -> None:
@@ -360,7 +373,16 @@ class FleetState:
         await self.backend.aclose()
 
     async def sync(self) -> None:
-        """One round: publish statistics and heartbeat, pull the fleet's. Never raises."""
+        """One round: publish statistics and heartbeat, pull the fleet's. Never raises.
+
+        While the backend is away, a round is one ping (the request path does not wait
+        on a backend known to be away); its answer ends the fallback."""
+        if not self._up:
+            try:
+                await self.backend.ping()
+            except StateUnavailable:
+                return
+            self._came_back()
         payload = self.stats.payload(self._own_spend()) if self.stats is not None else "{}"
         ttl = max(3 * self._sync_s, 5.0)
         await self._try(lambda b: b.put_stats(self.worker, payload, ttl), "put_stats")
@@ -368,6 +390,7 @@ class FleetState:
             return
         everyone = await self._try(lambda b: b.stats(), "stats", {}) or {}
         self.fleet_size = max(1, len(everyone))
+        self._sizes.append(self.fleet_size)
         if self.stats is not None:
             self.stats.merge({w: p for w, p in everyone.items() if w != self.worker})
         if self._health is not None:
@@ -382,13 +405,13 @@ class FleetState:
 
     async def _run(self) -> None:
         while True:
+            await asyncio.sleep(self._sync_s if self._up else self._retry_s)
             try:
                 await self.sync()
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad round must not end the loop
                 logger.exception("amm state: a sync round failed")
-            await asyncio.sleep(self._sync_s)
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` on the state's loop, from any thread; never awaited by the caller."""

@@ -54,6 +54,9 @@ class InProcessState:
 
     async def admit(self, a: Admission) -> Verdict:
         now = self._clock()
+        w = self._windows.get(a.model_id)
+        if w is not None and a.ticket in w.tokens:  # asked again (a lost reply)
+            return Verdict(True, "", 0.0, 0.0, len(w.entries))
         until = self._cool.get(a.model_id, 0.0)
         if until > now:
             return Verdict(False, "cooldown", until - now)

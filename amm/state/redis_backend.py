@@ -5,7 +5,7 @@ installed). Admission (window + cool-down + budget) and settlement are one
 server-side script each (:mod:`amm.state._scripts`), so one round trip decides a
 request and no two workers can take the same last slot or the same last dollar.
 
-Every call is bounded by ``timeout_s`` (250 ms by default; connect 200 ms) and makes
+Every call is bounded by ``timeout_s`` (1 s by default; connect 0.5 s) and makes
 no retries of its own: a Redis that does not answer in time is a
 :class:`~amm.state.base.StateUnavailable`, and the caller falls back at once.
 A client is bound to the event loop it was made on; another loop gets its own.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from amm.state import _scripts
@@ -32,8 +33,8 @@ class RedisState:
 
     name = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "amm", timeout_s: float = 0.25,
-                 connect_timeout_s: float = 0.2, max_connections: int = 64,
+    def __init__(self, url: str, *, prefix: str = "amm", timeout_s: float = 1.0,
+                 connect_timeout_s: float = 0.5, max_connections: int = 64,
                  cache_max_entries: int = 100_000) -> None:
         try:
             import redis.asyncio  # noqa: F401  (the optional extra: fail here, clearly)
@@ -75,14 +76,27 @@ class RedisState:
                                    for name in _scripts.__all__}
         return client, self._scripts[loop]
 
-    async def _run(self, work: Any) -> Any:
-        """Await ``work`` within the timeout; any failure is StateUnavailable."""
-        from redis.exceptions import RedisError
+    async def _run(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        """Await ``work()`` within the timeout; any failure is StateUnavailable.
 
-        try:
-            return await asyncio.wait_for(work, self._timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StateUnavailable(f"{_redact(self.url)}: {type(exc).__name__}: {exc}") from exc
+        A timeout is tried once more (every operation here is idempotent: an admission
+        already in the window is admitted again, not twice), because a timeout is not
+        always the server's: an event loop held up by other work reads the reply late.
+        """
+        from redis.exceptions import RedisError
+        from redis.exceptions import TimeoutError as RedisTimeout
+
+        for last in (False, True):
+            try:
+                return await asyncio.wait_for(work(), self._timeout)
+            except (RedisTimeout, TimeoutError) as exc:
+                if last:
+                    raise StateUnavailable(f"{_redact(self.url)}: timed out after "
+                                           f"{self._timeout:g}s twice: {exc}") from exc
+            except (RedisError, OSError) as exc:
+                raise StateUnavailable(
+                    f"{_redact(self.url)}: {type(exc).__name__}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _k(self, *parts: str) -> str:
         return ":".join((self._p, *parts))
@@ -100,8 +114,9 @@ class RedisState:
         args = [a.ticket, a.tokens, a.request_cap, a.token_cap,
                 max(1, math.ceil(a.window_s * 1000)), repr(a.cost_usd), repr(a.budget_usd),
                 a.worker, repr(a.worker_spend_usd), math.ceil(a.hold_ttl_s * 1000)]
+        keys = self._window_keys(a.model_id, a.day)
         ok, reason, retry_ms, spend, n = await self._run(
-            scripts["ADMIT"](keys=self._window_keys(a.model_id, a.day), args=args))
+            lambda: scripts["ADMIT"](keys=keys, args=args))
         return Verdict(bool(ok), str(reason), max(0.0, float(retry_ms) / 1000.0),
                        float(spend), int(n))
 
@@ -109,11 +124,12 @@ class RedisState:
         _, scripts = self._client()
         args = [a.ticket, "" if tokens is None else tokens, a.worker, repr(worker_spend_usd),
                 "1" if a.budget_usd > 0 else "0"]
-        await self._run(scripts["SETTLE"](keys=self._window_keys(a.model_id, a.day), args=args))
+        keys = self._window_keys(a.model_id, a.day)
+        await self._run(lambda: scripts["SETTLE"](keys=keys, args=args))
 
     async def cool_down(self, model_id: str, seconds: float) -> None:
         _, scripts = self._client()
-        await self._run(scripts["COOL"](keys=[self._k("cool", model_id)],
+        await self._run(lambda: scripts["COOL"](keys=[self._k("cool", model_id)],
                                         args=[max(1, math.ceil(seconds * 1000))]))
 
     # -- flags, leases ----------------------------------------------------------------
@@ -122,9 +138,9 @@ class RedisState:
         r, _ = self._client()
         name = self._k("flag", kind, key)
         if ttl_s <= 0:
-            await self._run(r.delete(name))
+            await self._run(lambda: r.delete(name))
         else:
-            await self._run(r.set(name, value, px=max(1, math.ceil(ttl_s * 1000))))
+            await self._run(lambda: r.set(name, value, px=max(1, math.ceil(ttl_s * 1000))))
 
     async def flags(self, kind: str) -> dict[str, tuple[str, float]]:
         r, _ = self._client()
@@ -146,12 +162,12 @@ class RedisState:
                     out[n[len(prefix):]] = (value, ttl / 1000.0)
             return out
 
-        result: dict[str, tuple[str, float]] = await self._run(read())
+        result: dict[str, tuple[str, float]] = await self._run(read)
         return result
 
     async def lease(self, name: str, owner: str, ttl_s: float) -> bool:
         _, scripts = self._client()
-        got = await self._run(scripts["LEASE"](keys=[self._k("lease", name)],
+        got = await self._run(lambda: scripts["LEASE"](keys=[self._k("lease", name)],
                                                args=[owner, max(1, math.ceil(ttl_s * 1000))]))
         return bool(got)
 
@@ -159,19 +175,19 @@ class RedisState:
 
     async def cache_get(self, key: str) -> str | None:
         r, _ = self._client()
-        value: str | None = await self._run(r.get(self._k("cache", key)))
+        value: str | None = await self._run(lambda: r.get(self._k("cache", key)))
         return value
 
     async def cache_set(self, key: str, payload: str, ttl_s: float) -> None:
         _, scripts = self._client()
         name = self._k("cache", key)
-        await self._run(scripts["CACHE_SET"](
+        await self._run(lambda: scripts["CACHE_SET"](
             keys=[name, self._k("cache-index")],
             args=[payload, max(1, math.ceil(ttl_s * 1000)), self._cache_max, name]))
 
     async def put_stats(self, worker: str, payload: str, ttl_s: float) -> None:
         r, _ = self._client()
-        await self._run(r.set(self._k("stats", worker), payload,
+        await self._run(lambda: r.set(self._k("stats", worker), payload,
                               px=max(1, math.ceil(ttl_s * 1000))))
 
     async def stats(self) -> dict[str, str]:
@@ -184,12 +200,12 @@ class RedisState:
             return {n[len(prefix):]: v for n, v in zip(names, values, strict=True)
                     if v is not None}
 
-        result: dict[str, str] = await self._run(read())
+        result: dict[str, str] = await self._run(read)
         return result
 
     async def ping(self) -> None:
         r, _ = self._client()
-        await self._run(r.ping())
+        await self._run(r.ping)
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, {}
