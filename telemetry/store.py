@@ -42,6 +42,7 @@ _INSERT = (
 _KINDS = {SpanKind.INTERNAL: "Internal", SpanKind.CLIENT: "Client", SpanKind.SERVER: "Server",
           SpanKind.PRODUCER: "Producer", SpanKind.CONSUMER: "Consumer"}
 _STATUS = {StatusCode.UNSET: "Unset", StatusCode.OK: "Ok", StatusCode.ERROR: "Error"}
+_SLICE = 32  # spans encoded and committed at a time (see SpanStoreExporter.export)
 
 
 @functools.lru_cache(maxsize=256)
@@ -163,15 +164,23 @@ class SpanStoreExporter(SpanExporter):
         writer = self._open()
         if writer is None:
             return SpanExportResult.FAILURE
-        try:
-            rows = [span_row(span) for span in spans]
-        except (ValueError, TypeError):
-            _log.warning("span store %s: a batch of %d spans could not be encoded", self.path,
-                         len(spans), exc_info=True)
-            return SpanExportResult.FAILURE
-        ticket = writer.submit_many(_INSERT, rows)
-        self.exported += len(rows)
-        ok = writer.wait(ticket, self._commit_timeout_s)
+        ok = True
+        for start in range(0, len(spans), _SLICE):
+            # A slice at a time, each committed before the next is encoded: encoding
+            # holds the GIL (~25 us a span) and waiting for the commit gives it back, so
+            # a caller never waits behind more than one slice; and a request's ledger
+            # row never queues behind a whole batch of span rows in the shared writer.
+            part = spans[start:start + _SLICE]
+            try:
+                rows = [span_row(span) for span in part]
+            except (ValueError, TypeError):
+                _log.warning("span store %s: a batch of %d spans could not be encoded", self.path,
+                             len(part), exc_info=True)
+                ok = False
+                continue
+            ticket = writer.submit_many(_INSERT, rows)
+            self.exported += len(rows)
+            ok = writer.wait(ticket, self._commit_timeout_s) and ok
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:

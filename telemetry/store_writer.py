@@ -29,6 +29,7 @@ each its own short transaction, so writers never wait long behind it.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -54,6 +55,7 @@ ENV_RETENTION_DAYS = "AMM_RETENTION_DAYS"
 
 _T = TypeVar("_T")
 _CHECKPOINT_AFTER = 2000  # commits: under constant load, checkpoint anyway
+_INLINE_COMMIT_MAX = 32  # queued items an async waiter commits itself when the writer is idle
 _registry: dict[str, StoreWriter] = {}
 _registry_lock = threading.Lock()
 
@@ -101,6 +103,7 @@ class StoreWriter:
         self._failing = False
         self._backoff_s = flush_interval_s
         self._uncheckpointed = 0  # commits since the last checkpoint
+        self._inline_pending = False  # a loop's _commit_inline is scheduled
         self._users = 0
         self._closed = False
         self._wake = threading.Event()
@@ -214,13 +217,43 @@ class StoreWriter:
 
     async def wait_async(self, ticket: int | None = None) -> bool:
         """:meth:`wait` for an event loop: the loop keeps running while the writer
-        thread commits."""
+        thread commits.
+
+        When only a few items wait (a request's own rows) the commit runs on the loop
+        instead, once per loop iteration for every waiter of that iteration (still a
+        group commit): a commit of a few rows costs ~30 us, while handing it to the
+        writer thread and back costs two thread wake-ups, each waiting for the GIL
+        behind whatever thread holds it (~0.5 ms p50 under the benchmark's load). A
+        longer queue, or a writer busy committing, is left to the writer thread, so
+        the loop is never held long.
+        """
         ticket = self._seq if ticket is None else ticket
-        if self._barrier.committed < ticket and (self._failing or self._closed):
+        if self._barrier.committed >= ticket:
+            return True
+        if self._failing or self._closed:
             return False
+        if not self._inline_pending and len(self._queue) <= _INLINE_COMMIT_MAX:
+            self._inline_pending = True
+            asyncio.get_running_loop().call_soon(self._commit_inline)
         return await self._barrier.wait_async(ticket)
 
+    def _commit_inline(self) -> None:
+        """The loop's group commit (see :meth:`wait_async`); the writer thread's job
+        when the queue grew long meanwhile or the thread is committing now."""
+        self._inline_pending = False
+        if len(self._queue) > _INLINE_COMMIT_MAX or not self._db_lock.acquire(blocking=False):
+            self._wake_now()
+            return
+        try:
+            self._commit_locked()
+        except sqlite3.Error:
+            pass  # counted and logged in _failed; its waiters were answered False
+        finally:
+            self._db_lock.release()
+
     def _wake_now(self) -> None:
+        if self._inline_pending:
+            return  # the loop commits in a moment (_commit_inline)
         if self._thread is None:
             self._start()
         self._wake.set()
