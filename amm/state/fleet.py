@@ -118,8 +118,8 @@ class FleetState:
         self._health = health
         self.on_demoted = on_demoted
         self.stats = stats
-        self._sync_s = sync_interval_s
-        self._retry_s = retry_interval_s
+        self.sync_interval_s = sync_interval_s
+        self.retry_interval_s = retry_interval_s
         self._hold_ttl = hold_ttl_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -384,7 +384,7 @@ class FleetState:
                 return
             self._came_back()
         payload = self.stats.payload(self._own_spend()) if self.stats is not None else "{}"
-        ttl = max(3 * self._sync_s, 5.0)
+        ttl = max(3 * self.sync_interval_s, 5.0)
         await self._try(lambda b: b.put_stats(self.worker, payload, ttl), "put_stats")
         if not self._up:
             return
@@ -405,7 +405,7 @@ class FleetState:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._sync_s if self._up else self._retry_s)
+            await asyncio.sleep(self.sync_interval_s if self._up else self.retry_interval_s)
             try:
                 await self.sync()
             except asyncio.CancelledError:

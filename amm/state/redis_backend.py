@@ -14,6 +14,7 @@ A client is bound to the event loop it was made on; another loop gets its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -94,9 +95,20 @@ class RedisState:
                     raise StateUnavailable(f"{_redact(self.url)}: timed out after "
                                            f"{self._timeout:g}s twice: {exc}") from exc
             except (RedisError, OSError) as exc:
+                await self._drop_pool()  # its other connections are as dead as this one
                 raise StateUnavailable(
                     f"{_redact(self.url)}: {type(exc).__name__}: {exc}") from exc
         raise AssertionError("unreachable")
+
+    async def _drop_pool(self) -> None:
+        """Forget this loop's client: the next call connects afresh (a restarted server
+        closed every pooled connection)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        self._scripts.pop(loop, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     def _k(self, *parts: str) -> str:
         return ":".join((self._p, *parts))
@@ -213,11 +225,9 @@ class RedisState:
         for loop, client in clients.items():
             if loop.is_closed():
                 continue
-            try:
+            with contextlib.suppress(Exception):  # closing never fails the caller
                 if loop is asyncio.get_running_loop():
                     await client.aclose()
-            except Exception:  # closing never fails the caller
-                pass
 
 
 def _redact(url: str) -> str:
