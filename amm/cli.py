@@ -28,6 +28,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from amm.registry import ModelRegistry
     from analytics.source import SpanSource
 
 from amm._resources import (
@@ -126,8 +127,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         state = "n/a (local)" if provider == "ollama" else (
             "present" if keys.has_key(provider) else "MISSING")
         print(f"key {provider}: {state}")
+    state_down = asyncio.run(_check_state(registry, args.state_url))
     if args.no_health:
-        return 3 if problems else 0
+        return 1 if state_down else 3 if problems else 0
 
     async def probe() -> int:
         failures = 0
@@ -144,9 +146,39 @@ def _cmd_check(args: argparse.Namespace) -> int:
                 print(f"health {model.id}: {mark} ({status.response_time_ms:.0f} ms)")
         return failures
 
-    if asyncio.run(probe()):
+    if asyncio.run(probe()) or state_down:
         return 1
     return 3 if problems else 0
+
+
+async def _check_state(registry: ModelRegistry, explicit: str | None) -> bool:
+    """Print which state backend is in force and whether it answers; True when it does not."""
+    import time as _time
+
+    from amm.errors import ConfigurationError
+    from amm.state import open_backend, resolve_state_url
+    from amm.state.base import StateUnavailable
+
+    url = resolve_state_url(explicit, (registry.state_config() or {}).get("url"))
+    if url is None:
+        print("state: in-process (no state URL: each process keeps its own limits and budget)")
+        return False
+    try:
+        backend = open_backend(url)
+    except ConfigurationError as exc:
+        print(f"state: INVALID: {exc.error_message}")
+        return True
+    started = _time.perf_counter()
+    try:
+        await backend.ping()
+    except StateUnavailable as exc:
+        print(f"state: {backend!r} UNREACHABLE: {exc} (workers would fall back to "
+              "in-process state)")
+        return True
+    finally:
+        await backend.aclose()
+    print(f"state: {backend!r} reachable ({(_time.perf_counter() - started) * 1000:.1f} ms)")
+    return False
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -331,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate config, check keys, health-check each model once")
     p.add_argument("--config", help=f"registry file (default $AMM_CONFIG or {_DEFAULT_CONFIG})")
     p.add_argument("--no-health", action="store_true", help="skip the health checks")
+    p.add_argument("--state-url", default=None,
+                   help="the fleet's shared state (default $AMM_STATE_URL, then the registry's)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per health check")
     p.set_defaults(func=_cmd_check)
 
