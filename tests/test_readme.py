@@ -51,4 +51,6 @@ def test_the_core_leaves_analytics_and_the_dashboard_to_extras():
         for module in modules:
             assert module in extras[extra] or (
                 f"{DISTRIBUTION}[analytics]" in extras[extra] and module in extras["analytics"])
-    assert f"{DISTRIBUTION}[analytics,dashboard]" in extras["dev"]
+    dev = extras["dev"]  # make test installs every extra
+    assert all(f"{name}" in dev for name in ("analytics", "dashboard", "clickhouse", "redis"))
+    assert "chdb" not in core and "redis" not in core and "clickhouse" not in core

@@ -51,7 +51,7 @@ async def test_a_200_with_empty_choices_is_a_provider_fault_and_fails_over(build
 
 
 async def test_a_200_without_usage_is_billed_an_estimate_flagged_never_zero(build_manager):
-    manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1, missing_usage_rate=1.0)},
+    manager, _, log = build_manager({"m": ModelProfile(latency_ms=1, missing_usage_rate=1.0)},
                                       [model_entry("m")])
     async with manager:
         reply = await manager.complete(request())
