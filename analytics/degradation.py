@@ -49,6 +49,8 @@ __all__ = [
     "degradation_ratio",
     "detect_degradations",
     "find_changes",
+    "likelihood_ratios",
+    "metric_series",
     "model_timeseries",
 ]
 
@@ -244,6 +246,25 @@ def find_changes(values: np.ndarray, *, binary: bool, min_samples: int = 30,
 
 
 # --- Per model and metric ------------------------------------------------------------
+
+
+def likelihood_ratios(values: np.ndarray, *, binary: bool, min_samples: int = 30) -> np.ndarray:
+    """The scan's statistic at each split ``t`` in ``[min_samples, n - min_samples]`` of
+    ``values`` (0 where the level after ``t`` is not worse): what :func:`find_changes`
+    maximises and compares with :data:`CRITICAL`. For plots and teaching."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2 * min_samples:
+        return np.zeros(0)
+    return _ratios(x, binary, min_samples)
+
+
+def metric_series(attempts: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, np.ndarray, bool]:
+    """``(rows, values, binary)``: one model's attempts (in time order) as the series the
+    detector scans for ``metric`` (worse is larger: error indicator, log latency of
+    successes, minus quality)."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    return _series(attempts.sort_values("time", kind="stable"), metric)
 
 
 def _series(group: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, np.ndarray, bool]:

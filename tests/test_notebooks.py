@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,6 +47,20 @@ def test_degradation_notebook_runs_and_finds_the_planted_change(small_store, mon
     assert text.splitlines()[0] == sys.executable
     assert f"{small_store.degraded_model}: p95_latency_ms" in text
     assert _images(nb) >= 2
+
+
+@pytest.mark.slow
+def test_degradation_notebook_reads_a_clickhouse_source(small_store, tmp_path, monkeypatch):
+    pytest.importorskip("chdb")
+    url = f"chdb://{tmp_path / 'traces'}"
+    # `amm export` in its own process: the kernel must be the one to open the directory.
+    subprocess.run([sys.executable, "-m", "amm", "export", "--store", str(small_store.path),
+                    "--to", url], check=True, capture_output=True, timeout=300)
+    monkeypatch.delenv("AMM_STORE", raising=False)
+    monkeypatch.setenv("AMM_SOURCE", url)
+    text = _text(_execute("degradation.ipynb"))
+    assert f"{url}: {small_store.requests:,} requests" in text
+    assert f"{small_store.degraded_model}: p95_latency_ms" in text
 
 
 @pytest.mark.slow
