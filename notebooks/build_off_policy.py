@@ -19,7 +19,7 @@ CELLS = [
         "# What if we had routed differently?\n\n"
         "Off-policy evaluation of routing policies from the decision log "
         "(`amm.selection.candidates`: every eligible model with its score and the probability "
-        "the logging policy gave it). Set `AMM_STORE` to a store written with an exploring "
+        "the logging policy gave it). Set `AMM_SOURCE` (or `AMM_STORE`) to a store or a ClickHouse URL written with an exploring "
         "policy (`softmax` or `thompson`) to read production traces; without it the notebook "
         "uses `analytics.policy_sim`'s synthetic world, whose true values are known. "
         "See `docs/off_policy.md`."),
@@ -29,10 +29,13 @@ CELLS = [
         "sys.path.insert(0, str(root))\n\n"
         "import numpy as np\n\n"
         "from analytics.ope import evaluate_policy, load_decisions, what_if\n"
-        "from analytics.policy_sim import World, coverage, thompson_target, true_value\n\n"
+        "from analytics.policy_sim import World, coverage, thompson_target, true_value\n"
+        "from analytics.pushdown import open_source\n\n"
         "world = World.default()\n"
-        "store = os.environ.get('AMM_STORE')\n"
-        "log = load_decisions(store) if store else world.log(5000, rng=np.random.default_rng(1))\n"
+        "# A store path or a fleet's ClickHouse URL (chdb:///dir, clickhouse://host:8123/otel)\n"
+        "store = os.environ.get('AMM_SOURCE') or os.environ.get('AMM_STORE')\n"
+        "log = (load_decisions(open_source(store)) if store\n"
+        "       else world.log(5000, rng=np.random.default_rng(1)))\n"
         "LAM = 10.0\n"
         "print(len(log), 'decisions;', 'store' if store else 'synthetic world')"),
     new_markdown_cell("## The logged policy next to two alternatives"),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -34,8 +34,11 @@ from analytics.clickhouse.runner import ChdbRunner, HttpRunner, Runner, open_run
 from analytics.source import LEDGER_COLUMNS, SPAN_COLUMNS
 from telemetry import conventions as cv
 
-__all__ = ["ClickHouseSource"]
+__all__ = ["CHUNK_REQUESTS", "ClickHouseSource"]
 
+_CHILD_SLACK = timedelta(minutes=15)  # how long after its request a child span may start
+CHUNK_REQUESTS = 1_000_000
+"""Requests per group-by of the push-down (whole days are kept together)."""
 _ROOT = f"SpanName LIKE '{cv.OP_INVOKE_AGENT} %'"
 _CHAT = f"SpanName LIKE '{cv.OP_CHAT} %'"
 _SELECT = f"SpanName = '{cv.SPAN_SELECT}'"
@@ -140,9 +143,37 @@ class ClickHouseSource:
 
     # --- Push-down -----------------------------------------------------------------
 
-    def _requests(self, since: datetime | None) -> str:
-        """One row per request: the facts the A/B looks and the totals are built from."""
+    def _chunks(self, since: datetime | None) -> list[tuple[datetime, datetime]]:
+        """Runs of whole days (``since`` cuts the first) holding at most
+        :data:`CHUNK_REQUESTS` requests each, or one day when a day holds more: each
+        request group-by then holds one chunk, not the whole table (bounded memory)."""
+        lower = "" if since is None else f" AND Timestamp >= {_time(since)}"
+        days = self.runner.frame(f"SELECT toString(toDate(Timestamp)) AS day, count() AS n "
+                                 f"FROM {self.table} WHERE {_ROOT}{lower} GROUP BY day "
+                                 f"ORDER BY day")
+        out: list[tuple[datetime, datetime]] = []
+        held = 0
+        for day, n in zip(days.get("day", []), days.get("n", []), strict=True):
+            start = datetime.fromisoformat(str(day)).replace(tzinfo=UTC)
+            lo, hi = (max(start, since) if since is not None else start), start + timedelta(1)
+            if out and held + int(n) <= CHUNK_REQUESTS and out[-1][1] == start:
+                out[-1], held = (out[-1][0], hi), held + int(n)
+            else:
+                out.append((lo, hi))
+                held = int(n)
+        return out
+
+    def _requests(self, since: datetime | None, until: datetime | None = None) -> str:
+        """One row per request: the facts the A/B looks and the totals are built from.
+
+        With ``until``, requests that start in ``[since, until)``: their child spans are
+        read up to ``_CHILD_SLACK`` later (the queries below run one chunk of days at a
+        time: :meth:`_chunks`)."""
         slack = "" if since is None else f" AND Timestamp >= {_time(since)}"
+        window = ""
+        if until is not None:
+            slack += f" AND Timestamp < {_time(until + _CHILD_SLACK)}"
+            window = f" AND time < {_time(until)}"
         return f"""
 SELECT time, agent_type, failed, cache_hit, latency_ms, cost, quality,
        nullIf(experiment, '') AS experiment, nullIf(arm, '') AS arm,
@@ -172,7 +203,7 @@ FROM (
     WHERE ({_ROOT} OR {_SELECT} OR {_CHAT}){slack}
   )
   GROUP BY req
-  HAVING roots > 0
+  HAVING roots > 0{window}
 )"""
 
     def experiment_sums(self, since: datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -187,19 +218,21 @@ FROM (
             f"countIf(({e}) IS NOT NULL) AS {m}_n, sumKahan(ifNull({e}, 0.0)) AS {m}_s, "
             f"sumKahan(ifNull({e}, 0.0) * ifNull({e}, 0.0)) AS {m}_q"
             for m, e in metrics.items())
-        facts = self._requests(since)
-        looks = self.runner.frame(f"""
+        looks, agents = [], []
+        for lo, hi in self._chunks(since):  # a chunk of days per group-by (bounded memory)
+            facts = self._requests(lo, hi)
+            looks.append(self.runner.frame(f"""
 WITH r AS ({facts})
 SELECT experiment, arm, toString(toDate(time)) AS day,
        concat(replaceOne(toString(max(time), 'UTC'), ' ', 'T'), 'Z') AS last, {sums}
 FROM r WHERE experiment IS NOT NULL AND arm IS NOT NULL AND honoured AND NOT cache_hit
-GROUP BY experiment, arm, day ORDER BY experiment, arm, day""")
-        agents = self.runner.frame(f"""
+GROUP BY experiment, arm, day ORDER BY experiment, arm, day"""))
+            agents.append(self.runner.frame(f"""
 WITH r AS ({facts})
 SELECT experiment, agent_type, count() AS requests,
        countIf(arm IS NOT NULL AND honoured AND NOT cache_hit) AS randomised
-FROM r WHERE experiment IS NOT NULL GROUP BY experiment, agent_type""")
-        return _looks(looks), agents
+FROM r WHERE experiment IS NOT NULL GROUP BY experiment, agent_type"""))
+        return _looks(_concat(looks)), _agents(_concat(agents))
 
     def model_sums(self) -> pd.DataFrame:
         """Per model over attempts of requests: counts, p50/p95 latency of successes
@@ -229,15 +262,14 @@ GROUP BY model""")
     def totals(self) -> pd.DataFrame:
         """Per day: requests, answered, cache hits, quality n/sum, first/last request, and
         the cost of the day as this source knows it (:attr:`cost_basis`)."""
-        facts = self._requests(None)
-        df = self.runner.frame(f"""
-WITH r AS ({facts})
+        df = _concat([self.runner.frame(f"""
+WITH r AS ({self._requests(lo, hi)})
 SELECT toString(toDate(time)) AS day, count() AS requests,
        countIf(cache_hit OR NOT failed) AS answered, countIf(cache_hit) AS cache_hits,
        count(quality) AS quality_n, sumKahan(ifNull(quality, 0.0)) AS quality_s,
        concat(replaceOne(toString(min(time), 'UTC'), ' ', 'T'), 'Z') AS first,
        concat(replaceOne(toString(max(time), 'UTC'), ' ', 'T'), 'Z') AS last
-FROM r GROUP BY day ORDER BY day""")
+FROM r GROUP BY day ORDER BY day""") for lo, hi in self._chunks(None)])
         cost = self.runner.frame(f"""
 SELECT toString(toDate(Timestamp)) AS day,
        sumKahan(toFloat64OrZero(SpanAttributes['{cv.AMM_COST_USD}'])) AS cost_usd
@@ -255,6 +287,22 @@ def _events_json(times: object, names: object, attrs: object) -> str:
         out.append({"Timestamp": stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")
                     + f"{stamp.nanosecond:03d}Z", "Name": n, "Attributes": dict(a)})
     return json.dumps(out)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _agents(df: pd.DataFrame) -> pd.DataFrame:
+    """Per-day agent counts summed (integers: exact)."""
+    if df.empty:
+        return pd.DataFrame({"experiment": pd.Series(dtype=object),
+                             "agent_type": pd.Series(dtype=object),
+                             "requests": pd.Series(dtype="int64"),
+                             "randomised": pd.Series(dtype="int64")})
+    return (df.groupby(["experiment", "agent_type"], sort=True, dropna=False)[
+        ["requests", "randomised"]].sum().reset_index())
 
 
 def _looks(df: pd.DataFrame) -> pd.DataFrame:
