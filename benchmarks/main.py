@@ -3,7 +3,9 @@
 Sections, in order: ``import`` (``import amm`` in fresh interpreters), ``ceiling``
 (the mock's own limit), ``latency`` (sequential, every path interleaved),
 ``streaming`` (time to first and last chunk of streamed calls, sequential,
-interleaved), ``throughput`` (concurrency 16 and 64), ``micro`` (selection, cache hit, recorder),
+interleaved), ``throughput`` (concurrency 16 and 64, interleaved in this process),
+``isolated`` (concurrency 64, each path alone in a process of its own: the throughput
+figure that counts, see :mod:`benchmarks.solo`), ``micro`` (selection, cache hit, recorder),
 ``memory`` (RSS over many requests through amm at concurrency 64, the highest load,
 then spans emitted versus received). ``--only`` takes section and/or path names.
 
@@ -36,6 +38,7 @@ from benchmarks.amm_env import (
     DecoratorPath,
     DecoratorStreamPath,
 )
+from benchmarks.gc_pauses import GcPauses
 from benchmarks.mock_server import MockServer, measure_ceiling
 from benchmarks.paths import (
     LitellmPath,
@@ -48,12 +51,14 @@ from benchmarks.paths import (
 )
 from benchmarks.report import evaluate, to_markdown, write_results
 from benchmarks.runner import PromptCounter, Series, measure, warm_up
+from benchmarks.solo import SOLO_PATHS, run_isolated
 from benchmarks.stats import summarise
 from benchmarks.streaming import measure_streams, summarise_streams, warm_up_streams
+from telemetry.gc_tuning import freeze_warm_heap
 
 __all__ = ["FULL", "PATHS", "QUICK", "SECTIONS", "STREAM_PATHS", "Counts", "main", "run"]
 
-SECTIONS = ("import", "ceiling", "latency", "streaming", "throughput", "micro", "memory")
+SECTIONS = ("import", "ceiling", "latency", "streaming", "throughput", "isolated", "micro", "memory")
 PATHS = ("raw_httpx", "litellm", "router", "amm", "amm_decorator")
 STREAM_PATHS = ("litellm_stream", "amm_stream", "amm_decorator_stream")
 RESULTS_DIR = FsPath(__file__).resolve().parent / "results"
@@ -78,6 +83,8 @@ class Counts:
     recorder: int
     import_runs: int
     reservations: int = 20_000
+    isolated: int = 2048  # calls per path and run in the isolated section
+    isolated_rounds: int = 2
 
 
 FULL = Counts(warmup=100, sequential=2000, sequential_rounds=10, concurrent=1024,
@@ -86,7 +93,8 @@ FULL = Counts(warmup=100, sequential=2000, sequential_rounds=10, concurrent=1024
 QUICK = Counts(warmup=5, sequential=30, sequential_rounds=2, concurrent=64, concurrent_rounds=1,
                streamed=30, streamed_rounds=2,
                ceiling=128, memory=256, select_50=100, select_1000=10, cache_hits=100, recorder=100,
-               import_runs=2, reservations=500)
+               import_runs=2, reservations=500, isolated=64,
+               isolated_rounds=1)
 
 
 def _rss_mb() -> float:
@@ -201,12 +209,18 @@ async def _streaming(paths: Sequence[StreamPath], counter: PromptCounter,
 
 async def run(counts: Counts, *, sections: Sequence[str] = SECTIONS, paths: Sequence[str] = PATHS,
               stream_paths: Sequence[str] = STREAM_PATHS, protocol: str = "http/protobuf",
-              mode: str = "full") -> dict[str, Any]:
-    """Run the chosen sections over the chosen paths; return the results (budgets included)."""
+              mode: str = "full", gc_freeze: bool = True) -> dict[str, Any]:
+    """Run the chosen sections over the chosen paths; return the results (budgets included).
+
+    ``gc_freeze``: freeze the warmed-up heap (:func:`telemetry.gc_tuning.freeze_warm_heap`)
+    after the warm-up, as an amm application does; in the isolated section only the
+    amm processes do (a default litellm client does not).
+    """
     litellm_env()
     began = time.perf_counter()
     results: dict[str, Any] = {"mode": mode, "machine": _machine(), "counts": asdict(counts),
-                               "sections": list(sections), "paths": {}}
+                               "sections": list(sections), "paths": {},
+                               "gc": {"freeze_after_warm_up": gc_freeze}}
     if "import" in sections:
         _log("import amm in fresh interpreters")
         results["import_amm"] = micro.bench_import_amm(runs=counts.import_runs)
@@ -227,12 +241,17 @@ async def run(counts: Counts, *, sections: Sequence[str] = SECTIONS, paths: Sequ
                 if chosen and ({"latency", "throughput"} & set(sections)):
                     _log(f"warm-up of {', '.join(p.name for p in chosen)}")
                     await warm_up(chosen, counter, calls=counts.warmup)
+                if gc_freeze:
+                    results["gc"]["frozen_objects"] = freeze_warm_heap()
                 if chosen and "latency" in sections:
                     _log("sequential latency (concurrency 1), interleaved")
                     assert bench.durable is not None
                     bench.durable.start()
+                    pauses = GcPauses()
+                    pauses.start()
                     _store(results, "c1", await measure(chosen, counter, calls_per_path=counts.sequential,
                                                         concurrency=1, rounds=counts.sequential_rounds), 1)
+                    results["gc"]["latency_section_pauses"] = pauses.stop()
                     results["durable_ledger"] = _durable_summary(bench.durable.stop())
                 if "streaming" in sections and stream_paths:
                     results["streaming"] = await _streaming(
@@ -246,6 +265,13 @@ async def run(counts: Counts, *, sections: Sequence[str] = SECTIONS, paths: Sequ
             finally:
                 for p in chosen:
                     await p.close()
+            if "isolated" in sections:
+                solo = [n for n in SOLO_PATHS if n in paths]
+                _log(f"throughput at concurrency 64, each of {', '.join(solo)} in its own process, "
+                     f"{counts.isolated_rounds} round(s)")
+                results["isolated"] = run_isolated(
+                    solo, server.api_base, concurrency=64, calls=counts.isolated,
+                    warmup=counts.warmup, rounds=counts.isolated_rounds, gc_freeze=gc_freeze)
             if "micro" in sections:
                 _log("micro: select_model, cache hit, recorder")
                 results["micro"] = await micro.bench_select_model(
@@ -284,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--protocol", default="http/protobuf", choices=("http/protobuf", "grpc"),
                         help="OTLP protocol of the exporter (default: http/protobuf)")
     parser.add_argument("--out", type=FsPath, default=RESULTS_DIR, help="results directory")
+    parser.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
+                        help="leave the heap unfrozen after warm-up (to measure gc.freeze's effect)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a budget fails")
     args = parser.parse_args(argv)
     names = _split(args.only)
@@ -296,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stream_paths = [p for p in STREAM_PATHS if p in names] or list(STREAM_PATHS)
     counts = QUICK if args.quick else FULL
     results = asyncio.run(run(counts, sections=sections, paths=paths, stream_paths=stream_paths,
-                              protocol=args.protocol, mode="quick" if args.quick else "full"))
+                              protocol=args.protocol, mode="quick" if args.quick else "full",
+                              gc_freeze=args.gc_freeze))
     json_path, md_path = write_results(results, args.out)
     print(to_markdown(results))
     print(f"results: {json_path} and {md_path}")
