@@ -28,7 +28,8 @@ from amm.errors import APIModelError
 from amm.models import ModelMetadata, ModelRequest, ModelResponse, TokenUsage, ToolCall
 from amm.streaming import StreamChunk, ToolCallDelta
 
-__all__ = ["DEFAULT_MAX_TOKENS", "PASSTHROUGH_PARAMETERS", "LiteLLMAdapter", "load_litellm"]
+__all__ = ["DEFAULT_MAX_TOKENS", "PASSTHROUGH_PARAMETERS", "LiteLLMAdapter", "load_litellm",
+           "warm_litellm"]
 
 DEFAULT_MAX_TOKENS = 1024
 """``max_tokens`` sent when a request sets none: providers then bill a known ceiling
@@ -64,6 +65,21 @@ def load_litellm() -> ModuleType:
                 litellm.failure_callback = []
                 _litellm = litellm
     return _litellm
+
+
+def warm_litellm() -> None:
+    """Import litellm and walk one offline call through it (``mock_response``: no
+    network), so the modules litellm imports lazily on its first request are loaded
+    too. For a background thread at start-up; never raises."""
+    litellm = load_litellm()
+    try:
+        litellm.completion(model="openai/amm-warm-up", api_key="none", max_retries=0,
+                           messages=[{"role": "user", "content": "warm up"}],
+                           mock_response="ok")
+        import aiohttp  # noqa: F401  (the HTTP stack of amm's own clients)
+        import openai  # noqa: F401
+    except Exception:  # warming is an optimisation: the first call will pay instead
+        pass
 
 
 class _Clients:

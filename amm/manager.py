@@ -78,17 +78,18 @@ log = logging.getLogger("amm.manager")
 _DEFAULT_MAX_TOKENS = 1024
 
 
-def warm_up() -> None:
+def warm_up() -> threading.Thread:
     """Import litellm on a background thread (once), so that the first request does not
-    pay the 5-8 s import. ``ModelManager.start()`` calls it unless ``warm=False``."""
+    pay the 5-8 s import. ``ModelManager.start()`` calls it unless ``warm=False``;
+    ``await manager.warmed()`` waits for it. Returns the (started) thread."""
     global _warming
     with _warm_lock:
-        if _warming is not None:
-            return
-        from amm._litellm import load_litellm
+        if _warming is None:
+            from amm._litellm import warm_litellm
 
-        _warming = threading.Thread(target=load_litellm, name="amm-warm-up", daemon=True)
-        _warming.start()
+            _warming = threading.Thread(target=warm_litellm, name="amm-warm-up", daemon=True)
+            _warming.start()
+        return _warming
 
 
 _warming: threading.Thread | None = None
@@ -347,6 +348,13 @@ class ModelManager:
             await self.state.start()
         if self.settings.degradation_check_interval_s > 0:
             self._watch = asyncio.create_task(self._watch_degradation(), name="amm-degradation")
+
+    async def warmed(self, timeout_s: float | None = None) -> bool:
+        """Wait until litellm is imported (see :func:`warm_up`), e.g. before a service
+        reports ready; True when it is."""
+        thread = warm_up()
+        await asyncio.to_thread(thread.join, timeout_s)
+        return not thread.is_alive()
 
     async def stop(self) -> None:
         """Stop background work and flush every store and exporter. Safe to call twice."""

@@ -261,3 +261,35 @@ async def test_metadata_reaches_the_spans_and_the_session_groups_them(build_mana
     assert direct.attributes["user.id"] == "u-1"
     assert all(s.attributes.get("user.id") == "u-1" for s in spans.get_finished_spans()
                if s.context.trace_id == direct.context.trace_id)
+
+
+def test_start_warms_litellm_in_the_background_so_the_first_call_does_not_import_it(tmp_path):
+    import subprocess
+    import sys
+
+    code = f"""
+import asyncio, json, sys
+from amm.manager import ModelManager
+from pathlib import Path
+config = Path({str(tmp_path)!r}) / "r.json"
+config.write_text(json.dumps({{"models": [{{"id": "m", "provider": "ollama", "name": "m",
+    "api_base": "http://127.0.0.1:9", "capabilities": ["text-generation"],
+    "cost_per_1k_input_tokens": 0, "cost_per_1k_output_tokens": 0,
+    "rate_limits": {{"requests_per_minute": 10, "tokens_per_minute": 1000}},
+    "context_window": 1000, "average_response_time_ms": 10}}]}}))
+async def main():
+    manager = ModelManager.from_config(config, data_dir={str(tmp_path / "d")!r},
+                                       telemetry=False, start_health_checks=False)
+    before = "litellm" in sys.modules
+    async with manager:
+        ready = await manager.warmed(timeout_s=60)
+        print(json.dumps([before, ready, "litellm" in sys.modules,
+                          "litellm.proxy._types" in sys.modules]))
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120,
+                         env={**__import__("os").environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+    # Not loaded by building the manager; loaded, lazily imported modules included, once
+    # start() has warmed it.
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, True, True, True]
