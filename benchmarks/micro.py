@@ -92,8 +92,13 @@ async def bench_select_model(bench: AmmBench, sizes: tuple[int, ...], *,
         limiter = RateLimiter(registry)
         perf = PerformanceMonitor(bench.data_dir / f"select-{size}.db")
         try:
-            for label, events in (("", recorder), ("_no_events", None)):
-                kwargs = {"events": events} if events is not None else {}
+            # The exploring policy (softmax with a floor) chooses among the same scores.
+            softmax = {"kind": "softmax", "temperature": 0.1, "floor": 0.01, "seed": 7}
+            for label, events, policy in (("", recorder, None), ("_no_events", None, None),
+                                          ("_softmax", recorder, softmax)):
+                kwargs: dict[str, Any] = {"events": events} if events is not None else {}
+                if policy is not None:
+                    kwargs["policy"] = policy
                 selector = ModelSelector(registry, health, limiter, perf, **kwargs)
                 counter = iter(range(10**9))
 
