@@ -1,8 +1,8 @@
 """amm: routes each LLM agent call to the best available model, and shows why.
 
-Every public name of the seed API is importable from here. Names are resolved on
-first use (PEP 562), so ``import amm`` stays cheap: litellm, pandas and streamlit
-are imported only by the code paths that need them.
+Every public name of the seed API (the reference amm implements: ``docs/seed.md``) is
+importable from here. Names are resolved on first use (PEP 562), so ``import amm`` stays
+cheap: litellm, pandas and streamlit are imported only by the code paths that need them.
 
 >>> from amm import managed_model, ModelRequest
 """

@@ -17,7 +17,8 @@ exception becomes an :mod:`amm.errors` exception. It decides by HTTP status firs
     context too long                -> ContextWindowExceededError
     404                             -> ModelNotFoundError
     422, other BadRequestError      -> InvalidRequestError
-    503 / ServiceUnavailable        -> ModelUnavailableError     retryable (the seed's reading)
+    503 / ServiceUnavailable        -> ModelUnavailableError     retryable (the seed's reading,
+                                                                 ``docs/seed.md``)
     5xx, connection, anything else  -> ProviderError             retryable (other 4xx: not)
 
 "Refused before sending" is a TypeError/ValueError-like error raised in this

@@ -1,4 +1,5 @@
-"""The response cache: L1 in memory (an LRU of live entries), L2 in SQLite.
+"""The response cache: L1 in memory (an LRU of live entries), L2 the local store, and
+for a fleet a shared level after L2.
 
 A key (:func:`cache_key`) is the SHA-256 of the request's content: its messages (a
 prompt is the same as one user message), ``max_tokens``, the effective temperature and
@@ -15,9 +16,16 @@ off the request path. Entries live ``default_ttl_seconds`` unless ``set`` says
 otherwise; expired entries are misses. When the stored payloads pass ``max_size_mb``
 the least recently used entries go until 90 % of it is left.
 
-Responses are stored as JSON (never pickle) in the table ``amm_cache``; the file may
-hold other components' tables. A corrupt or unwritable file raises
-:class:`~amm.errors.CacheError`: callers carry on without the cache.
+With :meth:`CacheManager.share` (a fleet's :class:`~amm.state.FleetState`, wired by
+``ModelManager.from_config`` when a ``state_url`` is set) a miss in L1 and L2 asks the
+fleet's shared level, and every ``set`` is copied there in the background.
+
+L2 is the table ``amm_cache`` of the local store (``{data_dir}/amm.db``, whose other
+tables belong to other components); responses are stored as JSON, never pickle. A file
+that cannot be opened, a corrupt entry or a failed read raises
+:class:`~amm.errors.CacheError`, and the manager carries on without the cache. A failed
+background write is not raised to anyone (the answer was served already): the shared
+writer logs and counts it (``StoreWriter.write_failures``).
 """
 
 from __future__ import annotations
@@ -307,7 +315,9 @@ class CacheManager:
                   ttl_seconds: float | None = None) -> None:
         """Store ``response`` under ``cache_key`` for ``ttl_seconds`` (default TTL when None).
 
-        Raises CacheError when L2 cannot be written.
+        L1 holds it at once; the L2 row is committed later by the store's writer, and a
+        failure there is logged and counted by the writer, not raised here. Raises
+        CacheError only when the cache is closed.
         """
         ttl = self._ttl if ttl_seconds is None else ttl_seconds
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:

@@ -383,7 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated metrics a winner must not be worse on "
                         "(default success_rate,cost_per_request; '' for none)")
     p.add_argument("--threshold", type=float, default=0.8,
-                   help="degradation ratio floor, the seed's semantics (default 0.8)")
+                   help="degradation ratio floor, as the seed API's detect_degradation "
+                        "(docs/seed.md; default 0.8)")
     p.add_argument("--since", help="report from this ISO time (UTC unless stated)")
     p.add_argument("--source", help="read spans elsewhere: clickhouse://user@host:8123/db or "
                    "chdb:///path (needs amm-sdk[clickhouse]); default the --store file")

@@ -4,9 +4,9 @@
     ├── RateLimitError                 429: retryable after ``retry_after_seconds``
     ├── FailoverError                  every model tried failed; see ``failure_reasons``
     ├── ModelUnavailableError          health checks say the model is down
-    ├── ConfigurationError             a bad registry file or setting (names file, model, field)
+    ├── ConfigurationError             a bad registry file, setting or constructor argument
     ├── AuthenticationError            401 / 403: bad, missing or forbidden key
-    ├── InvalidRequestError            400 and bad input to amm itself
+    ├── InvalidRequestError            400, or a bad request (or call argument) to amm
     │   ├── ContextWindowExceededError     the prompt does not fit the model
     │   └── ModelNotFoundError             404: the provider does not know the model
     ├── ProviderError                  5xx, malformed answers, connection failures
@@ -20,8 +20,13 @@
     ├── QualityThresholdError          answers stayed below the quality threshold
     └── PerformanceMonitorError        the performance store failed
 
-Exceptions of litellm are converted once, in :mod:`amm.api_client`, with
-``raise Mapped(...) from exc``. Constructing with a message alone works
+This is the seed's tree (``docs/seed.md``) with a few subclasses added, so code written
+against the seed catches what it expects. Exceptions of litellm (and httpx) are
+converted once, at the adapter boundary: :func:`amm._provider_errors.map_provider_error`,
+called by the litellm adapter (:mod:`amm._litellm`), ``raise Mapped(...) from exc``.
+Mistakes are split by kind: bad settings or constructor arguments raise
+:class:`ConfigurationError`; a bad request, or a bad argument to a per-call method,
+raises :class:`InvalidRequestError`. Constructing with a message alone works
 (``BudgetExceededError("Daily budget of $100 exceeded")``). No error text ever
 carries an API key: the client redacts known keys before building one.
 """
@@ -158,7 +163,8 @@ class ModelUnavailableError(APIModelError):
 
 
 class ConfigurationError(APIModelError):
-    """A bad configuration. The message names the file, the model and the field,
+    """A bad configuration: a registry file, a setting, a constructor argument. The
+    message names the file, the model and the field where there are ones,
     e.g. ``config/model_registry.json: models[gpt-4].cost_per_1k_input_tokens: must be >= 0``."""
 
     def __init__(
@@ -179,7 +185,8 @@ class AuthenticationError(APIModelError):
 
 
 class InvalidRequestError(APIModelError):
-    """The request is malformed (400), or bad input was given to amm."""
+    """The request is malformed (400), or a call was given bad input (a bad setting is a
+    :class:`ConfigurationError`)."""
 
 
 class ContextWindowExceededError(InvalidRequestError):

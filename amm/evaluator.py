@@ -11,8 +11,8 @@ the demotion event (one fact, one place).
 Switching rule (:meth:`~ResponseEvaluator.should_switch_model`): over the last
 ``evaluation_window`` scores, switch when their mean is below ``quality_threshold``,
 given at least ``min(evaluation_window, 3)`` scores: one bad answer is noise, three
-in a row are a pattern. The seed's Example 4 (0.65, 0.68, 0.62, 0.70, 0.64; mean
-0.658 < 0.7) says switch.
+in a row are a pattern. The seed's Example 4 (``docs/seed.md``; 0.65, 0.68, 0.62, 0.70,
+0.64; mean 0.658 < 0.7) says switch.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ it to the evaluator when answers need a judge that reads them::
     evaluator = ResponseEvaluator(scorer=LLMJudgeScorer(api_client, "gpt-4o-mini"))
 
 The judge model rates completeness, relevance and coherence from 0 to 10; the
-overall score keeps the seed's weights (40/35/25). The judge's own call is a real,
+overall score keeps the seed's weights (40/35/25; ``docs/seed.md``). The judge's own call is a real,
 billed request: it goes through the same client, so its tokens reach the cost
 ledger, under the agent type ``quality-judge``. When the judge fails or answers in
 a form it cannot read, the heuristic score stands, so evaluation never fails a call.

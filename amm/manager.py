@@ -129,7 +129,8 @@ class ManagerSettings:
 class ModelManager:
     """Wires every component and runs the request path of one call.
 
-    Build it with :meth:`from_config` (one line, the seed's Example 8 wiring), or
+    Build it with :meth:`from_config` (one line, the seed's Example 8
+    wiring; ``docs/seed.md``), or
     from explicit components. ``async with manager:`` starts health checks and, on
     exit, stops them and flushes the ledger, the stores and telemetry.
     """

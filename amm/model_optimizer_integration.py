@@ -13,7 +13,7 @@ Performance feedback is reported to the first of :data:`FEEDBACK_METHODS` it has
 called as ``method(model_id, agent_type, performance_data)``; an optimizer with
 none of them is fine (a debug log, nothing else). Feedback never fails the caller:
 an exception inside the optimizer is logged and swallowed. Both methods must be
-synchronous, as in the seed.
+synchronous, as in the seed (``docs/seed.md``).
 """
 
 from __future__ import annotations

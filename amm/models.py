@@ -1,5 +1,8 @@
 """Value objects of amm: the seed's data models and the few it uses without describing.
 
+"The seed" is the API reference amm implements (``docs/seed.md`` says what it is, where
+it lives and how its names map to amm's).
+
 Every record is a frozen dataclass with ``slots``: cheap to build on the hot path,
 safe to share between tasks, and never a dict passed around as a record. Mutable
 defaults use ``default_factory`` (the seed's ``= []`` is prose, not code). Change a

@@ -59,7 +59,7 @@ _Row = tuple[float, str, str, str, float | None, int | None, str | None, float, 
 
 
 class PerformanceMonitor:
-    """Tracks latency, success rate and quality per model (seed API plus ``snapshot``)."""
+    """Tracks latency, success rate and quality per model (the seed's API, ``docs/seed.md``, plus ``snapshot``)."""
 
     def __init__(
         self,

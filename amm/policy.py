@@ -12,7 +12,7 @@ Three built-in policies, chosen in the registry's ``"policy"`` object or with
 ``ModelManager.from_config(policy=...)``:
 
 - ``{"kind": "score"}`` (:class:`ScorePolicy`, the default): the highest score,
-  ties by id, probability 1: the seed's deterministic choice.
+  ties by id, probability 1: the seed's deterministic choice (``docs/seed.md``).
 - ``{"kind": "softmax", "temperature": T, "floor": f}`` (:class:`SoftmaxPolicy`):
   ``p ∝ exp(score / T)`` over the same scores, then every explorable model gets
   at least ``f``.

@@ -287,7 +287,7 @@ class RateLimiter:
     async def record_request(
         self, model_id: str, tokens_used: int, was_rate_limited: bool = False
     ) -> None:
-        """Count a request that was sent without :meth:`acquire` (the seed's flow).
+        """Count a request that was sent without :meth:`acquire` (the seed's flow, ``docs/seed.md``).
 
         ``was_rate_limited``: the provider answered 429, so the model is limited for
         the default Retry-After (use :meth:`provider_limited` when it said how long).

@@ -3,7 +3,7 @@
 A :class:`Scorer` turns one :class:`Candidate` (a model plus what is known about it
 for this request) and the request's :class:`ScoreContext` (normalisation bounds over
 all candidates) into a :class:`ScoreBreakdown`. The built-in :class:`WeightedScorer`
-implements the seed's weights, capability 30 % + cost 25 % + performance 25 % +
+implements the seed's weights (``docs/seed.md``), capability 30 % + cost 25 % + performance 25 % +
 availability 20 %, and shifts them with the task priority:
 
 ==========  ==========  =====  ===========  ============

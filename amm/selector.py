@@ -1,6 +1,6 @@
 """Model selection: which registered model should serve this request, and why.
 
-:meth:`ModelSelector.select_model` runs the seed's algorithm:
+:meth:`ModelSelector.select_model` runs the seed's algorithm (``docs/seed.md``):
 
 1. **filter** every registered model, recording why each one is out: already tried
    in this request, disabled, provider excluded, missing a required capability,
