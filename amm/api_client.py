@@ -70,6 +70,18 @@ class _Random(Protocol):
     def random(self) -> float: ...
 
 
+def _cost_split(model: ModelMetadata, usage: TokenUsage, cost: float
+                ) -> tuple[float | None, float | None]:
+    """``input_cost_usd``/``output_cost_usd`` of an AttemptEvent: tokens at the model's
+    per-1k prices, when those prices are what made ``cost``; else nothing (the adapter
+    or litellm's price map priced it, split unknown)."""
+    input_cost = usage.input_tokens * model.cost_per_1k_input_tokens / 1000.0
+    output_cost = usage.output_tokens * model.cost_per_1k_output_tokens / 1000.0
+    if abs(input_cost + output_cost - cost) > 1e-9 * max(abs(cost), 1e-9):
+        return None, None
+    return input_cost, output_cost
+
+
 def guess_provider(litellm_model: str) -> str:
     """The provider of a model id the registry lacks, from its litellm prefix
     (``gemini/x`` -> google); bare names by family (``claude-...`` -> anthropic)."""
@@ -411,6 +423,7 @@ class APIClientManager:
                         response: ModelResponse, start_ns: int,
                         stream: dict[str, Any] | None = None) -> None:
         meta = response.metadata
+        input_cost, output_cost = _cost_split(model, response.token_usage, response.cost)
         self._events.record(AttemptEvent(
             model_id=model.id, provider=model.provider, agent_type=request.agent_type,
             task_id=request.task_id, attempt=attempt, latency_ms=response.latency_ms,
@@ -423,7 +436,7 @@ class APIClientManager:
             output_text=response.content, tool_call_count=len(response.tool_calls),
             usage_estimated=bool(meta.get("usage_estimated")),
             output_tool_calls=tuple(c.to_message() for c in response.tool_calls) or None,
-            **(stream or {}),
+            **(stream or {}), input_cost_usd=input_cost, output_cost_usd=output_cost,
         ))
 
     def _record_failure(self, model: ModelMetadata, request: ModelRequest, attempt: int,
@@ -434,6 +447,8 @@ class APIClientManager:
         (an empty answer, a stream cut or cancelled after some chunks)."""
         address, port = server_of(model.provider, model.api_base)
         usage = billed.token_usage if billed is not None else TokenUsage()
+        input_cost, output_cost = _cost_split(
+            model, usage, billed.cost if billed is not None else 0.0)
         self._events.record(AttemptEvent(
             model_id=model.id, provider=model.provider, agent_type=request.agent_type,
             task_id=request.task_id, attempt=attempt, latency_ms=latency_ms, success=False,
@@ -445,6 +460,7 @@ class APIClientManager:
             finish_reason=billed.finish_reason if billed is not None else None,
             usage_estimated=bool(billed is not None and billed.metadata.get("usage_estimated")),
             **(stream or {}),
+            input_cost_usd=input_cost, output_cost_usd=output_cost,
         ))
         if isinstance(err, RateLimitError) and err.status_code == 429:
             self._events.record(RateLimitedEvent(

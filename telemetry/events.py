@@ -111,6 +111,11 @@ class AttemptEvent:
     usage_estimated: bool = False  # the provider reported no usage: tokens are amm's estimate
     tool_definitions: tuple[dict[str, object], ...] | None = None  # content opt-in only
     output_tool_calls: tuple[dict[str, object], ...] | None = None  # content opt-in only
+    # The cost split (USD) at the registry's per-token prices; None when the cost came
+    # from elsewhere (an adapter's own price, litellm's price map), whose split amm
+    # does not know. When given, input + output == cost_usd (to rounding).
+    input_cost_usd: float | None = None
+    output_cost_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +163,8 @@ class QualityEvent:
     coherence: float
     start_time_ns: int = 0
     end_time_ns: int = 0
+    label: str | None = None  # "pass" | "fail": overall against the evaluator's threshold
+    explanation: str | None = None  # why this score, in words (the scorer's breakdown)
 
 
 @dataclass(frozen=True, slots=True)

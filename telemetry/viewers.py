@@ -10,7 +10,8 @@ the convention names while :data:`~telemetry.conventions.ENV_VIEWER_ATTRIBUTES` 
   ``amm.select`` and ``amm.evaluate`` have no GenAI operation, and viewers that read
   only OpenInference (Arize AX, older Phoenix) need it on the others too;
 * cost: ``gen_ai.usage.cost`` (Langfuse) and ``llm.cost.total`` (OpenInference), both
-  equal to ``amm.cost_usd``;
+  equal to ``amm.cost_usd``, and OpenInference's split ``llm.cost.prompt`` /
+  ``llm.cost.completion`` when amm priced the attempt per token (registered models);
 * ``session.id`` next to ``gen_ai.conversation.id``;
 * under the content opt-in only, ``input.value`` / ``output.value`` (the trace list's
   Input and Output columns) on ``invoke_agent`` and ``chat``;
@@ -61,10 +62,20 @@ def kind(value: str) -> dict[str, Any]:
     return {c.OPENINFERENCE_SPAN_KIND: value}
 
 
-def cost_attributes(cost_usd: float) -> dict[str, Any]:
-    """The cost of one attempt where Langfuse and OpenInference viewers read it."""
+def cost_attributes(cost_usd: float, input_cost_usd: float | None = None,
+                    output_cost_usd: float | None = None) -> dict[str, Any]:
+    """The cost of one attempt where Langfuse and OpenInference viewers read it: the
+    total, and its prompt and completion parts when both are known.
+
+    >>> cost_attributes(0.003, 0.001, 0.002)[c.LLM_COST_COMPLETION]
+    0.002
+    """
     cost = float(cost_usd)
-    return {c.GEN_AI_USAGE_COST: cost, c.LLM_COST_TOTAL: cost}
+    attrs: dict[str, Any] = {c.GEN_AI_USAGE_COST: cost, c.LLM_COST_TOTAL: cost}
+    if input_cost_usd is not None and output_cost_usd is not None:
+        attrs[c.LLM_COST_PROMPT] = float(input_cost_usd)
+        attrs[c.LLM_COST_COMPLETION] = float(output_cost_usd)
+    return attrs
 
 
 def input_text(messages: Sequence[Mapping[str, object]] | None) -> str | None:

@@ -297,3 +297,73 @@ def test_agent_span_counts_even_when_it_fails(otel):
     agent = otel.span("invoke_agent review")
     assert agent.attributes[c.GEN_AI_INVOKE_AGENT_INFERENCE_CALLS] == 1
     assert agent.status.status_code is StatusCode.ERROR
+
+
+# --- cost split (OpenInference llm.cost.prompt / llm.cost.completion) ----------------------
+def test_the_chat_span_splits_its_cost_into_prompt_and_completion_when_known(otel):
+    rec = recorder(otel)
+    rec.record(attempt(cost_usd=0.0007, input_cost_usd=0.0001, output_cost_usd=0.0006))
+    attrs = chat(otel, rec).attributes
+    assert (attrs[c.LLM_COST_PROMPT], attrs[c.LLM_COST_COMPLETION]) == (0.0001, 0.0006)
+    assert attrs[c.LLM_COST_TOTAL] == attrs[c.GEN_AI_USAGE_COST] == attrs[c.AMM_COST_USD] == 0.0007
+
+
+def test_a_cost_of_unknown_split_is_written_as_a_total_only(otel):
+    rec = recorder(otel)
+    rec.record(attempt(cost_usd=0.0007))
+    attrs = chat(otel, rec).attributes
+    assert attrs[c.LLM_COST_TOTAL] == 0.0007
+    assert c.LLM_COST_PROMPT not in attrs and c.LLM_COST_COMPLETION not in attrs
+
+
+PRICED = {"models": [{
+    "id": "priced", "provider": "openai", "name": "priced", "capabilities": ["x"],
+    "cost_per_1k_input_tokens": 0.01, "cost_per_1k_output_tokens": 0.03,
+    "rate_limits": {"requests_per_minute": 1, "tokens_per_minute": 1},
+    "context_window": 10, "average_response_time_ms": 1}]}
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def record(self, event: object) -> None:
+        self.events.append(event)
+
+
+class FixedAdapter:
+    """Answers every request with 1,000 input and 500 output tokens, at its own price."""
+
+    async def complete(self, model, request, *, api_key, timeout_s):
+        from amm.models import ModelResponse, TokenUsage
+
+        return ModelResponse(content="An answer.", model_id=model.id,
+                             token_usage=TokenUsage(1000, 500), latency_ms=0, cost=0.5)
+
+
+async def client_attempts(model_id: str) -> list[AttemptEvent]:
+    from amm.api_client import APIClientManager
+    from amm.api_key_manager import APIKeyManager
+    from amm.models import ModelRequest
+    from amm.registry import ModelRegistry
+
+    keys = APIKeyManager()
+    keys.add_key("openai", "sk-test-key-one-aaaaaaaaaaaaaaaa")
+    sink = Sink()
+    async with APIClientManager(keys, {"openai": FixedAdapter()},
+                                registry=ModelRegistry.from_dict(PRICED), events=sink) as client:
+        await client.send_request(model_id, ModelRequest(prompt="hi", task_id="t", agent_type="a"))
+    return [e for e in sink.events if isinstance(e, AttemptEvent)]
+
+
+async def test_the_client_splits_a_registry_priced_cost_by_token_type():
+    [event] = await client_attempts("priced")
+    assert event.input_cost_usd == pytest.approx(0.01)  # 1,000 tokens x $0.01 / 1k
+    assert event.output_cost_usd == pytest.approx(0.015)  # 500 tokens x $0.03 / 1k
+    assert event.input_cost_usd + event.output_cost_usd == pytest.approx(event.cost_usd)
+
+
+async def test_the_client_leaves_the_split_of_an_adapter_priced_cost_unknown():
+    [event] = await client_attempts("openai/unregistered-model")
+    assert event.cost_usd == 0.5
+    assert event.input_cost_usd is None and event.output_cost_usd is None
