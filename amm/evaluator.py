@@ -26,6 +26,7 @@ from datetime import datetime
 from amm.errors import ConfigurationError, InvalidRequestError
 from amm.models import ModelRequest, ModelResponse, QualityScore, utcnow
 from amm.quality import HeuristicScorer, QualityScorer
+from telemetry.conventions import EVAL_LABEL_FAIL, EVAL_LABEL_PASS
 from telemetry.events import NULL_SINK, EventSink, QualityEvent
 
 __all__ = ["MIN_SCORES_TO_SWITCH", "ResponseEvaluator"]
@@ -91,6 +92,12 @@ class ResponseEvaluator:
             overall=quality.overall_score, completeness=quality.completeness,
             relevance=quality.relevance, coherence=quality.coherence,
             start_time_ns=start, end_time_ns=time.time_ns(),
+            # One tolerance with should_switch_model: a mean at the threshold passes.
+            label=(EVAL_LABEL_PASS if quality.overall_score >= self.quality_threshold - 1e-9
+                   else EVAL_LABEL_FAIL),
+            explanation=(f"completeness {quality.completeness:.2f}, relevance "
+                         f"{quality.relevance:.2f}, coherence {quality.coherence:.2f}; overall "
+                         f"{quality.overall_score:.2f}, threshold {self.quality_threshold:.2f}"),
         ))
         return quality
 

@@ -87,6 +87,7 @@ __all__ = [
     "ENV_OTLP_PROTOCOL",
     "ENV_OTLP_TRACES_ENDPOINT",
     "ENV_OTLP_TRACES_PROTOCOL",
+    "ENV_PHOENIX_ANNOTATIONS",
     "ENV_RESOURCE_ATTRIBUTES",
     "ENV_SDK_DISABLED",
     "ENV_SERVICE_NAME",
@@ -467,6 +468,10 @@ ENV_VIEWER_ATTRIBUTES = "AMM_TELEMETRY_VIEWER_ATTRIBUTES"
 (``openinference.span.kind``, ``llm.cost.*``, ``gen_ai.usage.cost``, ``session.id``,
 ``input.value``/``output.value`` under the content opt-in, the resource's
 ``openinference.project.name``). The GenAI convention names are written either way."""
+ENV_PHOENIX_ANNOTATIONS = "AMM_PHOENIX_ANNOTATIONS"
+"""Arize Phoenix's base URL (``http://127.0.0.1:6006``): also post each evaluated ``chat``
+span's quality scores to Phoenix as span annotations (:mod:`telemetry.phoenix`); unset
+(default): none are posted."""
 ENV_TRACES_SAMPLER = "OTEL_TRACES_SAMPLER"
 """``always_on``, ``always_off``, ``traceidratio``, ``parentbased_*``; default
 ``parentbased_always_on``."""

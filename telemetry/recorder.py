@@ -11,7 +11,8 @@ Span tree of one managed call (parent > children)::
 
 Every span also carries ``openinference.span.kind`` (AGENT, CHAIN, LLM, TOOL,
 EVALUATOR), each ``chat`` span its cost as ``gen_ai.usage.cost`` and ``llm.cost.total``
-too (with ``llm.cost.prompt`` / ``llm.cost.completion`` when the split is known), and under the content opt-in ``invoke_agent`` shows the last user message and the
+too (with ``llm.cost.prompt`` / ``llm.cost.completion`` when the split is known), and
+under the content opt-in ``invoke_agent`` shows the last user message and the
 answer as ``input.value`` / ``output.value``: what trace viewers (Phoenix, Langfuse)
 read, see :mod:`telemetry.viewers`; ``viewer_attributes=False`` (or
 ``AMM_TELEMETRY_VIEWER_ATTRIBUTES=false``) leaves them out. ``session.id``,
@@ -24,7 +25,11 @@ recorded directly in its scope (a nested agent span counts its own).
 
 The successful attempt's ``chat`` span is kept open until the matching
 ``QualityEvent`` (same task and model) arrives, so the evaluation events land on
-it; it is then ended with the attempt's own end time. A span still pending is
+it; it is then ended with the attempt's own end time. The ``overall`` event carries
+the event's pass/fail label (else one against the recorder's ``quality_threshold``)
+and its explanation. With an annotator (``AMM_PHOENIX_ANNOTATIONS``, see
+:mod:`telemetry.phoenix`) the evaluated span's scores also go to Phoenix as span
+annotations, off the request path. A span still pending is
 ended when its enclosing :meth:`Recorder.agent_span` ends or on
 :meth:`Recorder.end_pending`. Pending spans live in a holder set by
 ``agent_span`` in a context variable, so concurrent tasks never mix them.
@@ -69,6 +74,7 @@ from telemetry.events import (
     SelectionEvent,
 )
 from telemetry.instruments import Instruments
+from telemetry.phoenix import SpanAnnotator, annotator_from_env
 from telemetry.redaction import message_texts, redact
 from telemetry.viewers import cost_attributes, input_text, kind, viewer_attributes_enabled
 
@@ -246,11 +252,14 @@ class Recorder:
         clock_ns: Callable[[], int] = time.time_ns,
         viewer_attributes: bool | None = None,
         quality_threshold: float | None = None,
+        annotator: SpanAnnotator | None = None,
     ) -> None:
         """``viewer_attributes``: also write what trace viewers read (see
         :mod:`telemetry.viewers`); default from ``AMM_TELEMETRY_VIEWER_ATTRIBUTES``, on.
         ``quality_threshold``: label the ``overall`` evaluation ``pass``/``fail`` against it
-        (no label when None)."""
+        when the event has no label (no label when None). ``annotator``: receives each
+        evaluated chat span (:mod:`telemetry.phoenix`); default from
+        ``AMM_PHOENIX_ANNOTATIONS``, none."""
         tp = tracer_provider or trace.get_tracer_provider()
         mp = meter_provider or otel_metrics.get_meter_provider()
         self._tracer = tp.get_tracer(c.INSTRUMENTATION_SCOPE)
@@ -260,6 +269,7 @@ class Recorder:
         self._clock_ns = clock_ns
         self._viewer = viewer_attributes_enabled(viewer_attributes)
         self._quality_threshold = quality_threshold
+        self._annotator = annotator if annotator is not None else _annotator_from_env(tp)
         self._scope: ContextVar[_Pending | None] = ContextVar(f"amm_pending_{id(self)}", default=None)
         self._unscoped = _Pending()
         self._handlers: dict[type, Callable[[Any], None]] = {
@@ -279,6 +289,11 @@ class Recorder:
         return f"Recorder(listeners={len(self._listeners)}, content={self._content.mode})"
 
     # --- public ---------------------------------------------------------------------
+    @property
+    def annotator(self) -> SpanAnnotator | None:
+        """Where evaluated chat spans also go (a :class:`~telemetry.phoenix.PhoenixAnnotator`), if anywhere."""
+        return self._annotator
+
     def add_listener(self, listener: EventSink) -> None:
         """Add a listener that gets every recorded event (``listener.record(event)``)."""
         self._listeners = (*self._listeners, listener)
@@ -481,10 +496,20 @@ class Recorder:
         pending = (scope.pop(key) if scope is not None else None) or self._unscoped.pop(key)
         if pending is not None:
             chat, chat_end = pending
+            label = e.label or self._threshold_label(e.overall)
             for name, value in scores.items():
-                chat.add_event(c.GEN_AI_EVALUATION_RESULT, self._evaluation(name, value),
-                               timestamp=end)
+                result: dict[str, Any] = {c.GEN_AI_EVALUATION_NAME: name,
+                                          c.GEN_AI_EVALUATION_SCORE_VALUE: float(value)}
+                if name == "overall":  # the label and explanation are the verdict's
+                    if label is not None:
+                        result[c.GEN_AI_EVALUATION_SCORE_LABEL] = label
+                    if e.explanation:
+                        result[c.GEN_AI_EVALUATION_EXPLANATION] = e.explanation
+                chat.add_event(c.GEN_AI_EVALUATION_RESULT, result, timestamp=end)
             chat.end(end_time=chat_end)
+            context = chat.get_span_context()
+            if self._annotator is not None and context.trace_flags.sampled:
+                self._annotator.annotate(format(context.span_id, "016x"), e, label)
         # amm.model_id, not gen_ai.request.model: viewers take any span with a request
         # model for an LLM call, and this one calls no model.
         attrs: dict[str, Any] = {
@@ -495,13 +520,10 @@ class Recorder:
         self._add_common(attrs, c.OI_KIND_EVALUATOR, scope)
         self._tracer.start_span(c.SPAN_EVALUATE, attributes=attrs, start_time=start).end(end_time=end)
 
-    def _evaluation(self, name: str, value: float) -> dict[str, Any]:
-        attrs: dict[str, Any] = {c.GEN_AI_EVALUATION_NAME: name,
-                                 c.GEN_AI_EVALUATION_SCORE_VALUE: float(value)}
-        if name == "overall" and self._quality_threshold is not None:
-            attrs[c.GEN_AI_EVALUATION_SCORE_LABEL] = (
-                c.EVAL_LABEL_PASS if value >= self._quality_threshold else c.EVAL_LABEL_FAIL)
-        return attrs
+    def _threshold_label(self, overall: float) -> str | None:
+        if self._quality_threshold is None:
+            return None
+        return c.EVAL_LABEL_PASS if overall >= self._quality_threshold else c.EVAL_LABEL_FAIL
 
     def _add_common(self, attrs: dict[str, Any], oi_kind: str, scope: _Pending | None) -> None:
         """The scope's session and user, and the span kind for the viewers."""
@@ -591,6 +613,15 @@ class Recorder:
         elif standalone:
             with self._tracer.start_as_current_span(name, attributes=attrs) as own:
                 own.add_event(name, attrs)
+
+
+def _annotator_from_env(tp: TracerProvider) -> SpanAnnotator | None:
+    """The annotator ``AMM_PHOENIX_ANNOTATIONS`` asks for; it flushes this recorder's
+    tracer provider before each post, so spans reach Phoenix before their annotations."""
+    from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
+
+    flush = tp.force_flush if isinstance(tp, SDKTracerProvider) else None
+    return annotator_from_env(flush_spans=flush)
 
 
 def _status_text(text: str, contents: Iterable[str] = (), limit: int = 200) -> str:

@@ -358,3 +358,65 @@ def test_a_failing_exporter_never_breaks_recording(caplog):
     failover_request(rec)  # must not raise
     assert listener.stats.snapshot("claude-3.5-sonnet").count == 1
     assert "collector down" in caplog.text
+
+
+# --- the verdict of an evaluation: label and explanation -------------------------------------
+def evaluation_events(otel, model: str = "m") -> dict[str, dict[str, object]]:
+    return {str(e.attributes[c.GEN_AI_EVALUATION_NAME]): dict(e.attributes)
+            for e in otel.span(f"chat {model}").events if e.name == c.GEN_AI_EVALUATION_RESULT}
+
+
+def test_the_overall_evaluation_carries_the_events_label_and_explanation(otel):
+    rec = Recorder(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider,
+                   quality_threshold=0.99)  # the event's own label wins over the recorder's
+    with rec.agent_span("review", "t"):
+        rec.record(AttemptEvent("m", "openai", "review", "t", 1, 5.0, True))
+        rec.record(QualityEvent("m", "review", "t", 0.8, 0.9, 0.7, 0.8, label="pass",
+                                explanation="completeness 0.90, relevance 0.70"))
+    events = evaluation_events(otel)
+    assert events["overall"] == {
+        c.GEN_AI_EVALUATION_NAME: "overall", c.GEN_AI_EVALUATION_SCORE_VALUE: 0.8,
+        c.GEN_AI_EVALUATION_SCORE_LABEL: "pass",
+        c.GEN_AI_EVALUATION_EXPLANATION: "completeness 0.90, relevance 0.70"}
+    assert events["relevance"] == {c.GEN_AI_EVALUATION_NAME: "relevance",
+                                   c.GEN_AI_EVALUATION_SCORE_VALUE: 0.7}
+
+
+@pytest.mark.parametrize(("scores", "label"), [((1.0, 1.0, 1.0), "pass"), ((0.0, 0.1, 0.2), "fail")])
+async def test_the_evaluator_labels_against_its_threshold_and_explains_the_breakdown(scores, label):
+    from amm.evaluator import ResponseEvaluator
+    from amm.models import ModelRequest, ModelResponse, QualityScore, TokenUsage
+
+    class Fixed:
+        def score(self, response, task):
+            completeness, relevance, coherence = scores
+            overall = 0.4 * completeness + 0.35 * relevance + 0.25 * coherence
+            return QualityScore(overall, completeness, relevance, coherence)
+
+    listener = StatsListener()
+    evaluator = ResponseEvaluator(quality_threshold=0.7, scorer=Fixed(), events=listener)
+    await evaluator.evaluate_response(
+        ModelResponse(content="x", model_id="m", token_usage=TokenUsage(1, 1), latency_ms=1.0,
+                      cost=0.0), ModelRequest(prompt="p", task_id="t", agent_type="review"))
+    [event] = listener.events
+    assert isinstance(event, QualityEvent) and event.label == label
+    completeness, relevance, coherence = scores
+    assert event.explanation == (
+        f"completeness {completeness:.2f}, relevance {relevance:.2f}, coherence {coherence:.2f}; "
+        f"overall {event.overall:.2f}, threshold 0.70")
+
+
+async def test_an_overall_score_at_the_threshold_passes():
+    from amm.evaluator import ResponseEvaluator
+    from amm.models import ModelRequest, ModelResponse, QualityScore, TokenUsage
+
+    class AtThreshold:
+        def score(self, response, task):
+            return QualityScore(0.7 - 1e-12, 0.7, 0.7, 0.7)  # a weighted sum off in the decimals
+
+    listener = StatsListener()
+    evaluator = ResponseEvaluator(quality_threshold=0.7, scorer=AtThreshold(), events=listener)
+    await evaluator.evaluate_response(
+        ModelResponse(content="x", model_id="m", token_usage=TokenUsage(1, 1), latency_ms=1.0,
+                      cost=0.0), ModelRequest(prompt="p", task_id="t", agent_type="review"))
+    assert listener.events[0].label == "pass"
