@@ -20,20 +20,30 @@ import asyncio
 import contextlib
 import os
 import threading
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 from amm._provider_errors import map_provider_error, rate_limit_info, server_of
 from amm.errors import APIModelError
-from amm.models import ModelMetadata, ModelRequest, ModelResponse, TokenUsage, ToolCall
+from amm.models import (
+    DEFAULT_OUTPUT_TOKENS,
+    ModelMetadata,
+    ModelRequest,
+    ModelResponse,
+    RateLimitInfo,
+    TokenUsage,
+    ToolCall,
+)
 from amm.streaming import StreamChunk, ToolCallDelta
 
 __all__ = ["DEFAULT_MAX_TOKENS", "PASSTHROUGH_PARAMETERS", "LiteLLMAdapter", "load_litellm",
            "warm_litellm"]
 
-DEFAULT_MAX_TOKENS = 1024
-"""``max_tokens`` sent when a request sets none: providers then bill a known ceiling
-(Anthropic via litellm would otherwise get the model's maximum)."""
+DEFAULT_MAX_TOKENS = DEFAULT_OUTPUT_TOKENS
+"""``max_tokens`` sent when a request sets none (:data:`amm.models.DEFAULT_OUTPUT_TOKENS`):
+providers then bill a known ceiling (Anthropic via litellm would otherwise get the model's
+maximum), the one amm's estimates assume."""
 
 PASSTHROUGH_PARAMETERS = frozenset({
     "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format", "user",
@@ -276,7 +286,8 @@ class LiteLLMStream:
     provider error during iteration is raised mapped to :mod:`amm.errors`.
     """
 
-    __slots__ = ("_model", "_raw", "_secret", "_task_id", "finish_reason", "metadata", "usage")
+    __slots__ = ("_model", "_raw", "_secret", "_task_id", "finish_reason", "metadata",
+                 "rate_limit", "usage")
 
     def __init__(self, raw: Any, model: ModelMetadata, task_id: str, secret: str | None) -> None:
         self._raw = raw
@@ -287,9 +298,9 @@ class LiteLLMStream:
         self.usage: TokenUsage | None = None
         self.metadata: dict[str, Any] = {"provider": model.provider}
         hidden: dict[str, Any] = getattr(raw, "_hidden_params", None) or {}
-        limits = rate_limit_info(hidden.get("additional_headers") or {})
-        if limits:
-            self.metadata["rate_limit"] = limits
+        self.rate_limit = _rate_limit(hidden)
+        if self.rate_limit is not None:
+            self.metadata["rate_limit"] = self.rate_limit.as_dict()
 
     def __aiter__(self) -> LiteLLMStream:
         return self
@@ -403,9 +414,9 @@ def _to_response(litellm: ModuleType, raw: Any, model: ModelMetadata, litellm_mo
     }
     if api_base:
         metadata["api_base"] = api_base
-    limits = rate_limit_info(hidden.get("additional_headers") or {})
-    if limits:
-        metadata["rate_limit"] = limits
+    limits = _rate_limit(hidden)
+    if limits is not None:
+        metadata["rate_limit"] = limits.as_dict()
     return ModelResponse(
         content=content,
         model_id=model.id,
@@ -429,3 +440,16 @@ def price_map_cost(litellm_model: str, input_tokens: int, output_tokens: int) ->
     except Exception:  # a model litellm has no price for costs what we know: nothing
         return 0.0
     return float(prompt) + float(completion)
+
+
+def _rate_limit(hidden: Mapping[str, Any]) -> RateLimitInfo | None:
+    """The rate-limit headers litellm kept of the response, or None when there are none."""
+    limits = rate_limit_info(hidden.get("additional_headers") or {})
+    if not limits:
+        return None
+    requests, tokens = limits.get("remaining_requests"), limits.get("remaining_tokens")
+    return RateLimitInfo(
+        remaining_requests=None if requests is None else int(requests),
+        remaining_tokens=None if tokens is None else int(tokens),
+        reset_requests_s=limits.get("reset_requests_s"),
+        reset_tokens_s=limits.get("reset_tokens_s"))

@@ -43,6 +43,7 @@ from amm.models import (
     ModelRequest,
     ModelResponse,
     ProviderAdapter,
+    RateLimitInfo,
     RateLimits,
     TokenUsage,
     estimate_tokens,
@@ -407,7 +408,8 @@ class APIClientManager:
         metadata["finish_reason"] = finish
         return ModelResponse(content=response.content, model_id=model.id, token_usage=usage,
                              latency_ms=latency_ms, cost=cost, metadata=metadata,
-                             tool_calls=list(response.tool_calls), finish_reason=finish)
+                             tool_calls=list(response.tool_calls), finish_reason=finish,
+                             rate_limit=response.rate_limit)
 
     def _price(self, model: ModelMetadata, registered: bool, usage: TokenUsage) -> float:
         if registered:
@@ -514,7 +516,7 @@ class APIClientManager:
 class _Whole:
     """A whole answer as a one-chunk stream, for adapters that cannot stream."""
 
-    __slots__ = ("_chunk", "finish_reason", "metadata", "usage")
+    __slots__ = ("_chunk", "finish_reason", "metadata", "rate_limit", "usage")
 
     def __init__(self, response: ModelResponse) -> None:
         deltas = tuple(ToolCallDelta(i, c.id, c.name, c.arguments)
@@ -525,6 +527,7 @@ class _Whole:
         usage = response.token_usage
         self.usage = usage if usage.total_tokens else None
         self.metadata = dict(response.metadata)
+        self.rate_limit = response.rate_limit
 
     async def __anext__(self) -> StreamChunk:
         chunk, self._chunk = self._chunk, None
@@ -592,6 +595,13 @@ class AttemptStream:
     def provider_metadata(self) -> dict[str, Any]:
         """What the provider said about the answer so far (ids, rate-limit headers)."""
         return self._provider.metadata
+
+    @property
+    def rate_limit(self) -> RateLimitInfo | None:
+        """What the provider said of its rate limits when the stream opened (None when it
+        said nothing, or a custom adapter's stream does not carry it)."""
+        limits: RateLimitInfo | None = getattr(self._provider, "rate_limit", None)
+        return limits
 
     @property
     def time_to_first_chunk_s(self) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Protocol
 
-from amm.errors import InvalidRequestError
+from amm.errors import ConfigurationError
 
 __all__ = ["BackoffPolicy", "ExponentialBackoff"]
 
@@ -43,8 +43,8 @@ class ExponentialBackoff:
         for name, value in (("base_s", base_s), ("factor", factor), ("max_s", max_s)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
                                       or value < 0):
-                raise InvalidRequestError(f"{name} must be a number >= 0; got {value!r}",
-                                          error_type="invalid_backoff")
+                raise ConfigurationError(f"{name} must be a number >= 0; got {value!r}",
+                                         field=name, error_type="invalid_backoff")
         self.base_s = float(base_s)
         self.factor = float(factor)
         self.max_s = None if max_s is None else float(max_s)

@@ -168,9 +168,10 @@ class CacheManager:
         store: StoreWriter | None = None,
     ) -> None:
         if max_size_mb <= 0 or default_ttl_seconds <= 0:
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 f"max_size_mb and default_ttl_seconds must be > 0; got {max_size_mb!r}, "
-                f"{default_ttl_seconds!r}", error_type="invalid_cache_settings")
+                f"{default_ttl_seconds!r}", error_type="invalid_cache_settings",
+                field="max_size_mb" if max_size_mb <= 0 else "default_ttl_seconds")
         self._path = Path(db_path)
         self._max_bytes = max_size_mb * _MB
         self._ttl = float(default_ttl_seconds)

@@ -1,9 +1,10 @@
 """Failover: when a model fails a request, try another one, with backoff, and say why.
 
 :meth:`FailoverManager.execute_with_failover` calls ``request_func(model_id)``; on a
-failure it classifies the error, asks the selector for an alternative that was not
-tried yet in this request, waits the backoff (2 s, 4 s, 8 s by default) and tries
-again, up to ``max_retries`` failovers. Classification (:func:`classify`):
+failure it classifies the error, asks the selector (an
+:class:`~amm.protocols.AlternativeSource`) for an alternative that was not tried yet in
+this request, waits the backoff (2 s, 4 s, 8 s by default) and tries again, up to
+``max_retries`` failovers. Classification (:func:`classify`):
 
 ====================================  ================  ==========================
 error                                 reason            what happens
@@ -29,6 +30,15 @@ Non-amm exceptions are failed over rather than raised because ``request_func`` i
 the caller's code around a provider SDK whose exceptions amm cannot know; the
 original stays reachable as ``__cause__`` of the wrapping error. ``CancelledError``
 and ``KeyboardInterrupt`` (not ``Exception``) always propagate.
+
+``max_retries`` means two things in the seed's API (``docs/seed.md``), and this is the
+one place that says so. Here, on ``FailoverManager``, it counts **failovers**: how many
+other models may be tried after the first (3 by default: at most four models). On
+:meth:`amm.api_client.APIClientManager.send_request_with_retry` it counts **retries on
+one model** with backoff before the error is raised (and then, under the manager,
+failed over). Both names are the seed's and stay; amm's own settings say which they
+mean: ``ModelManager.from_config(max_failovers=..., retries_per_model=...)``, and a
+request's ``max_retries`` is passed to the client (retries per model).
 
 Every failover is kept in a bounded history and reported as a ``FailoverEvent``.
 More than ``alert_threshold`` failovers within ``alert_window_s`` raise an alert,
@@ -56,6 +66,7 @@ from amm.errors import (
     APIModelError,
     AuthenticationError,
     BudgetExceededError,
+    ConfigurationError,
     ContextWindowExceededError,
     FailoverError,
     InvalidRequestError,
@@ -67,7 +78,8 @@ from amm.errors import (
     QuotaExceededError,
     RateLimitError,
 )
-from amm.models import FailoverReason, ModelRequest, ModelResponse
+from amm.models import FailoverReason, ModelRequest, ModelResponse, SelectionConstraints
+from amm.protocols import AlternativeSource
 from amm.timeouts import remaining
 from telemetry.events import NULL_SINK, DegradationEvent, EventSink, FailoverEvent
 
@@ -136,12 +148,12 @@ class FailoverManager:
 
     def __init__(
         self,
-        model_selector: Any,
+        model_selector: AlternativeSource,
         max_retries: int = 3,
         base_backoff_seconds: float = 2,
         *,
         agent_type: str | None = None,
-        constraints: Any = None,
+        constraints: SelectionConstraints | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         events: EventSink = NULL_SINK,
@@ -153,11 +165,12 @@ class FailoverManager:
         for name, value in (("max_retries", max_retries), ("alert_threshold", alert_threshold),
                             ("history_size", history_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidRequestError(f"{name} must be an int >= 0; got {value!r}",
-                                          error_type="invalid_failover_setting")
+                raise ConfigurationError(f"{name} must be an int >= 0; got {value!r}",
+                                         field=name, error_type="invalid_failover_setting")
         if alert_window_s <= 0:
-            raise InvalidRequestError(f"alert_window_s must be > 0; got {alert_window_s!r}",
-                                      error_type="invalid_failover_setting")
+            raise ConfigurationError(f"alert_window_s must be > 0; got {alert_window_s!r}",
+                                     field="alert_window_s",
+                                     error_type="invalid_failover_setting")
         self.model_selector = model_selector
         self.max_retries = max_retries
         self.backoff: BackoffPolicy = (backoff if backoff is not None
@@ -181,7 +194,7 @@ class FailoverManager:
         request_func: Callable[[str], Awaitable[ModelResponse]],
         *,
         agent_type: str | None = None,
-        constraints: Any = None,
+        constraints: SelectionConstraints | None = None,
         demoted: Collection[str] = (),
     ) -> ModelResponse:
         """``request_func(model_id)`` on ``primary_model``, then on alternatives.
@@ -244,7 +257,7 @@ class FailoverManager:
         *,
         exclude: Collection[str] = (),
         agent_type: str | None = None,
-        constraints: Any = None,
+        constraints: SelectionConstraints | None = None,
     ) -> str | None:
         """Another eligible model for ``task`` (never ``failed_model`` or ``exclude``), or
         None. After CONTEXT_TOO_LONG only models with a larger context window qualify."""
@@ -254,7 +267,8 @@ class FailoverManager:
                                        constraints if constraints is not None else self.constraints)
 
     async def _alternative(self, failed_model: str, task: ModelRequest, reason: FailoverReason,
-                           tried: Collection[str], agent_type: str, constraints: Any,
+                           tried: Collection[str], agent_type: str,
+                           constraints: SelectionConstraints | None,
                            demoted: Collection[str] = ()) -> str | None:
         exclude = set(tried)
         exclude.add(failed_model)

@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from amm.errors import APIModelError, InvalidRequestError
+from amm.errors import APIModelError, ConfigurationError, InvalidRequestError
 from amm.models import HealthStatus, ModelAvailability, ModelRequest, utcnow
 from telemetry.events import (
     HEALTH_CHECK_AGENT,
@@ -138,7 +138,7 @@ class HealthChecker:
     ) -> None:
         if check_interval_seconds <= 0 or failure_threshold < 1 or max_backoff_s <= 0 \
                 or max_concurrent_checks < 1:
-            raise InvalidRequestError(
+            raise ConfigurationError(
                 "check_interval_seconds and max_backoff_s must be > 0, failure_threshold and "
                 f"max_concurrent_checks >= 1; got {check_interval_seconds!r}, "
                 f"{max_backoff_s!r}, {failure_threshold!r}, {max_concurrent_checks!r}",

@@ -1,18 +1,28 @@
 """ModelManager: the composition root that orders the request path.
 
-It holds no policy of its own: each step is a call to one component::
+Each step is a call to one component (``docs/architecture.md`` has the full table)::
 
     complete(request)
       cache lookup              CacheManager           (hit -> return, recorded)
       budget check              CostTracker + BudgetPolicy (refuse or downgrade)
-      selection                 ModelSelector          (registry x health x limits x stats x experiment)
+      selection                 ModelSelector          (registry x health x limits x stats
+                                                        x experiment)
       execute with failover     FailoverManager -> RateLimiter.acquire -> APIClientManager
       quality evaluation        ResponseEvaluator      (low quality over the window demotes)
       cache store               CacheManager
 
+Two policies of the request path itself live here, because they join components: the
+budget policy (:class:`BudgetPolicy`: refuse, or downgrade to the cheapest model the
+selector finds eligible; see ``_apply_budget``) and demotion (a model whose quality the
+evaluator finds low is held back for the agent type for
+``ManagerSettings.demotion_seconds``; see ``_evaluate``). Every other policy (scoring,
+routing, backoff, eviction, quality metrics, A/B assignment) belongs to a component.
+
 Recording happens where each event occurs: every component reports to the one
-``Recorder``, which fans each event out to spans, metrics and its listeners (the
-cost ledger, rolling statistics, passive health, provider rate limits).
+``Recorder``, which fans each event out to spans, metrics and its listeners, added in
+:meth:`ModelManager.from_config`: the cost ledger (``CostTracker``), the performance
+table and rolling statistics (``PerformanceMonitor``), passive health
+(``HealthChecker``) and provider rate limits (``RateLimiter``).
 
 >>> async with ModelManager.from_config("config/model_registry.json", data_dir="data") as m:
 ...     reply = await m.complete(ModelRequest(prompt="Hi", task_id="t1", agent_type="research"))
@@ -43,7 +53,14 @@ from amm.errors import (
     QualityThresholdError,
     RateLimitError,
 )
-from amm.models import ModelRequest, ModelResponse, SelectionConstraints, estimate_tokens
+from amm.models import (
+    DEFAULT_OUTPUT_TOKENS,
+    ModelRequest,
+    ModelResponse,
+    RateLimitInfo,
+    SelectionConstraints,
+    estimate_tokens,
+)
 from amm.structured import answer_problems
 from amm.timeouts import DEADLINE
 from telemetry.events import ModelDemotedEvent, RateLimitedEvent
@@ -74,8 +91,6 @@ ACTIVE_AGENT: contextvars.ContextVar[tuple[str, str] | None] = contextvars.Conte
 )
 
 log = logging.getLogger("amm.manager")
-
-_DEFAULT_MAX_TOKENS = 1024
 
 
 def warm_up() -> threading.Thread:
@@ -123,7 +138,8 @@ class ManagerSettings:
     degradation_check_interval_s: float = 60.0  # 0 turns the background check off
     degradation_threshold: float = 0.8
     request_timeout_s: float = 120.0  # the whole request: every retry and failover within it
-    warm: bool = True  # start() imports litellm in the background: the first call does not wait 5-8 s
+    # start() imports litellm in the background: the first call does not wait 5-8 s
+    warm: bool = True
 
 
 class ModelManager:
@@ -206,7 +222,8 @@ class ModelManager:
         degradation_check_interval_s: float = 60.0,
         performance_windows_s: tuple[float, float] = (3600.0, 86400.0),
         recorder: Recorder | None = None,
-        policy: Any = None,  # routing policy (amm.policy): {"kind": "softmax", ...}; None: registry's
+        # The routing policy (amm.policy): {"kind": "softmax", ...}; None: the registry's.
+        policy: Any = None,
         state_url: str | None = None,  # the fleet's shared state; None: $AMM_STATE_URL, registry
     ) -> ModelManager:
         """Build every component from one registry file and one data directory.
@@ -216,7 +233,8 @@ class ModelManager:
         ``recorder=`` to record on providers of your own (tests, embedding apps).
 
         Spans and performance rows older than ``retention_days`` are deleted in the
-        background (the cost ledger is kept). Time limits: ``timeout_s`` bounds one provider attempt (30 s), and
+        background (the cost ledger is kept). Time limits: ``timeout_s`` bounds one
+        provider attempt (30 s), and
         ``request_timeout_s`` the whole request with its retries and failovers (120 s):
         each attempt gets at most the time that is left. If building fails (a bad
         registry, an unwritable data directory), nothing is left running or open.
@@ -284,7 +302,8 @@ class ModelManager:
             if cache is not None:
                 opened.append(cache)
             evaluator = ResponseEvaluator(
-                quality_threshold=quality_threshold, evaluation_window=evaluation_window, events=recorder
+                quality_threshold=quality_threshold, evaluation_window=evaluation_window,
+                events=recorder,
             )
             # The fleet's shared state (state_url > $AMM_STATE_URL > registry "state"),
             # None in-process; selection then sees the fleet-merged statistics.
@@ -296,7 +315,7 @@ class ModelManager:
                                      fleet.stats if fleet is not None else perf, events=recorder,
                                      key_check=api_client.can_call, policy=policy)
             failover = FailoverManager(
-                selector, max_retries=max_failovers, base_backoff_seconds=base_backoff_seconds,  # type: ignore[arg-type,unused-ignore]
+                selector, max_retries=max_failovers, base_backoff_seconds=base_backoff_seconds,
                 events=recorder,
             )
             for listener in (costs, perf, health, limiter):
@@ -307,7 +326,8 @@ class ModelManager:
                 lambda: {m.id: health.is_model_available(m.id) for m in registry.models()}
             )
             manager = cls(
-                registry=registry, api_client=api_client, health_checker=health, rate_limiter=limiter,
+                registry=registry, api_client=api_client, health_checker=health,
+                rate_limiter=limiter,
                 performance_monitor=perf, selector=selector, failover_manager=failover,
                 evaluator=evaluator, cache_manager=cache, cost_tracker=costs, recorder=recorder,
                 settings=ManagerSettings(
@@ -437,7 +457,11 @@ class ModelManager:
         """Run one request: cache, budget, selection, failover, evaluation, cache store.
 
         Returns a :class:`ModelResponse` or raises an :class:`amm.errors.APIModelError`
-        whose ``attempted_models`` and ``failure_reasons`` say what happened.
+        whose ``attempted_models`` and ``failure_reasons`` say what happened. Besides the
+        steps below, each attempt's event reaches the recorder's listeners (added in
+        :meth:`from_config`): the cost ledger (``CostTracker``, durable before this
+        returns), the performance table and rolling statistics (``PerformanceMonitor``),
+        passive health (``HealthChecker``) and the provider's 429s (``RateLimiter``).
         """
         if not self._started:
             await self.start()
@@ -616,7 +640,8 @@ class ModelManager:
         cheapest = self._cheapest_cost(request, constraints)
         if cheapest is None:
             raise BudgetExceededError(
-                f"daily budget of ${tracker.daily_budget:.2f} exceeded and no model fits the request",
+                f"daily budget of ${tracker.daily_budget:.2f} exceeded and no model fits "
+                "the request",
                 task_id=request.task_id,
             )
         base = constraints or SelectionConstraints()
@@ -625,18 +650,10 @@ class ModelManager:
     def _cheapest_cost(
         self, request: ModelRequest, constraints: SelectionConstraints | None
     ) -> float | None:
-        """The estimated cost of the request on the cheapest enabled model that fits."""
-        need = set(constraints.required_capabilities) if constraints else set()
-        banned = set(constraints.excluded_providers) if constraints else set()
-        tokens_in = estimate_tokens(request.text())
-        tokens_out = request.max_tokens or _DEFAULT_MAX_TOKENS
-        costs = [
-            m.estimate_cost(tokens_in, tokens_out)
-            for m in self.registry.models()
-            if m.enabled and need <= set(m.capabilities) and m.provider not in banned
-            and tokens_in + tokens_out <= m.context_window
-        ]
-        return min(costs) if costs else None
+        """The estimated cost of the request on the cheapest model the selector finds
+        eligible for it (its filters, not a copy of them), or None when none is."""
+        costs = self.selector.eligible_costs(request, request.agent_type, constraints)
+        return min(costs.values()) if costs else None
 
     async def _evaluate(self, request: ModelRequest, response: ModelResponse) -> ModelResponse:
         quality = await self.evaluator.evaluate_response(response, request)
@@ -705,7 +722,8 @@ class ModelManager:
         if not self._demoted:
             return frozenset()
         now = self._clock()
-        return frozenset(m for (a, m), until in self._demoted.items() if a == agent_type and until > now)
+        return frozenset(m for (a, m), until in self._demoted.items()
+                         if a == agent_type and until > now)
 
     def demoted_models(self) -> Mapping[tuple[str, str], float]:
         """(agent type, model) pairs demoted for low quality, with the monotonic time they end."""
@@ -751,7 +769,8 @@ class _Attempt:
     def __init__(self, manager: ModelManager, request: ModelRequest) -> None:
         self._manager = manager
         self._request = request
-        self._tokens = estimate_tokens(request.text()) + (request.max_tokens or _DEFAULT_MAX_TOKENS)
+        self._tokens = estimate_tokens(request.text()) + (request.max_tokens
+                                                          or DEFAULT_OUTPUT_TOKENS)
         self._retries = (request.max_retries if request.max_retries is not None
                          else manager.settings.retries_per_model)
 
@@ -767,7 +786,8 @@ class _Attempt:
             ))
             raise RateLimitError(
                 f"{model_id} is at its local rate limit", model_id=model_id,
-                task_id=self._request.task_id, retry_after_seconds=retry, error_type="rate_limited_local",
+                task_id=self._request.task_id, retry_after_seconds=retry,
+                error_type="rate_limited_local",
             )
         return reservation
 
@@ -783,7 +803,7 @@ class _Attempt:
         if model is None:
             return None
         estimate = model.estimate_cost(estimate_tokens(self._request.text()),
-                                       self._request.max_tokens or _DEFAULT_MAX_TOKENS)
+                                       self._request.max_tokens or DEFAULT_OUTPUT_TOKENS)
         try:
             return tracker.reserve(estimate)
         except BudgetExceededError as exc:
@@ -843,7 +863,7 @@ class _Attempt:
         reservation.settle(response.token_usage.total_tokens or 0)
         if budget is not None:
             budget.settle(response.cost)
-        _correct_limits(m, model_id, response.metadata)
+        _correct_limits(m, model_id, response.rate_limit)
         if self._request.on_invalid == "failover" and (self._request.tools
                                                       or self._request.wants_json):
             problems = answer_problems(response, self._request)
@@ -876,11 +896,13 @@ class _StreamAttempt(_Attempt):
             self._drop(reservation, budget)
             raise
         self.reservation = (reservation, budget)
-        _correct_limits(m, model_id, opened.provider_metadata)
+        _correct_limits(m, model_id, opened.rate_limit)
         return opened
 
 
-def _correct_limits(manager: ModelManager, model_id: str, metadata: Mapping[str, Any]) -> None:
-    limits = metadata.get("rate_limit")
-    if limits:  # the provider's own count of what is left corrects ours
-        manager.rate_limiter.update_from_headers(model_id, **limits)
+def _correct_limits(manager: ModelManager, model_id: str, limits: RateLimitInfo | None) -> None:
+    if limits is not None:  # the provider's own count of what is left corrects ours
+        manager.rate_limiter.update_from_headers(
+            model_id, remaining_requests=limits.remaining_requests,
+            remaining_tokens=limits.remaining_tokens, reset_requests_s=limits.reset_requests_s,
+            reset_tokens_s=limits.reset_tokens_s)

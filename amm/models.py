@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 from amm.errors import InvalidRequestError, InvalidToolCallError
 
 __all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
     "BudgetStatus",
     "CachedResponse",
     "ErrorResponse",
@@ -40,6 +41,7 @@ __all__ = [
     "Priority",
     "ProviderAdapter",
     "QualityScore",
+    "RateLimitInfo",
     "RateLimitStatus",
     "RateLimits",
     "SelectionConstraints",
@@ -54,6 +56,12 @@ def estimate_tokens(text: str) -> int:
     """``ceil(len(text) / 4)``: amm's one token estimate, for budgets and limits before a
     provider counts, and for usage a provider did not report."""
     return (len(text) + 3) // 4
+
+
+DEFAULT_OUTPUT_TOKENS = 1024
+"""``max_tokens`` for a request that sets none: what the built-in adapter sends, and so
+the output amm assumes before a call (cost estimates in selection and budget holds,
+rate-limit reservations)."""
 
 
 def utcnow() -> datetime:
@@ -501,11 +509,30 @@ class TokenUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitInfo:
+    """What a provider's response headers said of its rate limits (``x-ratelimit-*``,
+    ``anthropic-ratelimit-*``): requests and tokens left, seconds until each resets;
+    None where the provider did not say."""
+
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    reset_requests_s: float | None = None
+    reset_tokens_s: float | None = None
+
+    def as_dict(self) -> dict[str, float]:
+        """The fields the provider sent, by name (how ``metadata["rate_limit"]`` shows them)."""
+        return {k: v for k in self.__slots__ if (v := getattr(self, k)) is not None}
+
+
+@dataclass(frozen=True, slots=True)
 class ModelResponse:
     """Response from an AI model. ``metadata`` holds provider details (response id,
-    provider-reported model, cache flags). ``tool_calls`` holds the answer's tool calls
-    in the provider's order (empty when none); ``finish_reason`` is ``"stop"``,
-    ``"tool_calls"``, ``"length"``...
+    provider-reported model, cache flags) for people and their code. ``tool_calls`` holds
+    the answer's tool calls in the provider's order (empty when none); ``finish_reason``
+    is ``"stop"``, ``"tool_calls"``, ``"length"``... ``rate_limit`` is what the provider
+    said of its limits with this answer (the manager corrects its limiter from it; also
+    shown as ``metadata["rate_limit"]``); a custom adapter sets it when it can. The
+    manager reads it from fresh attempts only, never from cached answers.
     """
 
     content: str
@@ -516,6 +543,7 @@ class ModelResponse:
     metadata: dict[str, Any] = field(default_factory=dict)
     tool_calls: list[ToolCall] = field(default_factory=list, kw_only=True)
     finish_reason: str | None = field(default=None, kw_only=True)
+    rate_limit: RateLimitInfo | None = field(default=None, kw_only=True, compare=False)
 
     def assistant_message(self) -> dict[str, Any]:
         """This answer as the assistant message to append to the conversation."""

@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from amm._rate_windows import INF, Entry, Window, capacity, wait_until_fits
-from amm.errors import APIModelError, InvalidRequestError
+from amm.errors import APIModelError, ConfigurationError, InvalidRequestError
 from amm.models import RateLimits, RateLimitStatus, utcnow
 from telemetry.events import NULL_SINK, Event, EventSink, RateLimitedEvent
 
@@ -133,12 +133,14 @@ class RateLimiter:
         events: EventSink = NULL_SINK,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
-            raise InvalidRequestError(
-                f"threshold must be in (0, 1]; got {threshold!r}", error_type="invalid_threshold"
+            raise ConfigurationError(
+                f"threshold must be in (0, 1]; got {threshold!r}", field="threshold",
+                error_type="invalid_threshold",
             )
         if window_s <= 0:
-            raise InvalidRequestError(
-                f"window_s must be > 0; got {window_s!r}", error_type="invalid_window"
+            raise ConfigurationError(
+                f"window_s must be > 0; got {window_s!r}", field="window_s",
+                error_type="invalid_window",
             )
         self._registry = registry
         self._clock = clock

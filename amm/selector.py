@@ -24,15 +24,17 @@
 5. return the choice with every candidate's score, probability and features in the
    :class:`~telemetry.events.SelectionEvent`, or None when nothing is eligible.
 
-Prompt tokens are estimated as ``ceil(len(text) / 4)`` (about four characters per
-token in English; cheap and close enough for filtering); output tokens as
-``max_tokens``, or :data:`DEFAULT_OUTPUT_TOKENS` when the request sets none.
+Prompt tokens are estimated by :func:`amm.models.estimate_tokens` (``ceil(len(text) /
+4)``: about four characters per token in English; cheap and close enough for
+filtering); output tokens as ``max_tokens``, or :data:`DEFAULT_OUTPUT_TOKENS` when the
+request sets none.
 
-Optional queries are used when the components offer them: the health checker's
-``get_model_status(model_id).last_error`` (for the reason of an unavailable model)
-and a rate limiter's cheap ``headroom(model_id) -> float`` (the fraction of its
-window left, for the availability factor; without it headroom counts as full, and
-models at the limiter's line are filtered out anyway).
+The components are typed by the Protocols of :mod:`amm.protocols` (registry, health,
+rate limits, statistics). Optional queries are used when the components offer them:
+the health checker's ``get_model_status(model_id).last_error`` (for the reason of an
+unavailable model) and a rate limiter's cheap ``headroom(model_id) -> float`` (the
+fraction of its window left, for the availability factor; without it headroom counts
+as full, and models at the limiter's line are filtered out anyway).
 
 Everything that depends only on the registry (capability sets, prices, providers)
 is indexed once per ``registry.version``; a selection does no awaits and calls only
@@ -46,16 +48,29 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from amm.errors import InvalidRequestError
+from amm.errors import ConfigurationError, InvalidRequestError
 from amm.experiments import Assigner, HashAssigner
 from amm.models import (
+    DEFAULT_OUTPUT_TOKENS,
+    ModelAvailability,
     ModelMetadata,
     ModelRequest,
     ModelSelection,
     PerformanceMetrics,
+    SelectionConstraints,
     estimate_tokens,
 )
 from amm.policy import DecisionContext, RoutingPolicy, policy_from_config
+from amm.protocols import (
+    AvailabilitySource,
+    HeadroomSource,
+    LimitSource,
+    ModelSource,
+    PolicySource,
+    ResetSource,
+    StatsSource,
+    StatusSource,
+)
 from amm.scoring import (
     PRIOR_QUALITY,
     PRIOR_SUCCESS_RATE,
@@ -122,9 +137,6 @@ class Reason(str):
         return self
 
 
-DEFAULT_OUTPUT_TOKENS = 1024
-"""Output tokens assumed for cost estimates when a request sets no ``max_tokens``."""
-
 _EMPTY: frozenset[str] = frozenset()
 
 
@@ -161,7 +173,8 @@ class _Request:
                  "needs_schema", "needs_streaming", "needs_tools", "not_models", "only_models",
                  "only_providers", "out_tokens", "prompt_tokens", "providers", "required")
 
-    def __init__(self, task: ModelRequest, agent_type: str, constraints: Any,
+    def __init__(self, task: ModelRequest, agent_type: str,
+                 constraints: SelectionConstraints | None,
                  exclude: Collection[str], demoted: Collection[str]) -> None:
         if not isinstance(task, ModelRequest):
             raise InvalidRequestError(f"task must be a ModelRequest; got {type(task).__name__}")
@@ -187,9 +200,9 @@ class _Request:
             self.max_cost = constraints.max_cost_per_request
             self.max_latency = constraints.max_latency_ms
             # Per-call narrowing (llm.complete(model=..., exclude_models=..., providers=...)).
-            self.not_models = getattr(constraints, "excluded_models", _EMPTY)
-            self.only_models = getattr(constraints, "only_models", None)
-            self.only_providers = getattr(constraints, "only_providers", None)
+            self.not_models = constraints.excluded_models
+            self.only_models = constraints.only_models
+            self.only_providers = constraints.only_providers
 
 
 class ModelSelector:
@@ -200,10 +213,10 @@ class ModelSelector:
 
     def __init__(
         self,
-        registry: Any,
-        health_checker: Any,
-        rate_limiter: Any,
-        performance_monitor: Any,
+        registry: ModelSource,
+        health_checker: AvailabilitySource,
+        rate_limiter: LimitSource,
+        performance_monitor: StatsSource | None,
         *,
         scorer: Scorer | None = None,
         assigner: Assigner | None = None,
@@ -221,7 +234,8 @@ class ModelSelector:
         without one is excluded ("no API key"), so a partly configured machine routes
         to what it can reach."""
         if not isinstance(min_samples, int) or min_samples < 1:
-            raise InvalidRequestError(f"min_samples must be an int >= 1; got {min_samples!r}")
+            raise ConfigurationError(f"min_samples must be an int >= 1; got {min_samples!r}",
+                                     field="min_samples")
         self.registry = registry
         self.health_checker = health_checker
         self.rate_limiter = rate_limiter
@@ -232,17 +246,21 @@ class ModelSelector:
         self._events = events
         self._demotion = demotion
         self._key_check = key_check
-        # Optional richer queries, looked up once: absent ones mean "no information".
-        self._snapshot_fn: Callable[..., StatsSnapshot | None] | None = getattr(
-            performance_monitor, "snapshot", None)
-        self._headroom_fn: Callable[[str], float] | None = getattr(rate_limiter, "headroom", None)
-        self._status_fn: Callable[[str], Any] | None = getattr(
-            health_checker, "get_model_status", None)
-        self._reset_fn: Callable[[str], int | None] | None = getattr(
-            rate_limiter, "get_time_until_reset", None)
-        if policy is None:
-            configured = getattr(registry, "policy_config", None)
-            policy = configured() if callable(configured) else None
+        # Optional queries (amm.protocols), looked up once: absent ones mean "no
+        # information" (a seed-style monitor without ``snapshot``: priors only).
+        self._snapshot_fn: Callable[[str, str | None], StatsSnapshot | None] | None = (
+            performance_monitor.snapshot if isinstance(performance_monitor, StatsSource)
+            else None)
+        self._headroom_fn: Callable[[str], float] | None = (
+            rate_limiter.headroom if isinstance(rate_limiter, HeadroomSource) else None)
+        self._status_fn: Callable[[str], ModelAvailability] | None = (
+            health_checker.get_model_status if isinstance(health_checker, StatusSource)
+            else None)
+        self._reset_fn: Callable[[str], int | None] | None = (
+            rate_limiter.get_time_until_reset if isinstance(rate_limiter, ResetSource)
+            else None)
+        if policy is None and isinstance(registry, PolicySource):
+            policy = registry.policy_config()
         self.policy: RoutingPolicy = policy_from_config(policy)
         self._index_version: int | None = None
         self._entries: tuple[_Entry, ...] = ()
@@ -299,7 +317,7 @@ class ModelSelector:
         if not self.health_checker.is_model_available(mid):
             # Only for the unavailable few: get_model_status is not a hot-path query.
             status = self._status_fn(mid) if self._status_fn is not None else None
-            error = getattr(status, "last_error", None)
+            error = status.last_error if status is not None else None
             return Reason(f"unavailable: {error}" if error else "unavailable",
                           Exclusion.UNAVAILABLE)
         if self.rate_limiter.is_rate_limited(mid):
@@ -339,7 +357,7 @@ class ModelSelector:
         return cand
 
     def check_eligibility(self, model_id: str, task: ModelRequest, agent_type: str = "",
-                          constraints: Any = None) -> str | None:
+                          constraints: SelectionConstraints | None = None) -> str | None:
         """None if ``model_id`` would pass the filters for this request, else why not."""
         rq = _Request(task, agent_type, constraints, (), ())
         self._index()
@@ -349,7 +367,7 @@ class ModelSelector:
         result = self._examine(entry, rq)
         return result if isinstance(result, str) else None
 
-    def exclusions(self, task: ModelRequest, agent_type: str, constraints: Any = None, *,
+    def exclusions(self, task: ModelRequest, agent_type: str, constraints: SelectionConstraints | None = None, *,
                    demoted: Collection[str] = ()) -> dict[str, str]:
         """Every registered model that the filters exclude for ``task``, with why (for
         the error that says why nothing matched; not on the hot path)."""
@@ -364,6 +382,15 @@ class ModelSelector:
                                    Exclusion.DEMOTED)
         return out
 
+    def eligible_costs(self, task: ModelRequest, agent_type: str,
+                       constraints: SelectionConstraints | None = None) -> dict[str, float]:
+        """Every model that passes the filters for ``task`` now (demoted ones too: they are
+        a last resort, not excluded), with the request's estimated cost on it; what a
+        budget downgrade chooses the cheapest of. Not on the hot path."""
+        rq = _Request(task, agent_type, constraints, (), ())
+        return {e.id: result.estimated_cost for e in self._index()
+                if isinstance(result := self._examine(e, rq), Candidate)}
+
     def known_capabilities(self) -> frozenset[str]:
         """Every capability some registered model has."""
         caps: set[str] = set()
@@ -377,7 +404,7 @@ class ModelSelector:
         self,
         task: ModelRequest,
         agent_type: str,
-        constraints: Any = None,
+        constraints: SelectionConstraints | None = None,
         *,
         exclude: Collection[str] = (),
         demoted: Collection[str] = (),

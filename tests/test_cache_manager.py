@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from amm.cache_manager import CacheManager, cache_key
-from amm.errors import CacheError, InvalidRequestError
+from amm.errors import CacheError, ConfigurationError, InvalidRequestError
 from amm.models import ModelRequest, ModelResponse, TokenUsage
 from telemetry.events import CacheEvent
 
@@ -225,7 +225,7 @@ async def test_bad_ttl_and_sizes_raise_invalid_request(cache: CacheManager, db: 
         await cache.set("k", response(), ttl_seconds=0)
     with pytest.raises(InvalidRequestError, match="target_size_mb"):
         await cache.evict_lru(-1)
-    with pytest.raises(InvalidRequestError, match="max_size_mb"):
+    with pytest.raises(ConfigurationError, match="max_size_mb"):
         CacheManager(db, max_size_mb=0)
     assert len(cache) == 0
 

@@ -9,6 +9,7 @@ import pytest
 from amm.errors import (
     AuthenticationError,
     BudgetExceededError,
+    ConfigurationError,
     ContextWindowExceededError,
     FailoverError,
     InvalidRequestError,
@@ -130,7 +131,7 @@ def test_default_backoff_is_2_4_8_seconds():
 
 def test_exponential_backoff_caps_at_max_and_rejects_negative_values():
     assert [ExponentialBackoff(1, factor=3, max_s=5).delay(k) for k in range(3)] == [1, 3, 5]
-    with pytest.raises(InvalidRequestError, match="base_s"):
+    with pytest.raises(ConfigurationError, match="base_s"):
         ExponentialBackoff(-1)
 
 
@@ -269,7 +270,7 @@ async def test_history_is_bounded_and_queryable_by_time():
 
 
 def test_bad_settings_are_typed_errors():
-    with pytest.raises(InvalidRequestError, match="max_retries"):
+    with pytest.raises(ConfigurationError, match="max_retries"):
         build(max_retries=-1)
-    with pytest.raises(InvalidRequestError, match="alert_window_s"):
+    with pytest.raises(ConfigurationError, match="alert_window_s"):
         build(alert_window_s=0)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from amm.errors import InvalidRequestError
+from amm.errors import ConfigurationError, InvalidRequestError
 from amm.models import ModelMetadata, RateLimits
 from amm.rate_limiter import RateLimiter
 from amm.registry import ModelRegistry
@@ -305,7 +305,7 @@ async def test_bad_input_raises_a_typed_error_and_changes_nothing(
         limiter.provider_limited("small", retry_after_s=-1)
     with pytest.raises(InvalidRequestError, match="remaining_requests"):
         limiter.update_from_headers("small", remaining_requests=-3)
-    with pytest.raises(InvalidRequestError, match="threshold"):
+    with pytest.raises(ConfigurationError, match="threshold"):
         RateLimiter(ModelRegistry.from_models([]), threshold=1.5)
     assert (await limiter.check_rate_limit("small", 1)).requests_remaining == 9
     assert not limiter.is_rate_limited("small")
