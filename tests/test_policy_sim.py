@@ -97,10 +97,10 @@ def test_the_store_holds_one_full_decision_per_request_and_ope_reads_it(thompson
     for attrs in first[:20]:
         cands = json.loads(attrs["amm.selection.candidates"])
         assert {c["model"] for c in cands} == set(PRICES)
-        assert sum(c["probability"] for c in cands) == pytest.approx(1.0)
+        assert sum(c["probability"] for c in cands) == pytest.approx(1.0, rel=1e-4)
         assert min(c["probability"] for c in cands) >= 0.02 - 1e-9
         chosen = next(c for c in cands if c["model"] == attrs["amm.selection.chosen"])
-        assert attrs["amm.selection.propensity"] == pytest.approx(chosen["probability"])
+        assert attrs["amm.selection.propensity"] == pytest.approx(chosen["probability"], rel=1e-5)
         assert attrs["amm.selection.policy"] == "thompson"
         assert attrs["amm.selection.policy_version"].startswith("thompson-")
         assert json.loads(attrs["amm.selection.features"])["agent_type"] in QUALITY
