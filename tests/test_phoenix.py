@@ -1,7 +1,9 @@
 """A real viewer: `amm demo` exports to Arize Phoenix over OTLP/HTTP and gRPC, and
 Phoenix's REST API shows every span of the local store, the same tree, chat spans as
-LLM spans with model and tokens, amm.evaluate as an EVALUATOR, amm's own cost, and
-the project the user named with OTEL_SERVICE_NAME.
+LLM spans with model and tokens, amm.evaluate as an EVALUATOR, amm's own cost (total,
+prompt and completion), the project the user named with OTEL_SERVICE_NAME, and, with
+AMM_PHOENIX_ANNOTATIONS, every evaluated chat span's quality as Phoenix annotations
+(score, pass/fail label, explanation).
 
 Phoenix lives in its own environment (never the project's venv): ``deploy/phoenix/
 install.sh`` creates it (``.ci/run`` calls it). Without it the test is skipped locally
@@ -64,6 +66,20 @@ class Phoenix:
 
     def projects(self) -> set[str]:
         return {p["name"] for p in _get(f"{self.url}/v1/projects")["data"]}
+
+    def annotations(self, project: str, span_ids: list[str]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(span_ids), 40):  # span ids go in the query string
+            query = "&".join(f"span_ids={sid}" for sid in span_ids[i:i + 40])
+            cursor = ""
+            while True:
+                page = _get(f"{self.url}/v1/projects/{project}/span_annotations?{query}"
+                            f"&limit=1000" + (f"&cursor={cursor}" if cursor else ""))
+                out.extend(page["data"])
+                cursor = page.get("next_cursor") or ""
+                if not cursor:
+                    break
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +155,7 @@ def wait_for_spans(phoenix: Phoenix, project: str, n: int, timeout: float = 60.0
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 def test_a_demo_arrives_whole_in_phoenix(phoenix: Phoenix, tmp_path: Path, protocol: str) -> None:
     project = f"amm-phoenix-{protocol.split('/')[0]}"
-    env = {"OTEL_SERVICE_NAME": project}
+    env = {"OTEL_SERVICE_NAME": project, "AMM_PHOENIX_ANNOTATIONS": phoenix.url}
     if protocol == "grpc":
         env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": phoenix.grpc_endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
@@ -172,6 +188,9 @@ def test_a_demo_arrives_whole_in_phoenix(phoenix: Phoenix, tmp_path: Path, proto
         # amm's exact cost, in the names the viewers read.
         assert attrs["llm.cost.total"] == pytest.approx(ours["amm.cost_usd"], abs=0, rel=1e-12)
         assert attrs["gen_ai.usage.cost"] == pytest.approx(ours["amm.cost_usd"], abs=0, rel=1e-12)
+        # The demo's models are priced per token in the registry: the split is known.
+        assert attrs["llm.cost.prompt"] + attrs["llm.cost.completion"] == pytest.approx(
+            attrs["llm.cost.total"], rel=1e-9, abs=1e-15)
     assert sum(received[sid]["attributes"]["llm.cost.total"] for sid in chats) > 0
     kinds = {s["name"]: received[sid]["span_kind"] for sid, s in sent.items()}
     assert kinds["amm.evaluate"] == "EVALUATOR"
@@ -180,3 +199,36 @@ def test_a_demo_arrives_whole_in_phoenix(phoenix: Phoenix, tmp_path: Path, proto
     scored = [received[sid] for sid in chats if received[sid]["events"]]
     assert scored and {e["attributes"]["gen_ai.evaluation.name"] for e in scored[0]["events"]} == {
         "overall", "completeness", "relevance", "coherence"}
+    overall = {sid: next(e["attributes"] for e in received[sid]["events"]
+                         if e["attributes"]["gen_ai.evaluation.name"] == "overall")
+               for sid in chats if received[sid]["events"]}
+    assert {a["gen_ai.evaluation.score.label"] for a in overall.values()} <= {"pass", "fail"}
+    assert all(a["gen_ai.evaluation.explanation"].startswith("completeness ")
+               for a in overall.values())
+
+    # The same verdicts as Phoenix annotations, on exactly the evaluated chat spans.
+    annotations = wait_for_annotations(phoenix, project, sorted(overall), 4 * len(overall))
+    print(f"{len(annotations)} annotations on {len(overall)} evaluated chat spans")
+    by_span: dict[str, dict[str, dict[str, Any]]] = {}
+    for a in annotations:
+        by_span.setdefault(a["span_id"], {})[a["name"]] = a
+    assert set(by_span) == set(overall)
+    for sid, named in by_span.items():
+        assert set(named) == {"overall", "completeness", "relevance", "coherence"}
+        result = named["overall"]["result"]
+        assert result["score"] == pytest.approx(overall[sid]["gen_ai.evaluation.score.value"])
+        assert result["label"] == overall[sid]["gen_ai.evaluation.score.label"]
+        assert result["explanation"] == overall[sid]["gen_ai.evaluation.explanation"]
+        assert {(a["annotator_kind"], a["identifier"]) for a in named.values()} == {("CODE", "amm")}
+
+
+def wait_for_annotations(phoenix: Phoenix, project: str, span_ids: list[str], n: int,
+                         timeout: float = 60.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    got: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        got = phoenix.annotations(project, span_ids)
+        if len(got) >= n:
+            return got
+        time.sleep(1.0)
+    return got
