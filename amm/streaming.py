@@ -21,7 +21,7 @@ This module holds the value objects and the accumulator; the provider side is in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +156,8 @@ class ManagedStream:
     def __repr__(self) -> str:
         state = ("done" if self.response is not None
                  else "streaming" if self._opened else "not started")
-        return f"ManagedStream({state}, agent_type={self.request.agent_type!r}, model={self.model_id!r})"
+        return (f"ManagedStream({state}, agent_type={self.request.agent_type!r}, "
+                f"model={self.model_id!r})")
 
     # -- called by the manager while opening -------------------------------------------
 
@@ -178,8 +179,22 @@ class ManagedStream:
 
     # -- iteration -----------------------------------------------------------------------
 
-    def __aiter__(self) -> ManagedStream:
-        return self
+    def __aiter__(self) -> AsyncIterator[StreamChunk]:
+        # A generator, so that leaving ``async for`` early (break, return, an exception
+        # in the body) closes the stream: the generator's finaliser runs aclose().
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[StreamChunk]:
+        try:
+            while True:
+                try:
+                    chunk = await self.__anext__()
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            if self.response is None:  # left before the end: cancel the provider call
+                await self.aclose()
 
     async def __anext__(self) -> StreamChunk:
         if not self._opened:

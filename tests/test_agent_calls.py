@@ -381,3 +381,21 @@ async def test_cancelling_the_callers_task_mid_stream_cancels_the_provider_call(
     assert attempt.error_type == "cancelled"
     assert after == before - (attempt.input_tokens + attempt.output_tokens)
     assert manager.cost_tracker.reserved() == 0.0
+
+
+async def test_breaking_out_of_the_loop_cancels_the_provider_call(build_manager):
+    manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1)},
+                                      [agent_model("m", "openai", tpm=20_000)])
+    gate = sim.stream_gate("m")
+    async with manager:
+        stream = manager.stream(ModelRequest(prompt="Tell a long story", task_id="b",
+                                             agent_type="chat", max_tokens=4000))
+        async for chunk in stream:
+            assert chunk.delta
+            break
+        for _ in range(5):  # the generator's finaliser runs on the next loop turns
+            await asyncio.sleep(0)
+        gate.release()
+        assert manager.cost_tracker.reserved() == 0.0
+    attempt = log.of(AttemptEvent)[-1]
+    assert attempt.error_type == "cancelled" and stream.response is None
