@@ -144,7 +144,8 @@ class LiteLLMAdapter:
                 timeout_s: float) -> tuple[str, dict[str, Any]]:
         litellm_model = model.litellm_model or model.id
         kwargs: dict[str, Any] = {
-            name: value for name, value in request.parameters.items() if name in PASSTHROUGH_PARAMETERS
+            name: value for name, value in request.parameters.items()
+            if name in PASSTHROUGH_PARAMETERS
         }
         kwargs.update(
             model=litellm_model,
@@ -393,7 +394,8 @@ def _tool_calls(message: Any) -> list[ToolCall]:
     return out
 
 
-def _to_response(litellm: ModuleType, raw: Any, model: ModelMetadata, litellm_model: str) -> ModelResponse:
+def _to_response(litellm: ModuleType, raw: Any, model: ModelMetadata,
+                 litellm_model: str) -> ModelResponse:
     choice = raw.choices[0] if raw.choices else None
     message = getattr(choice, "message", None)
     content = getattr(message, "content", None) or ""

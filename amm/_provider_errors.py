@@ -114,7 +114,8 @@ def map_provider_error(
         return ProviderTimeoutError(message, error_type="timeout", **kw)
     if status == 429 or "RateLimitError" in names:
         if "insufficient_quota" in text or "insufficient_quota" in _body_text(exc):
-            return QuotaExceededError(message, error_type="insufficient_quota", status_code=429, **kw)
+            return QuotaExceededError(message, error_type="insufficient_quota", status_code=429,
+                                      **kw)
         return RateLimitError(message, retry_after_seconds=retry_after_s(exc),
                               error_type="rate_limited", status_code=429, **kw)
     if status == 401 or "AuthenticationError" in names:

@@ -6,7 +6,10 @@ mapping into frozen :class:`~amm.models.ModelMetadata` and
 :class:`~amm.models.Experiment` values, or raises one
 :class:`~amm.errors.ConfigurationError` whose message quotes where the problem is::
 
-    config/model_registry.json: models[gpt-4-turbo].cost_per_1k_input_tokens: must be a number >= 0, got -1
+    config/model_registry.json: models[gpt-4-turbo].cost_per_1k_input_tokens: must be a
+    number >= 0, got -1
+
+(one line in the message; folded here).
 
 Hostile files are errors too, never crashes: a parser failure of any kind (nesting
 too deep, an integer too long), a key given twice in one object, a number that is
@@ -361,7 +364,8 @@ class _Validator:
             litellm_model = self.string(raw, "litellm_model", at, model_id)
         elif provider not in KNOWN_PROVIDERS:
             self.fail(f"{at}.provider",
-                      f"unknown provider {provider!r} (known: {', '.join(sorted(KNOWN_PROVIDERS))});"
+                      f"unknown provider {provider!r} "
+                      f"(known: {', '.join(sorted(KNOWN_PROVIDERS))});"
                       " give an explicit litellm_model to use another one", model_id=model_id)
         else:
             litellm_model = f"{LITELLM_PREFIXES[provider]}/{model_id}"
@@ -550,12 +554,14 @@ class _Validator:
             result.append(exp)
         return result
 
-    def experiment(self, raw: object, index: int, models: Mapping[str, ModelMetadata]) -> Experiment:
+    def experiment(self, raw: object, index: int,
+                   models: Mapping[str, ModelMetadata]) -> Experiment:
         if not isinstance(raw, Mapping):
             self.fail(f"experiments[{index}]", f"must be an object, got {_kind(raw)}")
         name = raw.get("name")
         if not isinstance(name, str) or not name.strip():
-            self.fail(f"experiments[{index}].name", f"must be a non-empty string, got {_kind(name)}")
+            self.fail(f"experiments[{index}].name",
+                      f"must be a non-empty string, got {_kind(name)}")
         at = f"experiments[{name}]"
         self.no_unknown_keys(raw, _EXPERIMENT_KEYS, at)
         for key in ("agent_type", "arms"):

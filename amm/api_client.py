@@ -129,7 +129,8 @@ class APIClientManager:
             if not isinstance(adapter, ProviderAdapter):
                 raise ConfigurationError(
                     f"APIClientManager.adapters[{provider}]: must have an async "
-                    f"complete(model, request, *, api_key, timeout_s), got {type(adapter).__name__}",
+                    "complete(model, request, *, api_key, timeout_s), "
+                    f"got {type(adapter).__name__}",
                     field=f"adapters[{provider}]")
         self._keys = api_key_manager
         self._adapters: dict[str, ProviderAdapter] = dict(adapters or {})
@@ -243,13 +244,15 @@ class APIClientManager:
                 f"{model.provider.upper()}_API_KEY; keys rejected with 401/403 rest for a while)",
                 error_type="missing_api_key")
 
-    async def _attempt(self, model_id: str, request: ModelRequest, *, attempt: int) -> ModelResponse:
+    async def _attempt(self, model_id: str, request: ModelRequest, *,
+                       attempt: int) -> ModelResponse:
         model, registered, adapter, key = self._prepare(model_id, request)
         start_ns = time.time_ns()
         started = time.perf_counter()
         try:
             self._require_key(model, key)
-            response = await adapter.complete(model, request, api_key=key, timeout_s=attempt_timeout(self._timeout_s))
+            response = await adapter.complete(model, request, api_key=key,
+                                              timeout_s=attempt_timeout(self._timeout_s))
         except Exception as exc:
             latency_ms = (time.perf_counter() - started) * 1000.0
             err = self._as_error(exc, model, request, key)
@@ -594,7 +597,8 @@ class AttemptStream:
     @property
     def provider_metadata(self) -> dict[str, Any]:
         """What the provider said about the answer so far (ids, rate-limit headers)."""
-        return self._provider.metadata
+        metadata: dict[str, Any] = self._provider.metadata
+        return metadata
 
     @property
     def rate_limit(self) -> RateLimitInfo | None:

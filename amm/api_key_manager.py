@@ -103,7 +103,8 @@ class APIKeyManager:
                  "_next", "_secrets")
 
     def __init__(
-        self, *, clock: Callable[[], float] = time.monotonic, cooldown_s: float = DEFAULT_COOLDOWN_S,
+        self, *, clock: Callable[[], float] = time.monotonic,
+        cooldown_s: float = DEFAULT_COOLDOWN_S,
         auth_cooldown_s: float = DEFAULT_AUTH_COOLDOWN_S,
     ) -> None:
         """``clock`` (monotonic seconds) times cool-downs; ``cooldown_s`` is the rest after a

@@ -71,7 +71,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_sim(args: argparse.Namespace) -> int:
     from amm.sim import Simulator, demo_profiles
 
-    Simulator.serve_forever(host=args.host, port=args.port, profiles=demo_profiles(), seed=args.seed)
+    Simulator.serve_forever(host=args.host, port=args.port, profiles=demo_profiles(),
+                            seed=args.seed)
     return 0
 
 
@@ -350,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=5.0, help="daily budget in USD (default 5)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("sim", help="serve the provider simulator (OpenAI, Anthropic, Gemini, Ollama)")
+    p = sub.add_parser("sim",
+                       help="serve the provider simulator (OpenAI, Anthropic, Gemini, Ollama)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     p.add_argument("--seed", type=int, default=0)

@@ -26,10 +26,11 @@ sum(max(0, actual - estimate)) over calls holding a reservation at the same time
 
 A store that cannot be written: requests are not failed by the ledger, but the
 budget **fails closed** by default: while the store is failing (its last commit
-failed), :meth:`reserve` refuses with ``BudgetExceededError`` (``CostTrackingError``, a BudgetExceededError with ``error_type``
-``"ledger_unwritable"``) and :meth:`would_exceed` says True, since spend that cannot
-be recorded cannot be bounded. ``fail_open=True`` keeps admitting calls on the
-in-memory total instead. ``write_failures`` counts the failed commits.
+failed), :meth:`reserve` refuses with ``BudgetExceededError`` (``CostTrackingError``, a
+BudgetExceededError with ``error_type`` ``"ledger_unwritable"``) and :meth:`would_exceed`
+says True, since spend that cannot be recorded cannot be bounded. ``fail_open=True``
+keeps admitting calls on the in-memory total instead. ``write_failures`` counts the
+failed commits.
 
 Days are UTC days. A new instance on an existing file starts the day's running total
 from the database, and knows which budget alerts (50/80/100 % by default, each once

@@ -234,7 +234,8 @@ class SyncLLM(LLM):
     def complete(self, prompt: str | Sequence[Mapping[str, Any]],  # type: ignore[override]
                  **options: Unpack[CallOptions]) -> ModelResponse:
         request = self.request(prompt, **options)
-        return _portal().run(self._manager.complete(request, self.constraints))
+        response: ModelResponse = _portal().run(self._manager.complete(request, self.constraints))
+        return response
 
 
 class _Portal:
@@ -246,7 +247,8 @@ class _Portal:
 
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="amm-portal", daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="amm-portal",
+                                        daemon=True)
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

@@ -31,7 +31,8 @@ _TOPICS = ["a rate limiter", "an LRU cache", "a retry policy", "a JSON parser", 
            "a URL shortener", "a bloom filter", "a circuit breaker"]
 
 _PROMPTS = {
-    "planning": "Plan the work to build {t}. List:\n1. the components\n2. the risks\n3. the milestones",
+    "planning": ("Plan the work to build {t}. List:\n1. the components\n2. the risks\n"
+                 "3. the milestones"),
     "implementation": "Implement {t} as a Python function with tests. Write the code.",
     "review": "Review this design of {t} and list:\n- correctness issues\n- performance issues",
     "research": "Research how production systems implement {t}. Summarise the main approaches "
@@ -102,7 +103,8 @@ _TOOLS = [
 def _run_tool(name: str, arguments: dict[str, Any]) -> str:
     """The ops agent's tools, answered locally (a real agent would call its systems)."""
     if name == "find_runbook":
-        return f"runbook RB-{zlib.crc32(str(arguments).encode()) % 900 + 100}: restart, then page the owner"
+        number = zlib.crc32(str(arguments).encode()) % 900 + 100
+        return f"runbook RB-{number}: restart, then page the owner"
     return "on call: the platform team (pager 4242)"
 
 
@@ -245,7 +247,8 @@ def run_demo(
     with Simulator(_demo_profiles(requests), seed=seed) as sim:
         os.environ["AMM_SIM_URL"] = sim.base_url
         out.write(f"amm demo: {requests} requests, concurrency {concurrency}, seed {seed}\n")
-        out.write(f"  provider simulator on {sim.base_url} (OpenAI, Anthropic, Gemini, Ollama protocols)\n")
+        out.write(f"  provider simulator on {sim.base_url} "
+                  "(OpenAI, Anthropic, Gemini, Ollama protocols)\n")
         counts = DecisionCounts()
         first_chunks = FirstChunkTimes()
         ok, failed = asyncio.run(_run(requests, concurrency, seed, data_dir, budget, counts,

@@ -88,7 +88,8 @@ class Priority(enum.StrEnum):
             except ValueError:
                 pass
         raise InvalidRequestError(
-            f"priority must be one of high, medium, low; got {value!r}", error_type="invalid_priority"
+            f"priority must be one of high, medium, low; got {value!r}",
+            error_type="invalid_priority",
         )
 
 
@@ -424,7 +425,8 @@ class ModelRequest:
         rf = self.response_format
         if rf is None or rf.get("type") != "json_schema":
             return None
-        return rf["json_schema"]["schema"]
+        schema: Mapping[str, Any] = rf["json_schema"]["schema"]
+        return schema
 
     @property
     def wants_json(self) -> bool:

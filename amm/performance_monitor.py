@@ -5,7 +5,8 @@ Two views of the same observations:
 * in memory, a :class:`~telemetry.stats.RollingStats` over the last ``window_s``
   (``snapshot()``, cheap: the selector reads it for every candidate);
 * on disk, the ``amm_performance`` table (WAL SQLite at ``db_path``), written in
-  batches by the store's shared writer (:mod:`telemetry.store_writer`), read by ``get_model_performance`` and
+  batches by the store's shared writer (:mod:`telemetry.store_writer`), read by
+  ``get_model_performance`` and
   ``detect_degradation`` over any window, and replayed into the rolling stats when a
   new monitor opens an existing file (warm start: a restarted process does not forget).
 
@@ -55,11 +56,13 @@ _log = logging.getLogger("amm.performance")
 _INSERT = (f"INSERT INTO {PERFORMANCE_TABLE} (ts, model_id, agent_type, task_id, latency_ms, "
            "success, error_type, cost_usd, input_tokens, output_tokens, quality_score) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_Row = tuple[float, str, str, str, float | None, int | None, str | None, float, int, int, float | None]
+_Row = tuple[float, str, str, str, float | None, int | None, str | None, float, int, int,
+             float | None]
 
 
 class PerformanceMonitor:
-    """Tracks latency, success rate and quality per model (the seed's API, ``docs/seed.md``, plus ``snapshot``)."""
+    """Tracks latency, success rate and quality per model (the seed's API,
+    ``docs/seed.md``, plus ``snapshot``)."""
 
     def __init__(
         self,
@@ -108,8 +111,9 @@ class PerformanceMonitor:
         if not model_id:
             raise InvalidRequestError("record_performance: model_id is empty")
         if not math.isfinite(latency_ms) or latency_ms < 0:
-            raise InvalidRequestError(f"record_performance: latency_ms must be >= 0, got {latency_ms!r}",
-                                      model_id=model_id, task_id=task_id)
+            raise InvalidRequestError(
+                f"record_performance: latency_ms must be >= 0, got {latency_ms!r}",
+                model_id=model_id, task_id=task_id)
         if quality_score is not None and not 0.0 <= quality_score <= 1.0:
             raise InvalidRequestError(
                 f"record_performance: quality_score must be in [0, 1], got {quality_score!r}",

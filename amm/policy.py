@@ -135,7 +135,8 @@ class _Exploring:
                  max_explore_cost_usd: float | None, agent_types: Collection[str] | None,
                  rng: random.Random | None, params: Mapping[str, Any]) -> None:
         if not 0.0 <= floor < 1.0:
-            raise ConfigurationError(f"floor must be in [0, 1); got {floor!r}", field="policy.floor")
+            raise ConfigurationError(f"floor must be in [0, 1); got {floor!r}",
+                                     field="policy.floor")
         self.floor = float(floor)
         self.explore_high_priority = explore_high_priority
         self.max_explore_cost_usd = max_explore_cost_usd

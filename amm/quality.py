@@ -26,7 +26,8 @@ words without stop words or instruction verbs ("write", "explain"), lightly stem
   trigrams, 1.0 up to 10 %, falling linearly to 0 at 50 % (runaway loops). Ending:
   1.0 when the text ends with closing punctuation, a closed code fence or a list
   item, 0.3 when it stops mid-sentence, 0 when ``finish_reason == "length"``.
-- **overall** = 0.40 completeness + 0.35 relevance + 0.25 coherence (the seed's weights, ``docs/seed.md``).
+- **overall** = 0.40 completeness + 0.35 relevance + 0.25 coherence (the seed's weights,
+  ``docs/seed.md``).
 
 Agent calls are scored on what they are, not as prose (:mod:`amm.structured`):
 

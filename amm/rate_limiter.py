@@ -289,7 +289,8 @@ class RateLimiter:
     async def record_request(
         self, model_id: str, tokens_used: int, was_rate_limited: bool = False
     ) -> None:
-        """Count a request that was sent without :meth:`acquire` (the seed's flow, ``docs/seed.md``).
+        """Count a request that was sent without :meth:`acquire` (the seed's flow,
+        ``docs/seed.md``).
 
         ``was_rate_limited``: the provider answered 429, so the model is limited for
         the default Retry-After (use :meth:`provider_limited` when it said how long).
@@ -405,8 +406,9 @@ class RateLimiter:
             if limits is None:
                 w.request_cap = w.token_cap = INF
             else:
-                w.request_cap = capacity(limits.requests_per_minute, self._threshold, self._window_s)
-                w.token_cap = capacity(limits.tokens_per_minute, self._threshold, self._window_s)
+                threshold, window_s = self._threshold, self._window_s
+                w.request_cap = capacity(limits.requests_per_minute, threshold, window_s)
+                w.token_cap = capacity(limits.tokens_per_minute, threshold, window_s)
         now = self._clock()
         self._prune(w, now)
         return w, now

@@ -106,7 +106,8 @@ def demo_summary(store: Path, *, counts: DecisionCounts, billed: dict[str, tuple
         provider_429s=sum(counts.provider_429s.values()),
         demotions=list(counts.demotions),
         ledger_total_usd=float(ledger["cost_usd"].sum()),
-        ledger_requests_usd=float(ledger.loc[ledger["agent_type"] != HEALTH_CHECK_AGENT, "cost_usd"].sum()),
+        ledger_requests_usd=float(
+            ledger.loc[ledger["agent_type"] != HEALTH_CHECK_AGENT, "cost_usd"].sum()),
         request_cost_total_usd=float(req["cost_usd"].sum()),
         billed_tokens={m: [i, o] for m, (i, o) in sorted(billed.items())},
         ledger_tokens={
@@ -154,5 +155,7 @@ def demo_summary(store: Path, *, counts: DecisionCounts, billed: dict[str, tuple
 
 
 def _same(a: float, b: float) -> str:
-    return f"yes (${a:.6f})" if abs(a - b) <= 1e-9 * max(1.0, abs(a)) else f"NO (${a:.6f} vs ${b:.6f})"
+    if abs(a - b) <= 1e-9 * max(1.0, abs(a)):
+        return f"yes (${a:.6f})"
+    return f"NO (${a:.6f} vs ${b:.6f})"
 

@@ -237,7 +237,8 @@ class WeightedScorer:
         d = self._derived
         if d[0] is not context:
             d = self._derive(context)
-        _, w_cap, w_cost, w_perf, w_avail, required, n_required, max_caps, low, inv_span, fastest = d
+        (_, w_cap, w_cost, w_perf, w_avail, required, n_required, max_caps, low, inv_span,
+         fastest) = d
 
         caps = candidate.capabilities
         coverage = len(required & caps) / n_required if n_required else 1.0

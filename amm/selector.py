@@ -367,7 +367,8 @@ class ModelSelector:
         result = self._examine(entry, rq)
         return result if isinstance(result, str) else None
 
-    def exclusions(self, task: ModelRequest, agent_type: str, constraints: SelectionConstraints | None = None, *,
+    def exclusions(self, task: ModelRequest, agent_type: str,
+                   constraints: SelectionConstraints | None = None, *,
                    demoted: Collection[str] = ()) -> dict[str, str]:
         """Every registered model that the filters exclude for ``task``, with why (for
         the error that says why nothing matched; not on the hot path)."""

@@ -208,7 +208,8 @@ class ManagedStream:
         if source is None or self.response is not None:
             raise StopAsyncIteration
         try:
-            return await source.__anext__()
+            chunk: StreamChunk = await source.__anext__()
+            return chunk
         except StopAsyncIteration:
             await self._finish()
             raise
