@@ -15,7 +15,7 @@ Two policies of the request path itself live here, because they join components:
 budget policy (:class:`BudgetPolicy`: refuse, or downgrade to the cheapest model the
 selector finds eligible; see ``_apply_budget``) and demotion (a model whose quality the
 evaluator finds low is held back for the agent type for
-``ManagerSettings.demotion_seconds``; see ``_evaluate``). Every other policy (scoring,
+``ManagerSettings.demotion_s``; see ``_evaluate``). Every other policy (scoring,
 routing, backoff, eviction, quality metrics, A/B assignment) belongs to a component.
 
 Recording happens where each event occurs: every component reports to the one
@@ -134,7 +134,7 @@ class ManagerSettings:
     budget_policy: BudgetPolicy = BudgetPolicy.REFUSE
     cache_enabled: bool = True
     retries_per_model: int = 1  # transient retries on one model before failing over
-    demotion_seconds: float = 300.0  # how long a low-quality model stays demoted
+    demotion_s: float = 300.0  # how long a low-quality model stays demoted
     degradation_check_interval_s: float = 60.0  # 0 turns the background check off
     degradation_threshold: float = 0.8
     request_timeout_s: float = 120.0  # the whole request: every retry and failover within it
@@ -341,7 +341,7 @@ class ModelManager:
             if fleet is not None:
                 manager.state = fleet
                 share_demotions(fleet, manager._demoted, manager._clock,
-                                manager.settings.demotion_seconds)
+                                manager.settings.demotion_s)
                 if cache is not None:
                     cache.share(fleet)
             return manager
@@ -662,7 +662,7 @@ class ModelManager:
         if self.evaluator.should_demote(response.model_id, agent):
             key = (agent, response.model_id)
             if key not in self._demoted or self._demoted[key] <= self._clock():
-                self._demoted[key] = self._clock() + self.settings.demotion_seconds
+                self._demoted[key] = self._clock() + self.settings.demotion_s
                 self.recorder.record(ModelDemotedEvent(
                     model_id=response.model_id, agent_type=agent,
                     reason=f"mean quality below {self.evaluator.quality_threshold:g} "

@@ -680,7 +680,18 @@ class BudgetStatus:
 
 @dataclass(frozen=True, slots=True)
 class PerformanceMetrics:
-    """Performance of a model over a time window. ``success_rate`` is a percentage."""
+    """Performance of a model over a time window (the seed's record).
+
+    ``success_rate`` is a **percentage** (0-100), because the seed defines it so and its
+    examples print it with ``%``. This is the one place in amm where a success rate is
+    a percentage: everywhere else (:class:`~telemetry.events.StatsSnapshot`, the
+    scorer, the policies, analytics) it is a fraction in [0, 1].
+    :meth:`~amm.performance_monitor.PerformanceMonitor.get_model_performance` converts
+    into it, and :meth:`~amm.selector.ModelSelector.calculate_suitability_score` back
+    out of it; nothing else reads it. Latency percentiles are over every attempt,
+    failures included, as in the rolling statistics and the OpenTelemetry duration
+    metric (``gen_ai.client.operation.duration`` records failed operations too).
+    """
 
     model_id: str
     window_hours: int

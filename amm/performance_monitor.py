@@ -158,8 +158,10 @@ class PerformanceMonitor:
     # --- reading -----------------------------------------------------------------------
     async def get_model_performance(self, model_id: str, window_hours: int = 24
                                     ) -> PerformanceMetrics:
-        """Requests, success rate (percent), latency mean/p50/p95/p99 and mean quality over
-        the last ``window_hours``, from the durable table (exact percentiles)."""
+        """Requests, success rate, latency mean/p50/p95/p99 and mean quality over the
+        last ``window_hours``, from the durable table (exact percentiles over every
+        attempt, failures included). The success rate is converted to the percentage
+        the seed's :class:`~amm.models.PerformanceMetrics` holds here, at this edge."""
         if window_hours <= 0:
             raise InvalidRequestError(f"window_hours must be > 0, got {window_hours!r}",
                                       model_id=model_id)

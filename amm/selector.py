@@ -345,7 +345,8 @@ class ModelSelector:
                              quality, True, snap.p95_latency_ms)
         elif performance_data is not None and performance_data.total_requests >= self.min_samples:
             pd = performance_data
-            # The seed's PerformanceMetrics has success_rate in percent and 0.0 quality for "none".
+            # PerformanceMetrics (the seed's record) has success_rate in percent, the one
+            # place it is; the scorer takes a fraction. 0.0 quality there means "none".
             quality = pd.average_quality_score if pd.average_quality_score > 0 else PRIOR_QUALITY
             cand = Candidate(e.model, e.caps, cost, pd.p50_latency_ms, pd.success_rate / 100.0,
                              quality, True, pd.p95_latency_ms)
