@@ -33,7 +33,8 @@ from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 
 from telemetry import conventions as c
 
-__all__ = ["ExportGuard", "otlp_log_exporter", "otlp_metric_exporter", "otlp_span_exporter"]
+__all__ = ["ExportFailure", "ExportGuard", "attempt", "otlp_log_exporter", "otlp_metric_exporter",
+           "otlp_span_exporter", "plain_otlp_span_exporter"]
 
 _log = logging.getLogger("amm.telemetry")
 
@@ -54,7 +55,7 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
-class _Failure:
+class ExportFailure:
     """Why one export failed: ``error_type`` is ``"405"``, ``"UNAVAILABLE"``, an
     exception's name or ``_OTHER``; ``detail`` is the exporter's own words."""
 
@@ -100,7 +101,7 @@ def _install_capture() -> None:
             _installed = True
 
 
-def _failure(records: list[logging.LogRecord]) -> _Failure:
+def _failure(records: list[logging.LogRecord]) -> ExportFailure:
     """The reason of a failed export, read from the exporter's log records (last wins)."""
     status: int | None = None
     code: str | None = None
@@ -117,12 +118,12 @@ def _failure(records: list[logging.LogRecord]) -> _Failure:
             elif type(arg).__name__ == "StatusCode" and hasattr(arg, "name"):
                 code = str(arg.name)
     if status is not None:
-        return _Failure(str(status), detail, status in _NOT_ACCEPTED_HTTP)
+        return ExportFailure(str(status), detail, status in _NOT_ACCEPTED_HTTP)
     if code is not None:
-        return _Failure(code, detail, code in _NOT_ACCEPTED_GRPC)
+        return ExportFailure(code, detail, code in _NOT_ACCEPTED_GRPC)
     # No answer at all: the retries' records say why (a refused connection ends in
     # "timeout, max retries" once the retries ran out).
-    return _Failure(_error_name(seen), detail, False)
+    return ExportFailure(_error_name(seen), detail, False)
 
 
 def _error_name(messages: list[str]) -> str:
@@ -132,6 +133,23 @@ def _error_name(messages: list[str]) -> str:
     if "timeout" in text or "timed out" in text:
         return "timeout"
     return c.ERROR_TYPE_OTHER
+
+
+def attempt(call: Callable[[], R], ok: R) -> tuple[R | None, ExportFailure | None]:
+    """Run one export with the exporter's log records held back; its result, and why it
+    failed (None when it returned ``ok``). Never raises."""
+    if not _installed:
+        _install_capture()
+    records = _capture.start()
+    try:
+        result: R | None = call()
+    except Exception as exc:  # an exporter bug must not reach the SDK's worker thread
+        records.append(logging.LogRecord("amm", logging.ERROR, "", 0, "%s: %s",
+                                         (type(exc).__name__, exc), None))
+        result = None
+    finally:
+        _capture.stop()
+    return result, (None if result == ok else _failure(records))
 
 
 class ExportGuard:
@@ -174,24 +192,22 @@ class ExportGuard:
         """One export through the policy; never raises."""
         if self._stopped:
             return skipped
-        records = _capture.start()
-        try:
-            result = call()
-        except Exception as exc:  # an exporter bug must not reach the SDK's worker thread
-            records.append(logging.LogRecord("amm", logging.ERROR, "", 0, "%s: %s",
-                                             (type(exc).__name__, exc), None))
-            result = None
-        finally:
-            _capture.stop()
-        if result == ok:
-            self._succeeded()
-            return result
-        failure = _failure(records)
-        self._count(failure)
-        self._report(failure)
+        result, failure = attempt(call, ok)
+        self.settle(failure)
+        if failure is None:
+            return result  # type: ignore[return-value]  # ``ok`` itself
         if self._stopped:
             return skipped
         return result if result is not None else skipped
+
+    def settle(self, failure: ExportFailure | None) -> None:
+        """Apply the policy to one export's outcome (None: it succeeded), wherever it ran:
+        the exporter process (:mod:`telemetry.export_process`) sends its outcomes here."""
+        if failure is None:
+            self._succeeded()
+            return
+        self._count(failure)
+        self._report(failure)
 
     # --- policy -----------------------------------------------------------------------
     def _succeeded(self) -> None:
@@ -201,7 +217,7 @@ class ExportGuard:
             _log.warning("OpenTelemetry %s export to %s works again (%d export(s) failed before)",
                          self.signal, self.endpoint, failed)
 
-    def _count(self, failure: _Failure) -> None:
+    def _count(self, failure: ExportFailure) -> None:
         try:
             if self._failures is None:
                 meter = self._meter_provider.get_meter(c.INSTRUMENTATION_SCOPE)
@@ -213,7 +229,7 @@ class ExportGuard:
         except Exception:  # counting must never fail the export path
             _log.debug("counting an export failure failed", exc_info=True)
 
-    def _report(self, failure: _Failure) -> None:
+    def _report(self, failure: ExportFailure) -> None:
         with self._lock:
             self._failing += 1
             first = self._failing == 1
@@ -233,7 +249,7 @@ class ExportGuard:
                          _short(failure.detail), self._advice(failure),
                          c.METRIC_EXPORT_FAILURES)
 
-    def _advice(self, failure: _Failure) -> str:
+    def _advice(self, failure: ExportFailure) -> str:
         port = urlparse(self.endpoint).port
         if self.protocol != "grpc" and port == 4317:
             return (f"Port 4317 is OTLP/gRPC's: set {c.ENV_OTLP_PROTOCOL}=grpc, or use the "
@@ -276,6 +292,13 @@ def _base(protocol: str, grpc_module: str, http_module: str, name: str) -> type[
 
     return getattr(importlib.import_module(grpc_module if protocol == "grpc" else http_module),
                    name)
+
+
+def plain_otlp_span_exporter(protocol: str) -> Any:
+    """The SDK's OTLP span exporter of ``protocol``, unguarded: the exporter process runs
+    it through :func:`attempt` and sends the outcome to the guard in the application."""
+    return _base(protocol, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+                 "opentelemetry.exporter.otlp.proto.http.trace_exporter", "OTLPSpanExporter")()
 
 
 def otlp_span_exporter(protocol: str, guard: ExportGuard) -> Any:

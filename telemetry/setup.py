@@ -21,6 +21,10 @@ Precedence: explicit argument > ``OTEL_*`` environment variable > default (see t
 * ``OTEL_SDK_DISABLED=true``: no providers at all; the recorder then only feeds
   its listeners.
 * ``store_path``: finished spans also go to the local SQLite store.
+* ``AMM_EXPORT_PROCESS`` (default ``1``): OTLP spans are encoded and sent by a child
+  process fed with a compact record per span, so the encoding never competes with the
+  callers for the GIL (:mod:`telemetry.export_process`); ``0``: in-process, by the
+  SDK's batch processor. The span store stays in-process either way.
 
 If the application installed its own SDK tracer provider, amm adds its store
 processor to it and does not replace it (likewise for the meter provider). Setup
@@ -62,6 +66,7 @@ from telemetry.export_guard import (
     otlp_metric_exporter,
     otlp_span_exporter,
 )
+from telemetry.export_process import ExportProcessSpanProcessor, export_process_enabled
 from telemetry.processor import CountingBatchSpanProcessor
 from telemetry.recorder import Recorder
 from telemetry.store import SpanStoreExporter
@@ -75,6 +80,9 @@ _log = logging.getLogger("amm.telemetry")
 DEFAULT_SERVICE_NAME = "amm"
 """Service name when neither ``service_name`` nor ``OTEL_SERVICE_NAME`` is given."""
 
+SpanPipeline = CountingBatchSpanProcessor | ExportProcessSpanProcessor
+"""A span processor of amm's: it counts its drops (``dropped``), flushes and shuts down."""
+
 _lock = threading.Lock()
 _current: Telemetry | None = None
 _by_store: dict[str, Telemetry] = {}  # resolved store path -> its Telemetry
@@ -86,7 +94,7 @@ class Telemetry:
     """What :func:`setup` installed: providers, processors and the span store."""
 
     def __init__(self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None,
-                 processors: Sequence[CountingBatchSpanProcessor], *, owns_tracer: bool,
+                 processors: Sequence[SpanPipeline], *, owns_tracer: bool,
                  owns_meter: bool, store: SpanStoreExporter | None = None,
                  logs: _Logs | None = None, guards: Sequence[ExportGuard] = ()) -> None:
         self.tracer_provider = tracer_provider
@@ -373,16 +381,21 @@ def _build(service_name: str | None, store_path: str | Path | None,
                        if owns_tracer or not isinstance(existing_tp, SDKTracerProvider)
                        else existing_tp)
     span_exporters: list[SpanExporter] = []
+    processors: list[SpanPipeline] = []
     if exporters is not None:
         span_exporters.extend(exporters)
     elif owns_tracer and "otlp" in traces_exporters and (traces_guard := _guard("traces")) is not None:
         traces_guard.bind_meter(meter_provider)
         guards.append(traces_guard)
-        span_exporters.append(otlp_span_exporter(traces_guard.protocol, traces_guard))
+        if export_process_enabled():
+            processors.append(ExportProcessSpanProcessor(traces_guard, meter_provider=meter_provider))
+        else:
+            span_exporters.append(otlp_span_exporter(traces_guard.protocol, traces_guard))
     store = SpanStoreExporter(store_path) if store_path is not None else None
     if store is not None:
         span_exporters.append(store)
-    processors = [CountingBatchSpanProcessor(e, meter_provider=meter_provider) for e in span_exporters]
+    processors += [CountingBatchSpanProcessor(e, meter_provider=meter_provider)
+                   for e in span_exporters]
     for p in processors:
         tracer_provider.add_span_processor(p)
     if want_console and owns_tracer:
