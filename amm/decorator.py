@@ -104,7 +104,8 @@ def configure(manager: Any = None, /, *, warm: bool = False, **from_config: Any)
 
         manager = ModelManager.from_config(**from_config)
     elif from_config:
-        raise InvalidRequestError("configure() takes a manager or from_config arguments, not both")
+        raise ConfigurationError("configure() takes a manager or from_config arguments, not both",
+                                 field="configure")
     with _default_lock:
         _default_manager = manager
     return manager
@@ -315,7 +316,8 @@ def managed_model(
     at decoration time.
     """
     if capabilities is not None and required_capabilities is not None:
-        raise InvalidRequestError("give capabilities or required_capabilities, not both")
+        raise ConfigurationError("managed_model: give capabilities or required_capabilities, "
+                                 "not both", field="capabilities")
     caps = list(capabilities if capabilities is not None else required_capabilities or [])
     constraints = SelectionConstraints(
         max_cost_per_request=max_cost_per_request,
