@@ -18,8 +18,10 @@ it flushes the tracer provider (``flush_spans``), so the spans are exported befo
 their annotations. Phoenix takes annotations asynchronously and holds those whose
 span has not arrived yet (retrying for about ten minutes), so an export that is a
 little late loses nothing. A post that fails is logged once (then at debug level),
-counted in ``failed`` and dropped: telemetry never fails a call. The queue is posted
-once more at :meth:`PhoenixAnnotator.shutdown`, which also runs at interpreter exit.
+counted in ``failed`` and dropped, and ends that round (the rest waits for the next):
+telemetry never fails a call. The queue is posted once more at
+:meth:`PhoenixAnnotator.shutdown`, which also runs at interpreter exit; if Phoenix is
+away then, what is left is counted in ``failed`` and let go.
 ``PHOENIX_API_KEY``, when set, is sent as a bearer token (Phoenix with auth on).
 """
 
@@ -140,14 +142,17 @@ class PhoenixAnnotator:
             self._start()
 
     def flush(self) -> bool:
-        """Post everything queued now (in this thread); True when every post succeeded."""
-        failed_before = self.failed
+        """Post everything queued now (in this thread); True when every post succeeded.
+
+        The first failed post ends the flush: the rest stays queued for the next one,
+        so a Phoenix that hangs costs one timeout per flush, not one per batch."""
         with self._post_lock:
             while self._queue:
                 batch = [self._queue.popleft()
                          for _ in range(min(self._batch_spans, len(self._queue)))]
-                self._post(batch)
-        return self.failed == failed_before
+                if not self._post(batch):
+                    return False
+        return True
 
     def shutdown(self) -> None:
         """Stop the thread and post what is left. Idempotent; also runs at exit."""
@@ -159,7 +164,10 @@ class PhoenixAnnotator:
         self._wake.set()
         if thread is not None:
             thread.join(timeout=self._timeout_s + 5.0)
-        self.flush()
+        if not self.flush():  # Phoenix is away: what is left is not annotated
+            with self._post_lock:
+                self.failed += len(self._queue)
+                self._queue.clear()
 
     def _start(self) -> None:
         with self._lock:
@@ -177,7 +185,7 @@ class PhoenixAnnotator:
             if self._queue:
                 self.flush()
 
-    def _post(self, batch: list[tuple[str, QualityEvent, str | None]]) -> None:
+    def _post(self, batch: list[tuple[str, QualityEvent, str | None]]) -> bool:
         if self._flush_spans is not None:
             try:
                 self._flush_spans()
@@ -203,8 +211,9 @@ class PhoenixAnnotator:
                              "at debug level)", self.endpoint, detail, len(batch))
             else:
                 _log.debug("Phoenix annotations: POST %s failed (%s)", self.endpoint, detail)
-            return
+            return False
         self.posted += len(batch)
+        return True
 
 
 def annotator_from_env(flush_spans: Callable[[], object] | None = None

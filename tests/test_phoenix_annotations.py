@@ -163,6 +163,21 @@ def test_a_refusing_phoenix_is_counted_as_failed(otel):
         refusing.close()
 
 
+def test_a_phoenix_that_is_away_costs_one_failed_post_per_flush_and_shutdown_gives_up(otel):
+    down = FakePhoenix()
+    down.close()
+    annotator = PhoenixAnnotator(down.url, interval_s=60, batch_spans=1, timeout_s=1)
+    rec = Recorder(tracer_provider=otel.tracer_provider, annotator=annotator)
+    for i in range(5):
+        evaluated_call(rec, task=f"t{i}")
+    assert not annotator.flush()
+    assert annotator.failed == 1  # one batch tried; four still queued
+    annotator.shutdown()
+    assert annotator.failed == 5 and annotator.posted == 0
+    annotator.annotate("00f067aa0ba902b7", quality(), None)  # after shutdown: dropped
+    assert annotator.dropped == 1
+
+
 def test_a_full_queue_drops_and_counts():
     annotator = PhoenixAnnotator("http://127.0.0.1:9", interval_s=60, max_queue=2)
     annotator.shutdown()  # stopped: nothing is queued any more
