@@ -138,8 +138,9 @@ class StatePath:
 
 
 async def _round_trips(url: str, calls: int) -> dict[str, Any]:
-    """The backend alone, from this process: admit, settle and a cache miss, timed."""
-    from amm.state.base import Admission
+    """The backend alone, from this process: admit, a settlement's write and a cache
+    miss, timed."""
+    from amm.state.base import Admission, Settlement
     from amm.state.redis_backend import RedisState
 
     state = RedisState(url, prefix="amm-rtt")
@@ -151,7 +152,7 @@ async def _round_trips(url: str, calls: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             await state.admit(a)
             t1 = time.perf_counter()
-            await state.settle(a, 90, 0.0)
+            await state.write([Settlement(a, 90, 0.0)])
             t2 = time.perf_counter()
             await state.cache_get(f"miss-{i}")
             t3 = time.perf_counter()

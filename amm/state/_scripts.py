@@ -4,18 +4,24 @@ Time is the server's (``TIME``), so workers on hosts whose clocks disagree still
 share one window. Windows are a sorted set of tickets scored by admission time (ms)
 plus a hash of each ticket's tokens and a running token total; budget holds are a
 hash of ticket -> USD with a sorted set of their expiries (a crashed worker's holds
-lapse), and the day's spend is a hash of worker -> that worker's ledger total.
+lapse) and their running total, and the day's spend is a hash of worker -> that
+worker's ledger total. The backend calls them by SHA (``EVALSHA``), loading a script
+only when the server answers that it does not know it.
 """
 
 from __future__ import annotations
 
-__all__ = ["ADMIT", "CACHE_SET", "COOL", "LEASE", "SETTLE"]
+__all__ = ["ADMIT", "CACHE_SET", "COOL", "LEASE", "SCRIPTS", "SETTLE"]
 
 # KEYS: 1 window zset, 2 window tokens hash, 3 window token total, 4 cool-down,
-#       5 spend hash (worker -> USD), 6 holds hash (ticket -> USD), 7 hold expiries zset
+#       5 spend hash (worker -> USD), 6 holds hash (ticket -> USD), 7 hold expiries zset,
+#       8 holds total (USD)
 # ARGV: 1 ticket, 2 tokens, 3 request cap, 4 token cap, 5 window ms, 6 cost, 7 budget,
 #       8 worker, 9 worker spend, 10 hold ttl ms
 # Returns {admitted 0/1, reason, retry ms, fleet spend (string), requests in window}
+# Every step is O(log n) in the window's size but the expiry of old entries, done a
+# bounded slice at a time (unpack() has a stack limit; a window idle for a minute may
+# hold thousands). The holds are summed in KEYS[8], not by reading the hash.
 ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -26,13 +32,14 @@ end
 local cool = redis.call('PTTL', KEYS[4])
 if cool > 0 then return {0, 'cooldown', cool, '0', 0} end
 local rcap, tcap, win = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - win)
-if #old > 0 then
+while true do
+  local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - win, 'LIMIT', 0, 500)
+  if #old == 0 then break end
   local gone = 0
   for _, v in ipairs(redis.call('HMGET', KEYS[2], unpack(old))) do
     if v then gone = gone + tonumber(v) end
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)
+  redis.call('ZREM', KEYS[1], unpack(old))
   redis.call('HDEL', KEYS[2], unpack(old))
   redis.call('DECRBY', KEYS[3], gone)
 end
@@ -55,21 +62,30 @@ local spend = 0
 local budget = tonumber(ARGV[7])
 if budget > 0 then
   redis.call('HSET', KEYS[5], ARGV[8], ARGV[9])
-  redis.call('PEXPIRE', KEYS[5], 172800000)
-  local lapsed = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now)
-  if #lapsed > 0 then
+  while true do  -- a crashed worker's holds lapse
+    local lapsed = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now, 'LIMIT', 0, 500)
+    if #lapsed == 0 then break end
+    local gone = 0
+    for _, v in ipairs(redis.call('HMGET', KEYS[6], unpack(lapsed))) do
+      if v then gone = gone + tonumber(v) end
+    end
     redis.call('HDEL', KEYS[6], unpack(lapsed))
-    redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+    redis.call('ZREM', KEYS[7], unpack(lapsed))
+    redis.call('INCRBYFLOAT', KEYS[8], -gone)
   end
   for _, v in ipairs(redis.call('HVALS', KEYS[5])) do spend = spend + tonumber(v) end
-  local held = 0
-  for _, v in ipairs(redis.call('HVALS', KEYS[6])) do held = held + tonumber(v) end
+  local none = redis.call('HLEN', KEYS[6]) == 0
+  local held = none and 0 or tonumber(redis.call('GET', KEYS[8]) or '0')
   local cost = tonumber(ARGV[6])
   if spend + held + cost > budget then return {0, 'budget', 0, tostring(spend), n} end
   redis.call('HSET', KEYS[6], id, ARGV[6])
   redis.call('ZADD', KEYS[7], now + tonumber(ARGV[10]), id)
-  redis.call('PEXPIRE', KEYS[6], 172800000)
-  redis.call('PEXPIRE', KEYS[7], 172800000)
+  if none then  -- no hold left: the total starts afresh (no float drift carried over)
+    redis.call('SET', KEYS[8], ARGV[6])
+  else
+    redis.call('INCRBYFLOAT', KEYS[8], ARGV[6])
+  end
+  for i = 5, 8 do redis.call('PEXPIRE', KEYS[i], 172800000) end
 end
 redis.call('ZADD', KEYS[1], now, id)
 redis.call('HSET', KEYS[2], id, tokens)
@@ -78,8 +94,7 @@ for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], win * 2 + 1000) end
 return {1, '', 0, tostring(spend), n + 1}
 """
 
-# KEYS: 1 window zset, 2 window tokens hash, 3 window token total,
-#       5 spend hash, 6 holds hash, 7 hold expiries zset (4 unused, kept aligned)
+# KEYS: as ADMIT's (4, the cool-down, unused)
 # ARGV: 1 ticket, 2 tokens ('' = give the slot back), 3 worker, 4 worker spend, 5 budget?
 SETTLE = """
 local id = ARGV[1]
@@ -95,8 +110,16 @@ if old then
   end
 end
 if ARGV[5] == '1' then
-  redis.call('HDEL', KEYS[6], id)
-  redis.call('ZREM', KEYS[7], id)
+  local held = redis.call('HGET', KEYS[6], id)
+  if held then
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('ZREM', KEYS[7], id)
+    if redis.call('HLEN', KEYS[6]) == 0 then
+      redis.call('DEL', KEYS[8])
+    else
+      redis.call('INCRBYFLOAT', KEYS[8], -tonumber(held))
+    end
+  end
   redis.call('HSET', KEYS[5], ARGV[3], ARGV[4])
 end
 return 1
@@ -135,3 +158,6 @@ if extra > 0 then
 end
 return 1
 """
+
+SCRIPTS = {"ADMIT": ADMIT, "SETTLE": SETTLE, "COOL": COOL, "LEASE": LEASE, "CACHE_SET": CACHE_SET}
+"""Every script by name (the backend computes their SHA1s once)."""

@@ -6,13 +6,16 @@ One small interface, two implementations: :class:`~amm.state.memory.InProcessSta
 server-side script). The components keep their own per-process state either way;
 this port adds what must be one number for the whole fleet:
 
-- ``admit``/``settle``: a model's request and token window (at the 90 % line) and the
-  day's budget, reserved together before a call and settled with the real tokens
-  and the worker's exact ledger total after it;
+- ``admit``: a model's request and token window (at the 90 % line) and the day's
+  budget, reserved together before a call (the request path's one round trip);
+- ``write``: what calls leave behind, batched off the request path in one round trip:
+  admissions settled with the real tokens and the worker's exact ledger total
+  (:class:`Settlement`), responses shared with the fleet's cache (:class:`CacheEntry`);
 - ``cool_down``: a provider 429's Retry-After, seen by one worker, holds for all;
 - ``put_flag``/``flags``: health, demotions and other facts that expire;
 - ``lease``: one holder at a time (the health probe of a model);
-- ``cache_get``/``cache_set``: the response cache's shared level, with a TTL;
+- ``cache_get``/``cache_index``: the response cache's shared level (entries with a
+  TTL) and the keys stored since a cursor (a worker asks only for keys it knows of);
 - ``put_stats``/``stats``: each worker's rolling statistics, for fleet-wide merging.
 
 Every method of a remote backend may raise :class:`StateUnavailable`; the caller
@@ -21,10 +24,12 @@ Every method of a remote backend may raise :class:`StateUnavailable`; the caller
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Admission", "StateBackend", "StateUnavailable", "Verdict"]
+__all__ = ["Admission", "CacheEntry", "Settlement", "StateBackend", "StateUnavailable",
+           "Verdict"]
 
 
 class StateUnavailable(Exception):
@@ -72,6 +77,25 @@ class Verdict:
     in_window: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The end of an :class:`Admission`: ``tokens`` used (None: nothing was sent, the
+    slot is given back), its budget hold dropped, the worker's ledger total then."""
+
+    admission: Admission
+    tokens: int | None
+    worker_spend_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A response shared through the fleet's cache: its key, payload and lifetime."""
+
+    key: str
+    payload: str
+    ttl_s: float
+
+
 class StateBackend(Protocol):
     """Where the fleet's shared state lives. Async; remote ones raise StateUnavailable."""
 
@@ -81,9 +105,9 @@ class StateBackend(Protocol):
         """Check the model's window, cool-down and the budget; reserve all or nothing."""
         ...
 
-    async def settle(self, a: Admission, tokens: int | None, worker_spend_usd: float) -> None:
-        """End the admission: ``tokens`` used (None: nothing was sent, give the slot
-        back); drop the budget hold; record the worker's ledger total."""
+    async def write(self, settlements: Sequence[Settlement] = (),
+                    cache: Sequence[CacheEntry] = ()) -> None:
+        """Settle ``settlements`` and store ``cache`` entries, together (one round trip)."""
         ...
 
     async def cool_down(self, model_id: str, seconds: float) -> None:
@@ -106,8 +130,9 @@ class StateBackend(Protocol):
         """The cached payload under ``key``, or None."""
         ...
 
-    async def cache_set(self, key: str, payload: str, ttl_s: float) -> None:
-        """Store ``payload`` under ``key`` for ``ttl_s`` seconds."""
+    async def cache_index(self, since: float) -> tuple[list[str], float]:
+        """The cache keys stored after cursor ``since`` (0: every live key) and the
+        cursor to ask with next time."""
         ...
 
     async def put_stats(self, worker: str, payload: str, ttl_s: float) -> None:

@@ -4,7 +4,13 @@ One object per worker. On the request path, :meth:`FleetState.admit` asks the
 backend, in one round trip, whether the model's fleet-wide window, its cool-down and
 the fleet's budget let this attempt through; the ticket it returns settles itself
 when the attempt's local rate-limit reservation and budget hold end (so the settle
-paths of calls and streams need nothing new). As a listener it shares what one
+paths of calls and streams need nothing new). Settlements and the responses shared
+with the fleet's cache wait in an outbox and go out together, one round trip every
+``write_delay_s`` (5 ms) at most, off the request path: a call adds one wake-up of
+the event loop to the request path (its admission), not three. The fleet's cache is
+asked only for keys it is known to hold (the sync loop reads the keys stored since
+its last round): a miss, the common case, makes no round trip; an entry another
+worker stored within the last sync interval is not seen until the next round. As a listener it shares what one
 worker learns: a provider's 429 cools the model for every worker, a health change
 and a quality demotion are published with an expiry. A background loop (every
 ``sync_interval_s``) pulls the others' health and demotions, publishes this worker's
@@ -36,7 +42,14 @@ from dataclasses import replace
 from typing import Any
 
 from amm.errors import BudgetExceededError, RateLimitError
-from amm.state.base import Admission, StateBackend, StateUnavailable, Verdict
+from amm.state.base import (
+    Admission,
+    CacheEntry,
+    Settlement,
+    StateBackend,
+    StateUnavailable,
+    Verdict,
+)
 from amm.state.memory import InProcessState
 from telemetry.events import Event, HealthChangeEvent, ModelDemotedEvent, RateLimitedEvent
 
@@ -104,6 +117,7 @@ class FleetState:
         stats: Any = None,
         sync_interval_s: float = 2.0,
         retry_interval_s: float = 1.0,
+        write_delay_s: float = 0.005,
         hold_ttl_s: float = 300.0,
         meter_provider: Any = None,
         clock: Callable[[], float] = time.monotonic,
@@ -120,6 +134,7 @@ class FleetState:
         self.stats = stats
         self.sync_interval_s = sync_interval_s
         self.retry_interval_s = retry_interval_s
+        self.write_delay_s = write_delay_s
         self._hold_ttl = hold_ttl_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -133,6 +148,12 @@ class FleetState:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[Any]] = set()
+        # what calls leave behind, written together (see the module docstring)
+        self._settlements: list[tuple[StateBackend, Settlement]] = []
+        self._cache_out: list[CacheEntry] = []
+        self._write_due = False  # a write of the outbox is scheduled
+        self._cache_known: set[int] = set()  # hash() of the keys the fleet's cache holds
+        self._cache_cursor = 0.0  # where the next read of the cache's keys starts
         self._counter = _fallback_counter(meter_provider)
 
     def __repr__(self) -> str:
@@ -236,15 +257,57 @@ class FleetState:
             retry_after_seconds=math.ceil(wait), error_type="rate_limited_local")
 
     def _settle(self, ticket: FleetTicket) -> None:
-        spend = self._own_spend()
-        self.spawn(self._settle_async(ticket, spend))
+        with self._lock:
+            self._settlements.append((ticket.backend, Settlement(
+                ticket.admission, ticket._tokens, self._own_spend())))
+        self._write_soon()
 
-    async def _settle_async(self, ticket: FleetTicket, spend: float) -> None:
+    # -- the outbox: settlements and cache entries, written together ------------------
+
+    def _write_soon(self) -> None:
+        """Schedule one write of the outbox ``write_delay_s`` from now (from any thread)."""
+        with self._lock:
+            if self._write_due:
+                return
+            self._write_due = True
         try:
-            await ticket.backend.settle(ticket.admission, ticket._tokens, spend)
-        except StateUnavailable as exc:
-            self._went_down(exc)  # the entry leaves with its window, the hold at its TTL
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = self._loop or running
+        if loop is None or loop.is_closed():
+            with self._lock:
+                self._write_due = False
+            return
+        if running is loop:
+            loop.call_later(self.write_delay_s, self._write_now)
+        else:
+            loop.call_soon_threadsafe(loop.call_later, self.write_delay_s, self._write_now)
 
+    def _write_now(self) -> None:
+        self.spawn(self.flush())
+
+    async def flush(self) -> None:
+        """Write the outbox now: settlements (to the backend that admitted each) and
+        cache entries, one round trip per backend. Never raises."""
+        with self._lock:
+            settlements, self._settlements = self._settlements, []
+            cache, self._cache_out = self._cache_out, []
+            self._write_due = False
+        if not settlements and not cache:
+            return
+        by_backend: dict[int, tuple[StateBackend, list[Settlement]]] = {}
+        for backend, settlement in settlements:
+            by_backend.setdefault(id(backend), (backend, []))[1].append(settlement)
+        shared = by_backend.pop(id(self.backend), (self.backend, []))[1]
+        for backend, items in by_backend.values():  # admitted on the fallback
+            await backend.write(items)
+        if shared or cache:
+            try:
+                await self.backend.write(shared, cache if self._up else ())
+            except StateUnavailable as exc:
+                # the entries leave with their window, the holds at their TTL
+                self._went_down(exc)
     # -- budget ---------------------------------------------------------------------
 
     def _budget(self) -> float:
@@ -308,13 +371,30 @@ class FleetState:
     # -- shared cache, leases ---------------------------------------------------------
 
     async def cache_get(self, key: str) -> str | None:
-        """The fleet's cached payload for ``key`` (None on a miss or while away)."""
+        """The fleet's cached payload for ``key`` (None on a miss or while away). A key
+        the fleet is not known to hold is a miss without a round trip."""
+        if self._up and hash(key) not in self._cache_known:
+            return None
         result: str | None = await self._try(lambda b: b.cache_get(key), "cache_get")
         return result
 
     async def cache_set(self, key: str, payload: str, ttl_s: float) -> None:
-        """Share ``payload`` under ``key`` for ``ttl_s``."""
-        await self._try(lambda b: b.cache_set(key, payload, ttl_s), "cache_set")
+        """Share ``payload`` under ``key`` for ``ttl_s`` (with the next write)."""
+        with self._lock:
+            self._cache_out.append(CacheEntry(key, payload, ttl_s))
+        self._cache_known.add(hash(key))
+        self._write_soon()
+
+    async def _read_cache_index(self) -> None:
+        """Learn the keys stored in the fleet's cache since the last round."""
+        if len(self._cache_known) > self._cache_known_max:
+            self._cache_known, self._cache_cursor = set(), 0.0  # forget expired ones
+        found = await self._try(lambda b: b.cache_index(self._cache_cursor), "cache_index")
+        if found is not None and self._up:
+            keys, self._cache_cursor = found
+            self._cache_known.update(hash(k) for k in keys)
+
+    _cache_known_max = 400_000
 
     async def lease(self, name: str, ttl_s: float) -> bool:
         """Hold the lease ``name`` for this worker (True), or another worker holds it."""
@@ -368,8 +448,10 @@ class FleetState:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.flush()
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=2.0)
+        await self.flush()  # what the last calls left behind
         await self.backend.aclose()
 
     async def sync(self) -> None:
@@ -388,6 +470,7 @@ class FleetState:
         await self._try(lambda b: b.put_stats(self.worker, payload, ttl), "put_stats")
         if not self._up:
             return
+        await self._read_cache_index()
         everyone = await self._try(lambda b: b.stats(), "stats", {}) or {}
         self.fleet_size = max(1, len(everyone))
         self._sizes.append(self.fleet_size)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from amm.state.base import Admission, Verdict
+from amm.state.base import Admission, CacheEntry, Settlement, Verdict
 
 __all__ = ["InProcessState"]
 
@@ -40,11 +40,12 @@ class InProcessState:
         self._clock = clock
         self._windows: dict[str, _Window] = {}
         self._cool: dict[str, float] = {}
-        self._holds: dict[str, dict[str, float]] = {}  # day -> ticket -> USD
+        self._holds: dict[str, dict[str, tuple[float, float]]] = {}  # day -> ticket -> (USD, lapses at)
         self._spent: dict[str, dict[str, float]] = {}  # day -> worker -> USD
         self._flags: dict[tuple[str, str], tuple[str, float]] = {}
         self._leases: dict[str, tuple[str, float]] = {}
-        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # key -> (payload, expires at, stored at), least recently used first
+        self._cache: OrderedDict[str, tuple[str, float, float]] = OrderedDict()
         self._cache_max = cache_max_entries
         self._stats: dict[str, tuple[str, float]] = {}
 
@@ -81,15 +82,24 @@ class InProcessState:
             spent = self._spent.setdefault(a.day, {})
             spent[a.worker] = a.worker_spend_usd
             holds = self._holds.setdefault(a.day, {})
+            for ticket in [t for t, (_, until) in holds.items() if until <= now]:
+                del holds[ticket]  # a crashed worker's hold lapses
             spend = sum(spent.values())
-            if spend + sum(holds.values()) + a.cost_usd > a.budget_usd:
+            if spend + sum(usd for usd, _ in holds.values()) + a.cost_usd > a.budget_usd:
                 return Verdict(False, "budget", 0.0, spend, n)
-            holds[a.ticket] = a.cost_usd
+            holds[a.ticket] = (a.cost_usd, now + a.hold_ttl_s)
         w.entries.append((now, a.ticket))
         w.tokens[a.ticket] = a.tokens
         return Verdict(True, "", 0.0, spend, n + 1)
 
-    async def settle(self, a: Admission, tokens: int | None, worker_spend_usd: float) -> None:
+    async def write(self, settlements: Sequence[Settlement] = (),
+                    cache: Sequence[CacheEntry] = ()) -> None:
+        for s in settlements:
+            self._settle(s.admission, s.tokens, s.worker_spend_usd)
+        for entry in cache:
+            self._cache_set(entry.key, entry.payload, entry.ttl_s)
+
+    def _settle(self, a: Admission, tokens: int | None, worker_spend_usd: float) -> None:
         w = self._windows.get(a.model_id)
         if w is not None and a.ticket in w.tokens:
             if tokens is None:
@@ -132,11 +142,18 @@ class InProcessState:
         self._cache.move_to_end(key)
         return hit[0]
 
-    async def cache_set(self, key: str, payload: str, ttl_s: float) -> None:
-        self._cache[key] = (payload, self._clock() + ttl_s)
+    def _cache_set(self, key: str, payload: str, ttl_s: float) -> None:
+        now = self._clock()
+        self._cache[key] = (payload, now + ttl_s, now)
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_max:
             self._cache.popitem(last=False)
+
+    async def cache_index(self, since: float) -> tuple[list[str], float]:
+        now = self._clock()
+        keys = [k for k, (_, until, at) in self._cache.items() if at >= since and until > now]
+        newest = max((at for _, _, at in self._cache.values()), default=since)
+        return keys, max(newest, since)
 
     async def put_stats(self, worker: str, payload: str, ttl_s: float) -> None:
         self._stats[worker] = (payload, self._clock() + ttl_s)
