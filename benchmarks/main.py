@@ -7,7 +7,9 @@ interleaved), ``throughput`` (concurrency 16 and 64, interleaved in this process
 ``isolated`` (concurrency 64, each path alone in a process of its own: the throughput
 figure that counts, see :mod:`benchmarks.solo`), ``micro`` (selection, cache hit, recorder),
 ``memory`` (RSS over many requests through amm at concurrency 64, the highest load,
-then spans emitted versus received). ``--only`` takes section and/or path names.
+then spans emitted versus received), ``redis`` (the managed call on a fleet's shared
+Redis versus the in-process default, sequential, interleaved; a real redis-server on
+loopback, see :mod:`benchmarks.redis_path`). ``--only`` takes section and/or path names.
 
     python -m benchmarks                 # the full run (make bench), under 10 minutes
     python -m benchmarks --quick         # small counts (the smoke test)
@@ -49,6 +51,7 @@ from benchmarks.paths import (
     StreamPath,
     litellm_env,
 )
+from benchmarks.redis_path import bench_redis_state
 from benchmarks.report import evaluate, to_markdown, write_results
 from benchmarks.runner import PromptCounter, Series, measure, warm_up
 from benchmarks.solo import SOLO_PATHS, run_isolated
@@ -58,7 +61,8 @@ from telemetry.gc_tuning import freeze_warm_heap
 
 __all__ = ["FULL", "PATHS", "QUICK", "SECTIONS", "STREAM_PATHS", "Counts", "main", "run"]
 
-SECTIONS = ("import", "ceiling", "latency", "streaming", "throughput", "isolated", "micro", "memory")
+SECTIONS = ("import", "ceiling", "latency", "streaming", "throughput", "isolated", "micro", "memory",
+            "redis")
 PATHS = ("raw_httpx", "litellm", "router", "amm", "amm_decorator")
 STREAM_PATHS = ("litellm_stream", "amm_stream", "amm_decorator_stream")
 RESULTS_DIR = FsPath(__file__).resolve().parent / "results"
@@ -85,6 +89,8 @@ class Counts:
     reservations: int = 20_000
     isolated: int = 2048  # calls per path and run in the isolated section
     isolated_rounds: int = 2
+    redis: int = 2000  # managed calls per path (state_url and in-process), sequential
+    redis_rounds: int = 10
 
 
 FULL = Counts(warmup=100, sequential=2000, sequential_rounds=10, concurrent=1024,
@@ -94,7 +100,7 @@ QUICK = Counts(warmup=5, sequential=30, sequential_rounds=2, concurrent=64, conc
                streamed=30, streamed_rounds=2,
                ceiling=128, memory=256, select_50=100, select_1000=10, cache_hits=100, recorder=100,
                import_runs=2, reservations=500, isolated=64,
-               isolated_rounds=1)
+               isolated_rounds=1, redis=60, redis_rounds=2)
 
 
 def _rss_mb() -> float:
@@ -288,6 +294,12 @@ async def run(counts: Counts, *, sections: Sequence[str] = SECTIONS, paths: Sequ
             _log("flushing telemetry, counting spans received")
             results["spans"] = {**bench.span_totals(), "protocol": protocol}
             _log("stopping amm")
+        if "redis" in sections:
+            _log("redis: the managed call with state_url vs in-process (concurrency 1), "
+                 "interleaved")
+            results["redis_state"] = await bench_redis_state(
+                server.api_base, calls=counts.redis, rounds=counts.redis_rounds,
+                warmup=counts.warmup)
         _log("stopping the mock server")
     _log("done")
     results["duration_s"] = round(time.perf_counter() - began, 1)

@@ -172,7 +172,10 @@ async def _round_trips(url: str, calls: int) -> dict[str, Any]:
 async def bench_redis_state(api_base: str, *, calls: int, rounds: int,
                             warmup: int) -> dict[str, Any]:
     """Both paths interleaved at concurrency 1, ``calls`` each in ``rounds`` rounds; the
-    added p50/p99 of the Redis path and the backend's own round trips."""
+    added p50/p99 of the Redis path and the backend's own round trips. Without a
+    redis-server on this host: ``{"skipped": why}`` (the budget reads SKIP)."""
+    if shutil.which("redis-server") is None:
+        return {"skipped": "redis-server is not installed"}
     with RedisProcess() as redis, tempfile.TemporaryDirectory(prefix="amm-bench-state-") as tmp:
         paths = [StatePath("in_process", api_base, FsPath(tmp), ""),
                  StatePath("redis", api_base, FsPath(tmp), redis.url)]

@@ -135,6 +135,10 @@ BUDGETS: tuple[Budget, ...] = (
     Budget("rss_growth_second_half_mb", "RSS growth over the second half of the memory run "
            "(10k to 20k requests through amm)", "MB",
            10.0, lambda r: _diff(_get(r, "memory", "rss_mb_end"), _get(r, "memory", "rss_mb_mid"))),
+    Budget("redis_state_added_p50_ms", "managed call with state_url (a redis-server on "
+           "loopback) minus the same call on the in-process default, p50 (sequential, "
+           "interleaved, same run)", "ms", 0.5,
+           lambda r: _get(r, "redis_state", "added_p50_ms")),
     Budget("import_amm_ms", "import amm in a fresh interpreter, median of 5", "ms", 300.0,
            lambda r: _get(r, "import_amm", "median_ms")),
 )
@@ -184,6 +188,7 @@ def to_markdown(results: Results) -> str:
                              f"{s['calls_per_s']:.0f} | "
                              f"{s.get('cpu_ms_per_call', float('nan')):.2f} | {s['errors']} |")
     lines += _streaming_lines(results)
+    lines += _redis_lines(results)
     extra = []
     ceiling = results.get("mock_server")
     if ceiling:
@@ -239,6 +244,28 @@ def to_markdown(results: Results) -> str:
     if extra:
         lines += ["", *extra]
     return "\n".join(lines) + "\n"
+
+
+def _redis_lines(results: Results) -> list[str]:
+    redis = results.get("redis_state")
+    if not redis:
+        return []
+    if "skipped" in redis:
+        return ["", f"Redis state backend: not measured ({redis['skipped']})."]
+    lines = ["", "Fleet state on Redis (sequential, interleaved; see benchmarks/redis_path.py):", "",
+             "| path | p50 ms | p95 ms | p99 ms | CPU ms/call | errors |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name in ("in_process", "redis"):
+        s = redis[name]
+        lines.append(f"| {name} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | {s['p99_ms']:.2f} | "
+                     f"{s.get('cpu_ms_per_call', float('nan')):.2f} | {s['errors']} |")
+    rtt = redis.get("round_trips", {})
+    lines += ["", f"- added by state_url: p50 {redis['added_p50_ms']:+.3f} ms, p99 "
+              f"{redis['added_p99_ms']:+.3f} ms; fallbacks during the run: {redis.get('fallbacks')}"]
+    if rtt:
+        lines.append("- the backend alone (p50 / p99 us): " + "; ".join(
+            f"{name} {v['p50_us']:.0f} / {v['p99_us']:.0f}" for name, v in rtt.items()))
+    return lines
 
 
 def _streaming_lines(results: Results) -> list[str]:

@@ -154,7 +154,8 @@ class FleetState:
         self._write_due = False  # a write of the outbox is scheduled
         self._cache_known: set[int] = set()  # hash() of the keys the fleet's cache holds
         self._cache_cursor = 0.0  # where the next read of the cache's keys starts
-        self._counter = _fallback_counter(meter_provider)
+        self._meter_provider = meter_provider
+        self._counter: Any = None  # made at the first fallback: none costs nothing
 
     def __repr__(self) -> str:
         mode = self.backend.name if self._up else f"{self._local.name} (fallback)"
@@ -343,6 +344,8 @@ class FleetState:
         self.fallbacks += 1
         attrs = {"amm.state.backend": self.backend.name, "amm.state.operation": operation}
         with contextlib.suppress(Exception):  # telemetry never fails a call
+            if self._counter is None:
+                self._counter = _fallback_counter(self._meter_provider)
             self._counter.add(1, attrs)
             from opentelemetry import trace
 
