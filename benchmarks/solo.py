@@ -63,18 +63,42 @@ async def run_solo(path_name: str, api_base: str, *, concurrency: int, calls: in
             from telemetry.gc_tuning import freeze_warm_heap
 
             freeze_warm_heap()
+        helpers = _helper_pids(bench)
+        helper_cpu = {pid: _cpu_s(pid) for pid in helpers}
         series = (await measure([path], counter, calls_per_path=calls, concurrency=concurrency,
                                 rounds=1))[path.name]
         out = {"path": path_name, **series.summary(concurrency).as_dict()}
         if series.first_error:
             out["first_error"] = series.first_error
         if bench is not None:
+            # CPU of amm's exporter process during the measurement (it runs on the same
+            # cores, so it is part of what a call costs the machine).
+            spent = sum(_cpu_s(pid) - cpu for pid, cpu in helper_cpu.items())
+            out["export_process_cpu_ms_per_call"] = (
+                round(spent * 1000.0 / max(1, len(series.latencies_s)), 3) if helpers else None)
             out["spans"] = bench.span_totals()
         return out
     finally:
         await path.close()
         if bench is not None:
             await bench.__aexit__(None, None, None)
+
+
+def _helper_pids(bench: Any) -> list[int]:
+    """The exporter processes of amm's telemetry (none when export runs in-process)."""
+    tel = bench.manager.telemetry if bench is not None else None
+    pids = [getattr(p, "pid", None) for p in (tel.processors if tel is not None else ())]
+    return [pid for pid in pids if pid is not None]
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc; 0.0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_isolated(paths: Sequence[str], api_base: str, *, concurrency: int, calls: int,
