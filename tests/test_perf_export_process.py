@@ -224,3 +224,41 @@ def test_the_child_exits_by_itself_when_the_application_is_killed() -> None:
         proc.stdout.close()
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+FORK = textwrap.dedent("""
+    import json, os, sys
+    import telemetry.setup as ts
+    from tests.test_telemetry_recorder import failover_request
+    tel = ts.setup()
+    failover_request(tel.recorder())
+    tel.force_flush()
+    [processor] = tel.processors
+    first = processor.pid
+    pid = os.fork()
+    if pid == 0:  # the forked process exports through a child of its own
+        failover_request(tel.recorder())
+        ok = tel.force_flush()
+        mine = processor.pid
+        tel.shutdown()
+        os._exit(0 if ok and mine not in (None, first) else 3)
+    _, status = os.waitpid(pid, 0)
+    tel.shutdown()  # must not wait for the fork's copy of the pipe
+    print(json.dumps({"fork_status": status, "first": first}), flush=True)
+""")
+
+
+def test_a_forked_process_exports_through_its_own_child_and_shutdown_does_not_hang() -> None:
+    with OTLPReceiver() as rx:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AMM_EXPORT"))}
+        clean.update(OTEL_EXPORTER_OTLP_ENDPOINT=rx.http_endpoint, OTEL_METRICS_EXPORTER="none",
+                     PYTHONPATH=str(ROOT))
+        began = time.monotonic()
+        proc = subprocess.run([sys.executable, "-c", FORK], cwd=ROOT, env=clean,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert time.monotonic() - began < 20  # no STOP_TIMEOUT_S wait on a held pipe
+        out = json.loads(proc.stdout.splitlines()[-1])
+        assert out["fork_status"] == 0
+        assert rx.wait_for(10, timeout=10)
+    assert _wait_gone(out["first"], 1.0)
