@@ -66,11 +66,19 @@ MODEL = f"coalesce({attr(cv.GEN_AI_REQUEST_MODEL)}, substring(SpanName, {len(cv.
 FAILED = f"(StatusCode = 'Error' OR {attr(cv.ERROR_TYPE)} IS NOT NULL)"
 _AGENT = (f"coalesce({attr(cv.AMM_AGENT_TYPE)}, {attr(cv.GEN_AI_AGENT_NAME)}, "
           f"substring(SpanName, {len(cv.OP_INVOKE_AGENT) + 2}))")
-_SELECTION = (f"(SpanAttributes['{cv.AMM_EXPERIMENT_NAME}'], "
-              f"SpanAttributes['{cv.AMM_EXPERIMENT_ARM}'], "
-              f"SpanAttributes['{cv.AMM_SELECTION_ARM_HONOURED}'], "
-              f"SpanAttributes['{cv.AMM_SELECTION_CHOSEN}'])")
-_NO_SELECTION = "('', '', '', '')"
+# The first amm.select's four attributes travel as one NUL-separated string: one String
+# state per request (a tuple would take the group-by's slow generic path).
+_SELECTION = ("concat(" + ", '\\0', ".join(
+    f"SpanAttributes['{k}']" for k in (cv.AMM_EXPERIMENT_NAME, cv.AMM_EXPERIMENT_ARM,
+                                       cv.AMM_SELECTION_ARM_HONOURED, cv.AMM_SELECTION_CHOSEN))
+              + ")")
+_NO_SELECTION = "''"
+# The last score by time, as the max of (time in ns << 64 | the score's bits): a
+# fixed-size state instead of argMax over a Nullable (0: no score).
+_PACKED_SCORE = ("bitShiftLeft(toUInt128(toUInt64(toUnixTimestamp64Nano(Timestamp))), 64) "
+                 "+ reinterpretAsUInt64(assumeNotNull(score))")
+_UNPACKED_SCORE = ("if(scored = 0, NULL, "
+                   "reinterpretAsFloat64(toUInt64(bitAnd(scored, 18446744073709551615))))")
 
 
 def requests_sql(table: str, lo: datetime, hi: datetime, *, experiments_only: bool) -> str:
@@ -86,18 +94,18 @@ def requests_sql(table: str, lo: datetime, hi: datetime, *, experiments_only: bo
     # kind 0: invoke_agent (s: agent type, f: latency), 1: amm.select, 2: chat (s: model,
     # f: cost); b1/b2: failed/cache hit of the root.
     return f"""
-SELECT time, agent_type, failed, cache_hit, latency_ms, cost, quality,
-       nullIf(sel.1, '') AS experiment, nullIf(sel.2, '') AS arm,
-       if(sel.3 != '', {truthy('sel.3')},
-          sel.2 != '' AND sel.2 = sel.4 AND sel.2 = final_model) AS honoured
+SELECT time, agent_type, failed, cache_hit, latency_ms, cost, {_UNPACKED_SCORE} AS quality,
+       nullIf(sel[1], '') AS experiment, nullIf(sel[2], '') AS arm,
+       if(sel[3] != '', {truthy('sel[3]')},
+          sel[2] != '' AND sel[2] = sel[4] AND cityHash64(sel[2]) = final_model) AS honoured
 FROM (
   SELECT req, countIf(kind = 0) AS roots, minIf(Timestamp, kind = 0) AS time,
     anyIf(s, kind = 0) AS agent_type, maxIf(b1, kind = 0) AS failed,
     maxIf(b2, kind = 0) AS cache_hit, anyIf(f, kind = 0) AS latency_ms,
     sumKahanIf(f, kind = 2) AS cost,
-    argMax(score, Timestamp) AS quality,
-    argMinIf(t4, Timestamp, kind = 1) AS sel,
-    argMaxIf(s, Timestamp, kind = 2) AS final_model
+    maxIf({_PACKED_SCORE}, score IS NOT NULL) AS scored,
+    splitByChar('\\0', argMinIf(t4, Timestamp, kind = 1)) AS sel,
+    argMaxIf(cityHash64(s), Timestamp, kind = 2) AS final_model
   FROM (
     SELECT cityHash64(TraceId, SpanId) AS req, 0 AS kind, Timestamp, {_AGENT} AS s,
       Duration / 1e6 AS f, {FAILED} AS b1, {truthy(attr(cv.AMM_CACHE_HIT))} AS b2,
