@@ -8,7 +8,7 @@ interleaved), ``throughput`` (concurrency 16 and 64, interleaved in this process
 figure that counts, see :mod:`benchmarks.solo`), ``micro`` (selection, cache hit, recorder),
 ``memory`` (RSS over many requests through amm at concurrency 64, the highest load,
 then spans emitted versus received), ``redis`` (the managed call on a fleet's shared
-Redis versus the in-process default, sequential, interleaved; a real redis-server on
+Redis versus the in-process default, sequential, alternating; a real redis-server on
 loopback, see :mod:`benchmarks.redis_path`). ``--only`` takes section and/or path names.
 
     python -m benchmarks                 # the full run (make bench), under 10 minutes
@@ -89,8 +89,7 @@ class Counts:
     reservations: int = 20_000
     isolated: int = 2048  # calls per path and run in the isolated section
     isolated_rounds: int = 2
-    redis: int = 2000  # managed calls per path (state_url and in-process), sequential
-    redis_rounds: int = 10
+    redis: int = 2000  # managed calls per path (state_url and in-process), alternating
 
 
 FULL = Counts(warmup=100, sequential=2000, sequential_rounds=10, concurrent=1024,
@@ -100,7 +99,7 @@ QUICK = Counts(warmup=5, sequential=30, sequential_rounds=2, concurrent=64, conc
                streamed=30, streamed_rounds=2,
                ceiling=128, memory=256, select_50=100, select_1000=10, cache_hits=100, recorder=100,
                import_runs=2, reservations=500, isolated=64,
-               isolated_rounds=1, redis=60, redis_rounds=2)
+               isolated_rounds=1, redis=60)
 
 
 def _rss_mb() -> float:
@@ -296,10 +295,9 @@ async def run(counts: Counts, *, sections: Sequence[str] = SECTIONS, paths: Sequ
             _log("stopping amm")
         if "redis" in sections:
             _log("redis: the managed call with state_url vs in-process (concurrency 1), "
-                 "interleaved")
+                 "alternating call by call")
             results["redis_state"] = await bench_redis_state(
-                server.api_base, calls=counts.redis, rounds=counts.redis_rounds,
-                warmup=counts.warmup)
+                server.api_base, calls=counts.redis, warmup=counts.warmup)
         _log("stopping the mock server")
     _log("done")
     results["duration_s"] = round(time.perf_counter() - began, 1)

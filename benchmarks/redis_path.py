@@ -4,8 +4,8 @@ DESIGN.md's budget: the managed call on a fleet's shared Redis adds at most 0.5 
 p50 over the same call on the in-process default, measured in the same run. This
 section starts a real ``redis-server`` on a free loopback port (in a temp dir, no
 persistence), builds two managers from the same registry over the benchmark's mock,
-identical but for ``state_url``, and measures both sequentially, interleaved in
-rotated rounds (:func:`benchmarks.runner.measure`). Both run with telemetry off: the
+identical but for ``state_url``, and measures both sequentially, alternating call by
+call. Both run with telemetry off: the
 figure is the backend's, and the main run's span counts stay the main manager's.
 
 Besides the two paths it times the backend's own round trips from the same process
@@ -19,6 +19,7 @@ Besides the two paths it times the backend's own round trips from the same proce
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import shutil
@@ -31,7 +32,7 @@ from typing import Any
 
 from benchmarks.amm_env import AGENT_TYPE, registry_document
 from benchmarks.paths import BENCH_API_KEY, MAX_TOKENS, TEMPERATURE, prompt
-from benchmarks.runner import PromptCounter, measure, warm_up
+from benchmarks.runner import PromptCounter, Series, warm_up
 from benchmarks.stats import summarise
 
 __all__ = ["RedisProcess", "StatePath", "bench_redis_state"]
@@ -169,9 +170,35 @@ async def _round_trips(url: str, calls: int) -> dict[str, Any]:
     return {"admit": us(admit_s), "settle": us(settle_s), "cache_get_miss": us(get_s)}
 
 
-async def bench_redis_state(api_base: str, *, calls: int, rounds: int,
-                            warmup: int) -> dict[str, Any]:
-    """Both paths interleaved at concurrency 1, ``calls`` each in ``rounds`` rounds; the
+async def _alternate(paths: list[StatePath], counter: PromptCounter,
+                     calls: int) -> dict[str, Series]:
+    """``calls`` calls per path, alternating call by call (the order swapped every
+    call), so the host's drift (other processes, frequency) falls on both alike: a
+    difference of 0.5 ms cannot be told from chunks seconds apart on a busy machine.
+    Each path's pending writes are made every 100 calls, outside the timings."""
+    series = {p.name: Series() for p in paths}
+    gc.collect()
+    for i in range(calls):
+        for p in (paths if i % 2 else paths[::-1]):
+            s = series[p.name]
+            start, cpu = time.perf_counter(), time.process_time()
+            try:
+                await p.call(counter.next())
+            except Exception as exc:  # counted and reported: one failure must not end the run
+                s.errors += 1
+                s.first_error = s.first_error or f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                s.latencies_s.append(time.perf_counter() - start)
+            s.wall_s += time.perf_counter() - start
+            s.cpu_s += time.process_time() - cpu
+        if i % 100 == 99:
+            for p in paths:
+                p.settle()
+    return series
+
+
+async def bench_redis_state(api_base: str, *, calls: int, warmup: int) -> dict[str, Any]:
+    """Both paths alternating at concurrency 1, ``calls`` each; the
     added p50/p99 of the Redis path and the backend's own round trips. Without a
     redis-server on this host: ``{"skipped": why}`` (the budget reads SKIP)."""
     if shutil.which("redis-server") is None:
@@ -184,8 +211,7 @@ async def bench_redis_state(api_base: str, *, calls: int, rounds: int,
             for p in paths:
                 await p.setup()
             await warm_up(paths, counter, calls=warmup)
-            series = await measure(paths, counter, calls_per_path=calls, concurrency=1,
-                                   rounds=rounds)
+            series = await _alternate(paths, counter, calls)
             redis_manager = paths[1].manager
             fallbacks = redis_manager.state.fallbacks if redis_manager.state else None
         finally:
@@ -193,7 +219,7 @@ async def bench_redis_state(api_base: str, *, calls: int, rounds: int,
                 await p.close()
         rtt = await _round_trips(redis.url, max(50, calls // 4))
     out: dict[str, Any] = {"server": "redis-server on loopback", "calls": calls,
-                           "rounds": rounds, "fallbacks": fallbacks, "round_trips": rtt}
+                           "fallbacks": fallbacks, "round_trips": rtt}
     for name, s in series.items():
         summary = s.summary(1).as_dict()
         if s.first_error:
@@ -214,7 +240,7 @@ def main() -> None:
 
     with MockServer() as server:
         print(json.dumps(asyncio.run(bench_redis_state(
-            server.api_base, calls=2000, rounds=10, warmup=100)), indent=2))
+            server.api_base, calls=2000, warmup=100)), indent=2))
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ BUDGETS: tuple[Budget, ...] = (
            10.0, lambda r: _diff(_get(r, "memory", "rss_mb_end"), _get(r, "memory", "rss_mb_mid"))),
     Budget("redis_state_added_p50_ms", "managed call with state_url (a redis-server on "
            "loopback) minus the same call on the in-process default, p50 (sequential, "
-           "interleaved, same run)", "ms", 0.5,
+           "alternating call by call, same run)", "ms", 0.5,
            lambda r: _get(r, "redis_state", "added_p50_ms")),
     Budget("import_amm_ms", "import amm in a fresh interpreter, median of 5", "ms", 300.0,
            lambda r: _get(r, "import_amm", "median_ms")),
@@ -252,7 +252,7 @@ def _redis_lines(results: Results) -> list[str]:
         return []
     if "skipped" in redis:
         return ["", f"Redis state backend: not measured ({redis['skipped']})."]
-    lines = ["", "Fleet state on Redis (sequential, interleaved; see benchmarks/redis_path.py):", "",
+    lines = ["", "Fleet state on Redis (sequential, alternating; see benchmarks/redis_path.py):", "",
              "| path | p50 ms | p95 ms | p99 ms | CPU ms/call | errors |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name in ("in_process", "redis"):

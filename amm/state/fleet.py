@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -181,7 +182,7 @@ class FleetState:
         request_cap, token_cap, window_s = self._limiter.caps(model_id)
         budget = self._budget() if hold is not None else 0.0
         a = Admission(
-            ticket=uuid.uuid4().hex, model_id=model_id, tokens=reservation.estimated_tokens,
+            ticket=os.urandom(16).hex(), model_id=model_id, tokens=reservation.estimated_tokens,
             request_cap=request_cap, token_cap=token_cap, window_s=window_s,
             day=getattr(hold, "day", ""), worker=self.worker,
             cost_usd=hold.estimated_cost_usd if hold is not None else 0.0,

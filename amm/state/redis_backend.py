@@ -59,7 +59,7 @@ class _Lane:
         try:
             if not conn.is_connected:
                 await conn.connect()
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            await conn.send_packed_command(_pack(commands), check_health=False)
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -125,6 +125,7 @@ class RedisState:
         self._max_connections = max_connections
         self._cache_max = cache_max_entries
         self._links: dict[asyncio.AbstractEventLoop, _Links] = {}
+        self._keys: dict[tuple[str, str], list[str]] = {}  # (model, day) -> script keys
 
     def __repr__(self) -> str:
         return f"RedisState({_redact(self.url)!r}, prefix={self._p!r})"
@@ -147,7 +148,7 @@ class RedisState:
             # The lanes' connections have no socket timeout of their own (redis-py
             # would wrap every write in a task for it): one timeout bounds each exchange.
             spec = ConnectionPool.from_url(
-                self.url, socket_connect_timeout=self._connect_timeout,
+                self.url, socket_timeout=None, socket_connect_timeout=self._connect_timeout,
                 decode_responses=True, retry=Retry(NoBackoff(), 0))
             links = _Links(client, lambda: spec.connection_class(**spec.connection_kwargs))
             self._links[loop] = links
@@ -213,10 +214,16 @@ class RedisState:
         return ":".join((self._p, *parts))
 
     def _window_keys(self, model_id: str, day: str) -> list[str]:
-        return [self._k("rl", model_id), self._k("rl", model_id, "tok"),
+        keys = self._keys.get((model_id, day))
+        if keys is None:
+            if len(self._keys) > 4096:  # days go by: start afresh now and then
+                self._keys.clear()
+            keys = self._keys[(model_id, day)] = [
+                self._k("rl", model_id), self._k("rl", model_id, "tok"),
                 self._k("rl", model_id, "sum"), self._k("cool", model_id),
                 self._k("budget", day, "spent"), self._k("budget", day, "holds"),
                 self._k("budget", day, "expiry"), self._k("budget", day, "held")]
+        return keys
 
     # -- admission ------------------------------------------------------------------
 
@@ -336,6 +343,18 @@ class RedisState:
             with contextlib.suppress(Exception):  # closing never fails the caller
                 if loop is asyncio.get_running_loop():
                     await link.close()
+
+
+def _pack(commands: Sequence[Sequence[Any]]) -> bytes:
+    """``commands`` in Redis's wire format (RESP), in one buffer: redis-py's packer
+    makes an encoder call per argument, and an admission has twenty of them."""
+    out = bytearray()
+    for command in commands:
+        out += b"*%d\r\n" % len(command)
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            out += b"$%d\r\n%b\r\n" % (len(data), data)
+    return bytes(out)
 
 
 def _redact(url: str) -> str:
