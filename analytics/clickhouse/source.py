@@ -174,8 +174,8 @@ GROUP BY experiment, agent_type, arm, day, randomised""") for lo, hi in self._ch
                  f"FROM {self.table} WHERE {ROOT})")
         table = self.runner.frame(f"""
 SELECT model, count() AS attempts, countIf(failed) AS errors,
-       quantileExactInclusiveIf(0.5)(Duration, NOT failed) / 1e6 AS p50_latency_ms,
-       quantileExactInclusiveIf(0.95)(Duration, NOT failed) / 1e6 AS p95_latency_ms,
+       quantilesExactInclusiveIf(0.5, 0.95)(Duration, NOT failed) AS q,
+       q[1] / 1e6 AS p50_latency_ms, q[2] / 1e6 AS p95_latency_ms,
        count(score) AS quality_n, {exact_sum('score')} AS quality_s,
        {exact_sum('cost')} AS cost_usd
 FROM (
