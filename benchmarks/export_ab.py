@@ -4,7 +4,8 @@ Each run is one fresh process (:mod:`benchmarks.solo`), in rotated rounds: litel
 amm with ``AMM_EXPORT_PROCESS=1`` (OTLP encoded by the exporter process) and amm with
 ``AMM_EXPORT_PROCESS=0`` (the SDK's batch processor in amm's process), all on one mock.
 Prints one line per run and, at the end, per variant the median calls/s and p99, the
-CPU per call of amm's process plus its exporter process, and the spans lost.
+CPU per call of amm's process plus its exporter process, the spans lost and the GC
+pauses per generation of each run.
 
     python -m benchmarks.export_ab --rounds 5 --calls 2048
 """
@@ -86,6 +87,7 @@ def summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
             "cpu_ms_per_call_median": round(statistics.median(cpu), 2),
             "spans_lost": sum(s.get("emitted", 0) - s.get("received", 0) for s in spans),
             "spans_dropped": sum(s.get("dropped_by_processor", 0) for s in spans),
+            "gc_runs": [m.get("gc") for m in measured],
         }
     return out
 

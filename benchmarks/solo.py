@@ -35,6 +35,7 @@ _REPO_ROOT = FsPath(__file__).resolve().parent.parent
 async def run_solo(path_name: str, api_base: str, *, concurrency: int, calls: int,
                    warmup: int, gc_freeze: bool = False) -> dict[str, Any]:
     """Warm up, then measure ``calls`` calls of ``path_name`` at ``concurrency`` (this process)."""
+    from benchmarks.gc_pauses import GcPauses
     from benchmarks.paths import LitellmPath, Path, RouterPath, litellm_env
     from benchmarks.runner import PromptCounter, measure, warm_up
 
@@ -65,9 +66,11 @@ async def run_solo(path_name: str, api_base: str, *, concurrency: int, calls: in
             freeze_warm_heap()
         helpers = _helper_pids(bench)
         helper_cpu = {pid: _cpu_s(pid) for pid in helpers}
+        pauses = GcPauses()
+        pauses.start()
         series = (await measure([path], counter, calls_per_path=calls, concurrency=concurrency,
                                 rounds=1))[path.name]
-        out = {"path": path_name, **series.summary(concurrency).as_dict()}
+        out = {"path": path_name, **series.summary(concurrency).as_dict(), "gc": pauses.stop()}
         if series.first_error:
             out["first_error"] = series.first_error
         if bench is not None:

@@ -179,7 +179,13 @@ class ExportProcessSpanProcessor(SpanProcessor):
         if len(self._queue) >= self._capacity:
             self._count_drops(1)
             return
-        self._queue.append(encode(span, self._interner))
+        try:
+            record = encode(span, self._interner)
+        except Exception:  # telemetry never fails the caller: the span is dropped, counted
+            _log.debug("a span could not be encoded for export", exc_info=True)
+            self._count_drops(1)
+            return
+        self._queue.append(record)
         if len(self._queue) >= FRAME_SPANS:
             self._wake.set()
 
@@ -279,7 +285,11 @@ class ExportProcessSpanProcessor(SpanProcessor):
         except OSError:
             self._count_drops(spans)
             self._child_gone(process)
-            return False
+        except Exception:  # a value pickle refuses: the frame is lost, the thread goes on
+            _log.warning("%d span(s) could not be sent to the exporter process: dropped",
+                         spans, exc_info=True)
+            self._count_drops(spans)
+        return False
 
     def _ensure_child(self) -> subprocess.Popen[bytes] | None:
         process = self._process
