@@ -93,7 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tables.update(message[1])
                 if not pending:
                     first_at = time.monotonic()
-                pending.extend(decode(record, tables) for record in message[2])
+                try:
+                    pending.extend(decode(record, tables) for record in message[2])
+                except Exception as exc:  # a record this side cannot read: say so, go on
+                    write_frame(out, ("export", len(message[2]),
+                                      (type(exc).__name__, f"span record not readable: {exc}",
+                                       False)))
                 if len(pending) >= batch_size:
                     export()
             elif message[0] == "flush":
