@@ -44,15 +44,20 @@ class _Lane:
     check, no retry layer: the request path pays one write and one read.
     """
 
-    __slots__ = ("_idle", "_make")
+    __slots__ = ("_idle", "_make", "_slots")
 
-    def __init__(self, make: Callable[[], Any]) -> None:
+    def __init__(self, make: Callable[[], Any], size: int) -> None:
         self._make = make
         self._idle: list[Any] = []
+        self._slots = asyncio.Semaphore(size)  # at most ``size`` connections open
 
     async def run(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` pipelined; their replies in order (a ``ResponseError``
         reply is returned, not raised, so one bad command does not hide the others)."""
+        async with self._slots:
+            return await self._exchange(commands)
+
+    async def _exchange(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         from redis.exceptions import ResponseError
 
         conn = self._idle.pop() if self._idle else self._make()
@@ -86,10 +91,10 @@ class _Links:
 
     __slots__ = ("back", "client", "front")
 
-    def __init__(self, client: Any, make: Callable[[], Any]) -> None:
+    def __init__(self, client: Any, make: Callable[[], Any], size: int) -> None:
         self.client = client
-        self.front = _Lane(make)
-        self.back = _Lane(make)
+        self.front = _Lane(make, size)
+        self.back = _Lane(make, max(1, size // 8))
 
     async def close(self) -> None:
         await self.front.close()
@@ -150,7 +155,8 @@ class RedisState:
             spec = ConnectionPool.from_url(
                 self.url, socket_timeout=None, socket_connect_timeout=self._connect_timeout,
                 decode_responses=True, retry=Retry(NoBackoff(), 0))
-            links = _Links(client, lambda: spec.connection_class(**spec.connection_kwargs))
+            links = _Links(client, lambda: spec.connection_class(**spec.connection_kwargs),
+                           self._max_connections)
             self._links[loop] = links
         return links
 
