@@ -203,6 +203,16 @@ async def test_the_redis_cache_is_bounded_by_its_entry_count(
     await state.aclose()
 
 
+async def test_more_concurrent_admissions_than_connections_wait_their_turn(
+        redis_server: RedisServer) -> None:  # noqa: F811
+    state = RedisState(redis_server.url, max_connections=4)
+    verdicts = await asyncio.gather(*(state.admit(_adm(f"t{i}", req=1000, tok=10**6))
+                                      for i in range(200)))
+    assert all(v.admitted for v in verdicts)  # none refused as "too many connections"
+    await state.write([Settlement(_adm(f"t{i}"), 1, 0.0) for i in range(200)])
+    await state.aclose()
+
+
 async def test_a_down_redis_is_state_unavailable_within_the_timeout() -> None:
     from amm.state import StateUnavailable
 
