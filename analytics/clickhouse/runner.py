@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -41,8 +42,9 @@ class MissingExtraError(ImportError):
 class Runner(Protocol):
     """Runs SQL on one ClickHouse database."""
 
-    def frame(self, sql: str) -> pd.DataFrame:
-        """The result of a SELECT as a DataFrame."""
+    def frame(self, sql: str, settings: Mapping[str, int] | None = None) -> pd.DataFrame:
+        """The result of a SELECT as a DataFrame (``settings``: this query's own, on top
+        of :data:`SETTINGS`)."""
         ...
 
     def command(self, sql: str, data: str | None = None) -> None:
@@ -108,9 +110,9 @@ class HttpRunner:
     def __repr__(self) -> str:
         return f"HttpRunner({self.url.host}:{self.url.port}/{self.url.database})"
 
-    def frame(self, sql: str) -> pd.DataFrame:
+    def frame(self, sql: str, settings: Mapping[str, int] | None = None) -> pd.DataFrame:
         try:
-            return self._client.query_df(sql, settings=SETTINGS)
+            return self._client.query_df(sql, settings={**SETTINGS, **(settings or {})})
         except Exception as exc:  # the client's own error types; converted once, here
             raise ClickHouseError(str(exc)) from exc
 
@@ -136,12 +138,13 @@ class ChdbRunner:
     def __repr__(self) -> str:
         return f"ChdbRunner({self.url.path!r})"
 
-    def _settings(self) -> str:
-        return " SETTINGS " + ", ".join(f"{k} = {v!r}" for k, v in SETTINGS.items())
+    def _settings(self, extra: Mapping[str, int] | None) -> str:
+        merged = {**SETTINGS, **(extra or {})}
+        return " SETTINGS " + ", ".join(f"{k} = {v!r}" for k, v in merged.items())
 
-    def frame(self, sql: str) -> pd.DataFrame:
+    def frame(self, sql: str, settings: Mapping[str, int] | None = None) -> pd.DataFrame:
         try:
-            out = self._session.query(sql + self._settings(), "Parquet")
+            out = self._session.query(sql + self._settings(settings), "Parquet")
         except Exception as exc:
             raise ClickHouseError(str(exc)) from exc
         if not out.bytes():

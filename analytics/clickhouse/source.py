@@ -43,9 +43,16 @@ from telemetry import conventions as cv
 
 __all__ = ["CHUNK_REQUESTS", "ClickHouseSource"]
 
-CHUNK_REQUESTS = 400_000
-"""Requests per group-by of the push-down (whole days are kept together): at 10M chat
-spans a day of about 320,000 requests keeps the process under 1 GB."""
+CHUNK_REQUESTS = 700_000
+"""Requests per query of the push-down (whole days are kept together). Each query has a
+fixed cost about that of a day's work at 320,000 requests a day, and the group-by holds
+about 1.5 KB per experiment request: at 10M chat spans, two-day chunks take 16.5 CPU
+seconds and peak at 0.90 GB for the A/B section (one-day: 21.9 s, 0.78 GB; three-day:
+15.8 s, 0.98 GB)."""
+# model_sums on one thread: with two, each thread holds part of the quantiles' durations
+# and the merge copies them (10M chat spans: 1.03 GB peak on two threads, 0.94 GB on one,
+# for about the same wall time on two cores: the IN set of roots is built by one thread).
+_ONE_THREAD = {"max_threads": 1}
 _ISO = "concat(replaceOne(toString({}, 'UTC'), ' ', 'T'), 'Z')"
 # The A/B metrics of a request row of analytics.clickhouse.facts.requests_sql.
 _METRICS = {
@@ -182,7 +189,7 @@ FROM (
   SELECT Duration, {MODEL} AS model, {FAILED} AS failed, {SCORE} AS score,
          toFloat64OrZero(SpanAttributes['{cv.AMM_COST_USD}']) AS cost
   FROM {self.table} WHERE {CHAT} AND NOT ({ROOT}) AND {owned}
-) GROUP BY model""")
+) GROUP BY model""", settings=_ONE_THREAD)
         away = self.runner.frame(f"""
 SELECT a['{cv.AMM_FAILOVER_FROM}'] AS model, count() AS failovers_away
 FROM {self.table} ARRAY JOIN Events.Name AS n, Events.Attributes AS a
