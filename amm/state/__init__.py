@@ -8,7 +8,8 @@ cool-downs, the cache's shared level and merged selection statistics.
 
 - :mod:`amm.state.base`: the port (:class:`StateBackend`) and its value objects;
 - :mod:`amm.state.memory`: :class:`InProcessState`;
-- :mod:`amm.state.redis_backend`: :class:`RedisState` (atomic scripts, one round trip);
+- :mod:`amm.state.redis_backend`: :class:`RedisState` (atomic scripts; one round trip
+  per request, its admission);
 - :mod:`amm.state.fleet`: :class:`FleetState`, the request path's side (fallback);
 - :mod:`amm.state.stats`: :class:`FleetStats`, fleet-merged selection statistics.
 """
@@ -18,7 +19,14 @@ from __future__ import annotations
 import os
 
 from amm.errors import ConfigurationError
-from amm.state.base import Admission, StateBackend, StateUnavailable, Verdict
+from amm.state.base import (
+    Admission,
+    CacheEntry,
+    Settlement,
+    StateBackend,
+    StateUnavailable,
+    Verdict,
+)
 from amm.state.fleet import FleetState, FleetTicket
 from amm.state.memory import InProcessState
 from amm.state.stats import FleetStats
@@ -26,10 +34,12 @@ from amm.state.stats import FleetStats
 __all__ = [
     "STATE_URL_ENV",
     "Admission",
+    "CacheEntry",
     "FleetState",
     "FleetStats",
     "FleetTicket",
     "InProcessState",
+    "Settlement",
     "StateBackend",
     "StateUnavailable",
     "Verdict",

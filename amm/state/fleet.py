@@ -304,11 +304,13 @@ class FleetState:
         shared = by_backend.pop(id(self.backend), (self.backend, []))[1]
         for backend, items in by_backend.values():  # admitted on the fallback
             await backend.write(items)
-        if shared or cache:
+        # While the backend is away its settlements are dropped, not queued: the entries
+        # leave with their window and the holds at their TTL (the safe side), and no
+        # write task waits out a timeout per batch meanwhile.
+        if (shared or cache) and self._up:
             try:
-                await self.backend.write(shared, cache if self._up else ())
+                await self.backend.write(shared, cache)
             except StateUnavailable as exc:
-                # the entries leave with their window, the holds at their TTL
                 self._went_down(exc)
     # -- budget ---------------------------------------------------------------------
 
