@@ -27,6 +27,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -139,35 +140,40 @@ class StatePath:
 
 
 async def _round_trips(url: str, calls: int) -> dict[str, Any]:
-    """The backend alone, from this process: admit, a settlement's write and a cache
-    miss, timed."""
+    """The backend alone, from this process: ``calls`` admissions, then as many
+    one-settlement writes, then as many cache misses, each timed from here (p50/p99)
+    and by the server (``INFO commandstats``: its mean time inside the command)."""
+    import redis.asyncio as aioredis
+
     from amm.state.base import Admission, Settlement
     from amm.state.redis_backend import RedisState
 
     state = RedisState(url, prefix="amm-rtt")
-    admit_s, settle_s, get_s = [], [], []
+    admin = aioredis.Redis.from_url(url)
+    tickets = [Admission(f"rtt-{i}", "bench-0", 100, 10**8, 10**9, 60.0, day="d",
+                         worker="w", cost_usd=1e-5, budget_usd=1e12) for i in range(calls)]
+    steps: list[tuple[str, str, Callable[[int], Awaitable[Any]]]] = [
+        ("admit", "evalsha", lambda i: state.admit(tickets[i])),
+        ("settle", "evalsha", lambda i: state.write([Settlement(tickets[i], 90, 0.0)])),
+        ("cache_get_miss", "get", lambda i: state.cache_get(f"miss-{i}")),
+    ]
+    out: dict[str, Any] = {}
     try:
-        for i in range(calls):
-            a = Admission(f"rtt-{i}", "bench-0", 100, 10**8, 10**9, 60.0, day="d",
-                          worker="w", cost_usd=1e-5, budget_usd=1e12)
-            t0 = time.perf_counter()
-            await state.admit(a)
-            t1 = time.perf_counter()
-            await state.write([Settlement(a, 90, 0.0)])
-            t2 = time.perf_counter()
-            await state.cache_get(f"miss-{i}")
-            t3 = time.perf_counter()
-            admit_s.append(t1 - t0)
-            settle_s.append(t2 - t1)
-            get_s.append(t3 - t2)
+        for name, command, step in steps:
+            await admin.config_resetstat()
+            samples = []
+            for i in range(calls):
+                start = time.perf_counter()
+                await step(i)
+                samples.append(time.perf_counter() - start)
+            server = (await admin.info("commandstats")).get(f"cmdstat_{command}", {})
+            s = summarise(samples, concurrency=1, wall_s=0.0)
+            out[name] = {"p50_us": round(s.p50_ms * 1000, 1), "p99_us": round(s.p99_ms * 1000, 1),
+                         "server_us": round(float(server.get("usec_per_call", "nan")), 1)}
     finally:
         await state.aclose()
-
-    def us(samples: list[float]) -> dict[str, float]:
-        s = summarise(samples, concurrency=1, wall_s=0.0)
-        return {"p50_us": round(s.p50_ms * 1000, 1), "p99_us": round(s.p99_ms * 1000, 1)}
-
-    return {"admit": us(admit_s), "settle": us(settle_s), "cache_get_miss": us(get_s)}
+        await admin.aclose()
+    return out
 
 
 async def _alternate(paths: list[StatePath], counter: PromptCounter,

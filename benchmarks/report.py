@@ -263,8 +263,10 @@ def _redis_lines(results: Results) -> list[str]:
     lines += ["", f"- added by state_url: p50 {redis['added_p50_ms']:+.3f} ms, p99 "
               f"{redis['added_p99_ms']:+.3f} ms; fallbacks during the run: {redis.get('fallbacks')}"]
     if rtt:
-        lines.append("- the backend alone (p50 / p99 us): " + "; ".join(
-            f"{name} {v['p50_us']:.0f} / {v['p99_us']:.0f}" for name, v in rtt.items()))
+        lines.append("- the backend alone (p50 / p99 us from here; mean us inside Redis): "
+                     + "; ".join(f"{name} {v['p50_us']:.0f} / {v['p99_us']:.0f}; "
+                                 f"{v.get('server_us', float('nan')):.0f}"
+                                 for name, v in rtt.items()))
     return lines
 
 
