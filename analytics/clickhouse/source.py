@@ -192,9 +192,11 @@ FROM (
 ) GROUP BY model""", settings=_ONE_THREAD)
         away = self.runner.frame(f"""
 SELECT a['{cv.AMM_FAILOVER_FROM}'] AS model, count() AS failovers_away
-FROM {self.table} ARRAY JOIN Events.Name AS n, Events.Attributes AS a
-WHERE n = '{cv.AMM_FAILOVER}' AND (({CHAT}) OR ({ROOT}) OR ({SELECT}))
-GROUP BY model""")
+FROM (SELECT arrayJoin(arrayFilter((a, n) -> n = '{cv.AMM_FAILOVER}', Events.Attributes,
+                                   Events.Name)) AS a
+      FROM {self.table} WHERE has(Events.Name, '{cv.AMM_FAILOVER}')
+        AND (({CHAT}) OR ({ROOT}) OR ({SELECT})))
+GROUP BY model""")  # only spans with a failover event expand their events (1.4 -> 0.5 s)
         return _model_frame(table, away)
 
     def totals(self) -> pd.DataFrame:
