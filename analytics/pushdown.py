@@ -11,8 +11,10 @@ compute them (:class:`Pushdown`) returns small frames:
   source's ``cost_basis`` (``"ledger"``: the local store's exact ledger; ``"spans"``:
   the ``amm.cost_usd`` of the chat spans that reached ClickHouse).
 
-The SQLite store and ClickHouse compute the same definitions (exact sums in SQLite,
-Kahan sums in ClickHouse), so a store copied into ClickHouse reports the same numbers.
+The SQLite store and ClickHouse compute the same definitions with exactly rounded sums
+(``math.fsum`` in SQLite, fixed-point integers in ClickHouse:
+:mod:`analytics.clickhouse.exact`), so a store copied into ClickHouse reports the same
+numbers, to the last bit, whatever order the rows are summed in.
 
     source = open_source("chdb:///var/lib/amm-traces")   # or clickhouse://, or a path
 """
