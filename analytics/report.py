@@ -287,7 +287,20 @@ def report_text(store: SpanSource | str | Path, *, daily_budget: float | None = 
     for row in model_table(data).itertuples():
         lines.append(f"  {row.model:<22}{row.attempts:>9}{row.error_rate:>8.1%}"
                      f"{row.p95_latency_ms:>9.0f}{row.quality:>9.3f}{row.cost_usd:>10.2f}")
-    lines += ["", f"Degradations (threshold {opts.threshold}):"]
+    lines += _findings_lines(a, opts)
+    lines += ["", "Cost:", "  (from this store's cost ledger: exact, whatever the trace sampling)"]
+    if ov.budget is None:
+        lines.append("  no cost ledger entries")
+    else:
+        b = ov.budget
+        lines.append(f"  {b.day.isoformat()}: ${b.spent_usd:,.2f} of ${b.budget_usd:,.2f} "
+                     f"daily budget ({b.utilization:.0%})")
+    return "\n".join(lines)
+
+
+def _findings_lines(a: Analysis, opts: ReportOptions) -> list[str]:
+    """The Degradations and Experiments sections, the same for every source."""
+    lines = ["", f"Degradations (threshold {opts.threshold}):"]
     lines += [f"  {d.describe()}" for d in a.degradations] or ["  none detected"]
     lines += ["", "Experiments:",
               f"  (alpha {opts.alpha}, quality MDE {opts.mde}, primary {opts.rule.primary}, "
@@ -300,14 +313,7 @@ def report_text(store: SpanSource | str | Path, *, daily_budget: float | None = 
         lines.append(f"    randomised requests: {arms}; {rep.excluded} left out")
         for c in rep.comparisons:
             lines += [f"    {r.describe()}" for r in c.results]
-    lines += ["", "Cost:", "  (from this store's cost ledger: exact, whatever the trace sampling)"]
-    if ov.budget is None:
-        lines.append("  no cost ledger entries")
-    else:
-        b = ov.budget
-        lines.append(f"  {b.day.isoformat()}: ${b.spent_usd:,.2f} of ${b.budget_usd:,.2f} "
-                     f"daily budget ({b.utilization:.0%})")
-    return "\n".join(lines)
+    return lines
 
 
 def _pushdown_text(src: Pushdown, opts: ReportOptions, daily_budget: float | None,
@@ -335,19 +341,7 @@ def _pushdown_text(src: Pushdown, opts: ReportOptions, daily_budget: float | Non
     for row in models.itertuples():
         lines.append(f"  {row.model:<22}{row.attempts:>9}{row.error_rate:>8.1%}"
                      f"{row.p95_latency_ms:>9.0f}{row.quality:>9.3f}{row.cost_usd:>10.2f}")
-    lines += ["", f"Degradations (threshold {opts.threshold}):"]
-    lines += [f"  {d.describe()}" for d in a.degradations] or ["  none detected"]
-    lines += ["", "Experiments:",
-              f"  (alpha {opts.alpha}, quality MDE {opts.mde}, primary {opts.rule.primary}, "
-              f"guardrails {', '.join(opts.rule.guardrails) or 'none'})"]
-    if not a.experiments:
-        lines.append("  no experiments recorded")
-    for rep in a.experiments:
-        lines += [f"  {v}" for v in rep.verdicts]
-        arms = ", ".join(f"{arm.arm} n={arm.n}" for arm in rep.arms)
-        lines.append(f"    randomised requests: {arms}; {rep.excluded} left out")
-        for c in rep.comparisons:
-            lines += [f"    {r.describe()}" for r in c.results]
+    lines += _findings_lines(a, opts)
     today = (now or datetime.now(UTC)).date().isoformat()
     day = today if today in set(t["day"]) else str(t["day"].max())
     spent = float(t.loc[t["day"] == day, "cost_usd"].sum())

@@ -161,14 +161,8 @@ class StoreWriter:
         with self._lock:
             self._queue.append((sql, params))
             self._seq += 1
-            ticket = self._seq
-            backlog = len(self._queue)
-            if backlog > self.max_pending:
-                self._drop_oldest_locked(backlog - self.max_pending)
-        if self._thread is None:
-            self._start()
-        if backlog >= self.batch_size:
-            self._wake.set()
+            ticket, backlog = self._bound_locked()
+        self._nudge(backlog)
         return ticket
 
     def submit_many(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
@@ -176,15 +170,24 @@ class StoreWriter:
         with self._lock:
             self._queue.extend((sql, row) for row in rows)
             self._seq += len(rows)
-            ticket = self._seq
-            backlog = len(self._queue)
-            if backlog > self.max_pending:
-                self._drop_oldest_locked(backlog - self.max_pending)
+            ticket, backlog = self._bound_locked()
+        self._nudge(backlog)
+        return ticket
+
+    def _bound_locked(self) -> tuple[int, int]:
+        """After queueing (lock held): drop the oldest past ``max_pending``; the newest
+        ticket and the backlog."""
+        backlog = len(self._queue)
+        if backlog > self.max_pending:
+            self._drop_oldest_locked(backlog - self.max_pending)
+        return self._seq, backlog
+
+    def _nudge(self, backlog: int) -> None:
+        """Start the writer thread on first use; wake it when a batch is full."""
         if self._thread is None:
             self._start()
         if backlog >= self.batch_size:
             self._wake.set()
-        return ticket
 
     @property
     def last_ticket(self) -> int:
