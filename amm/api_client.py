@@ -145,6 +145,7 @@ class APIClientManager:
                                            jitter=True, rng=self._rng)
         self._litellm: LiteLLMAdapter | None = None
         self._closed = False
+        self._can_call: dict[str, tuple[int, float, bool]] = {}  # model -> (version, until, answer)
 
     # -- the retry loop ----------------------------------------------------------------
 
@@ -312,10 +313,22 @@ class APIClientManager:
 
     def can_call(self, model: ModelMetadata) -> bool:
         """Whether a key usable for ``model`` exists (always, for keyless providers and
-        providers amm does not key itself)."""
+        providers amm does not key itself).
+
+        Selection asks this for every model of every request: an answer is reused until
+        the key manager changes (a key added or rested) or a second has passed (a rest
+        that ends by itself)."""
         if model.provider not in _KEYED_PROVIDERS:
             return True
-        return self._keys.has_key(model.provider, model_id=model.id, base_url=model.api_base)
+        keys = self._keys
+        now = keys.now()
+        cached = self._can_call.get(model.id)
+        if cached is not None and cached[0] == keys.version and cached[1] > now:
+            return cached[2]
+        version = keys.version
+        answer = keys.has_key(model.provider, model_id=model.id, base_url=model.api_base)
+        self._can_call[model.id] = (version, now + 1.0, answer)
+        return answer
 
     def _resolve(self, model_id: str) -> tuple[ModelMetadata, bool]:
         registry = self._registry

@@ -100,7 +100,7 @@ class APIKeyManager:
     """
 
     __slots__ = ("_auth_cooldown_s", "_base_urls", "_clock", "_cooldown_s", "_keys", "_lock",
-                 "_next", "_secrets")
+                 "_next", "_secrets", "version")
 
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic,
@@ -114,6 +114,9 @@ class APIKeyManager:
         self._cooldown_s = cooldown_s
         self._auth_cooldown_s = auth_cooldown_s
         self._lock = threading.Lock()
+        #: Bumped whenever a key is added or rested after a 401/403: a caller that caches
+        #: ``has_key`` answers (the selector asks it for every model) re-asks after a change.
+        self.version = 0
         self._keys: dict[str, list[_Key]] = {}
         self._next: dict[str, int] = {}
         self._base_urls: dict[str, str] = {}
@@ -165,6 +168,7 @@ class APIKeyManager:
             if any(k.value == key for k in keys):
                 return
             keys.append(_Key(key, f"{provider} key #{len(keys) + 1}"))
+            self.version += 1
             self._secrets = tuple(sorted({*self._secrets, key}, key=len, reverse=True))
 
     # -- use ------------------------------------------------------------------------------
@@ -232,6 +236,7 @@ class APIKeyManager:
             entry = next((k for k in self._keys.get(provider, ()) if k.value == key), None)
             if entry is None:
                 return
+            self.version += 1
             now = self._clock()
             if status_code == 429:
                 rest = retry_after_s if retry_after_s is not None and retry_after_s > 0 \
@@ -250,6 +255,10 @@ class APIKeyManager:
                 entry.rejected[scope] = now + self._auth_cooldown_s
                 logger.warning("%s rejected with %s for %s; resting for %.0fs", entry.label,
                                status_code, scope, self._auth_cooldown_s)
+
+    def now(self) -> float:
+        """The manager's clock (rests and cool-downs are measured on it)."""
+        return self._clock()
 
     def has_key(self, provider: str, model_id: str | None = None,
                 base_url: str | None = None) -> bool:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -639,9 +640,7 @@ def _candidates_json(e: SelectionEvent) -> str:
     digits: it runs on every selection for every eligible model (the chosen model's exact
     probability is ``amm.selection.propensity``)."""
     if e.candidates:
-        rows = [f'{_model_key(m)},"score":{_num(s)},"probability":{_num(p)},'
-                f'"cost_usd":{_num(cost)},"quality":{_num(q)},"latency_ms":{_num(lat)},'
-                f'"success_rate":{_num(ok)}}}'
+        rows = [_model_key(m) + _numbers(_ROW % (s, p, cost, q, lat, ok))
                 for m, s, p, cost, q, lat, ok in e.candidates]
     else:
         rows = [f'{_model_key(m)},"score":{_num(s)},"probability":null}}'
@@ -652,6 +651,17 @@ def _candidates_json(e: SelectionEvent) -> str:
 @functools.lru_cache(maxsize=4096)
 def _model_key(model: str) -> str:
     return '{"model":' + json.dumps(model)
+
+
+_ROW = (',"score":%.6g,"probability":%.6g,"cost_usd":%.6g,"quality":%.6g,'
+        '"latency_ms":%.6g,"success_rate":%.6g}')
+_NOT_FINITE = re.compile(r"-?(?:nan|inf)")
+
+
+def _numbers(row: str) -> str:
+    # JSON has no NaN/inf (SQLite's json functions would refuse the whole value): null.
+    # The keys of _ROW contain neither word, so only numbers match.
+    return _NOT_FINITE.sub("null", row) if "nan" in row or "inf" in row else row
 
 
 def _num(x: float) -> str:
