@@ -137,6 +137,17 @@ class Reason(str):
         return self
 
 
+# The reasons that never vary, made once (selection excludes models on every request).
+_ALREADY_TRIED = Reason("already tried", Exclusion.ALREADY_TRIED)
+_DISABLED = Reason("disabled", Exclusion.DISABLED)
+_NOT_ALLOWED = Reason("not allowed by this call (model=/fallbacks=/exclude_models=)",
+                      Exclusion.NOT_ALLOWED)
+_NO_TOOLS = Reason("does not support tools (supports_tools: false)", Exclusion.NO_TOOLS)
+_NO_SCHEMA = Reason("cannot honour response_format (supports_response_schema: false)",
+                    Exclusion.NO_SCHEMA)
+_NO_STREAMING = Reason("does not stream (supports_streaming: false)", Exclusion.NO_STREAMING)
+
+
 _EMPTY: frozenset[str] = frozenset()
 
 
@@ -148,8 +159,8 @@ def estimate_prompt_tokens(task: ModelRequest) -> int:
 class _Entry:
     """What selection needs of one registered model, derived once per registry version."""
 
-    __slots__ = ("caps", "enabled", "id", "in_price", "latency", "model", "out_price", "provider",
-                 "schema", "streaming", "tools", "window")
+    __slots__ = ("_missing", "caps", "enabled", "id", "in_price", "latency", "model", "out_price",
+                 "provider", "schema", "streaming", "tools", "window")
 
     def __init__(self, model: ModelMetadata) -> None:
         self.model = model
@@ -164,6 +175,16 @@ class _Entry:
         self.tools = model.supports_tools
         self.streaming = model.supports_streaming
         self.schema = model.supports_response_schema
+        self._missing: dict[frozenset[str], Reason] = {}
+
+    def missing(self, required: frozenset[str]) -> Reason:
+        """Why this model lacks ``required`` (made once per set of capabilities asked)."""
+        reason = self._missing.get(required)
+        if reason is None:
+            reason = self._missing[required] = Reason(
+                "missing capabilities: " + ", ".join(sorted(required - self.caps)),
+                Exclusion.MISSING_CAPABILITY)
+        return reason
 
 
 class _Request:
@@ -287,27 +308,24 @@ class ModelSelector:
         """The candidate for ``e``, or why it is excluded (cheapest checks first)."""
         mid = e.id
         if mid in rq.exclude:
-            return Reason("already tried", Exclusion.ALREADY_TRIED)
+            return _ALREADY_TRIED
         if not e.enabled:
-            return Reason("disabled", Exclusion.DISABLED)
+            return _DISABLED
         if mid in rq.not_models or (rq.only_models is not None and mid not in rq.only_models):
-            return Reason("not allowed by this call (model=/fallbacks=/exclude_models=)",
-                          Exclusion.NOT_ALLOWED)
+            return _NOT_ALLOWED
         if e.provider in rq.providers or (rq.only_providers is not None
                                           and e.provider not in rq.only_providers):
             return Reason(f"provider {e.provider} excluded", Exclusion.PROVIDER_EXCLUDED)
         if self._key_check is not None and not self._key_check(e.model):
             return Reason(f"no usable API key for provider {e.provider}", Exclusion.NO_KEY)
         if rq.required and not rq.required <= e.caps:
-            return Reason("missing capabilities: " + ", ".join(sorted(rq.required - e.caps)),
-                          Exclusion.MISSING_CAPABILITY)
+            return e.missing(rq.required)
         if rq.needs_tools and not e.tools:
-            return Reason("does not support tools (supports_tools: false)", Exclusion.NO_TOOLS)
+            return _NO_TOOLS
         if rq.needs_schema and not e.schema:
-            return Reason("cannot honour response_format (supports_response_schema: false)",
-                          Exclusion.NO_SCHEMA)
+            return _NO_SCHEMA
         if rq.needs_streaming and not e.streaming:
-            return Reason("does not stream (supports_streaming: false)", Exclusion.NO_STREAMING)
+            return _NO_STREAMING
         if rq.needed_context > e.window:
             return Reason(f"context window {e.window} < {rq.needed_context} tokens needed",
                           Exclusion.CONTEXT)
