@@ -530,11 +530,13 @@ class ModelManager:
 
     async def _close_stream(self, request: ModelRequest, response: ModelResponse,
                             cache_key: str | None) -> ModelResponse:
-        """The request path of a stream after its last chunk: quality, then the cache."""
+        """The request path of a stream after its last chunk: quality, the cache, and the
+        ledger row committed before the loop ends (as ``complete`` does before it returns)."""
         response = await self._evaluate(request, response)
         self._check_answer(request, response)
         if cache_key is not None:
             await self._cache_set(cache_key, response)
+        await self.cost_tracker.durable()
         return response
 
     # ------------------------------------------------------------------- steps

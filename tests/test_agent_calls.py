@@ -399,3 +399,17 @@ async def test_breaking_out_of_the_loop_cancels_the_provider_call(build_manager)
         assert manager.cost_tracker.reserved() == 0.0
     attempt = log.of(AttemptEvent)[-1]
     assert attempt.error_type == "cancelled" and stream.response is None
+
+
+async def test_a_streams_ledger_row_is_committed_when_its_loop_ends(build_manager):
+    manager, _, _ = build_manager({"m": ModelProfile(latency_ms=1)}, [agent_model("m", "openai")])
+    async with manager:
+        stream = manager.stream(ModelRequest(prompt="Explain idempotency keys", task_id="dur",
+                                             agent_type="chat"))
+        async for _ in stream:
+            pass
+        # Read by another connection, with no flush: the row is on disk already.
+        with sqlite3.connect(manager.cost_tracker.db_path) as conn:
+            rows = conn.execute("SELECT COUNT(*) FROM amm_cost_ledger WHERE task_id = 'dur'"
+                                ).fetchone()[0]
+    assert rows == 1
