@@ -117,13 +117,12 @@ def test_what_if_page_changes_with_lambda_and_refuses_unknown_policies(demo_stor
     before = _table(at, "support").set_index("policy")
     at.number_input(key="whatif_lambda").set_value(1000.0).run()
     after = _table(at, "support").set_index("policy")
-    # A larger cost weight lowers the reward of every policy that costs anything (the
-    # docs agent's free local model costs nothing: its reward stays).
+    # A larger cost weight never raises a reward, and lowers it for every policy whose
+    # cost shows in the table (the docs agent's local model costs nothing or next to it).
+    assert (after["reward"] <= before["reward"]).all()
     costly = before.index[before["cost $"] > 0]
     assert len(costly) > 0
     assert (after.loc[costly, "reward"] < before.loc[costly, "reward"]).all()
-    free = before.index[before["cost $"] == 0]
-    assert (after.loc[free, "reward"] == before.loc[free, "reward"]).all()
     at.text_input(key="whatif_typed").set_value("fastest").run()
     assert not at.exception
     assert any("unknown policy 'fastest'" in e.value for e in at.error)
