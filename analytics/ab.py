@@ -248,7 +248,7 @@ def _ratio(s: np.ndarray) -> np.ndarray:
 
 
 def _p95(s: np.ndarray) -> np.ndarray:
-    return np.quantile(s, 0.95, axis=-1)
+    return np.asarray(np.quantile(s, 0.95, axis=-1), dtype=float)
 
 
 def _arm_summary(arm: str, df: pd.DataFrame) -> ArmSummary:

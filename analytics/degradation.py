@@ -156,7 +156,7 @@ def _xlogy(k: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 def _loglik(k: np.ndarray, n: np.ndarray) -> np.ndarray:
     p = k / n
-    return _xlogy(k, p) + _xlogy(n - k, 1 - p)
+    return np.asarray(_xlogy(k, p) + _xlogy(n - k, 1 - p), dtype=float)
 
 
 def _ratios(x: np.ndarray, binary: bool, m: int, sigma2: float | None = None) -> np.ndarray:
@@ -286,7 +286,8 @@ def _value(metric: str, rows: pd.DataFrame) -> float:
 
 
 def _time(rows: pd.DataFrame, i: int) -> datetime:
-    return rows["time"].iloc[min(i, len(rows) - 1)].floor("us").to_pydatetime()
+    stamp: datetime = rows["time"].iloc[min(i, len(rows) - 1)].floor("us").to_pydatetime()
+    return stamp
 
 
 def detect_degradations(attempts: pd.DataFrame, *, threshold: float = 0.8,

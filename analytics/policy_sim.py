@@ -69,14 +69,15 @@ class World:
 
     def mean_reward(self) -> np.ndarray:
         """E[quality x success - lam x cost] per (agent, model)."""
-        return self.success * self.quality - self.lam * self.cost_usd[None, :]
+        reward = self.success * self.quality - self.lam * self.cost_usd[None, :]
+        return np.asarray(reward, dtype=float)
 
     def logging_probabilities(self) -> np.ndarray:
         """The logging softmax-with-floor probabilities per (agent, model)."""
         z = np.exp((self.scores - self.scores.max(1, keepdims=True)) / self.temperature)
         soft = z / z.sum(1, keepdims=True)
         k = self.scores.shape[1]
-        return self.floor + (1 - k * self.floor) * soft
+        return np.asarray(self.floor + (1 - k * self.floor) * soft, dtype=float)
 
     def log(self, n: int, *, rng: np.random.Generator,
             probabilities: np.ndarray | None = None) -> pd.DataFrame:

@@ -93,7 +93,9 @@ def half_width(var: np.ndarray | float, tau: float, alpha: float) -> np.ndarray:
     """Half-width of the mSPRT confidence sequence for a difference with variance ``var``."""
     v = np.maximum(np.asarray(var, dtype=float), 1e-300)
     t2 = tau * tau
-    return np.sqrt(v * (v + t2) / t2 * (np.log((v + t2) / v) + 2 * math.log(1 / alpha)))
+    return np.asarray(
+        np.sqrt(v * (v + t2) / t2 * (np.log((v + t2) / v) + 2 * math.log(1 / alpha))),
+        dtype=float)
 
 
 def sequential_path(a: Cumulative, b: Cumulative, *, tau: float, alpha: float,

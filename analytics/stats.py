@@ -197,7 +197,7 @@ def sample_size_per_arm(sd: float, mde: float, *, alpha: float = 0.05,
     """
     if mde <= 0:
         raise ValueError(f"minimum detectable effect must be > 0, got {mde}")
-    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
+    z = float(sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power))
     return math.ceil(2 * (z * sd / mde) ** 2)
 
 

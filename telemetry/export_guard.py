@@ -290,8 +290,9 @@ def _short(text: str, limit: int = 200) -> str:
 def _base(protocol: str, grpc_module: str, http_module: str, name: str) -> type[Any]:
     import importlib
 
-    return getattr(importlib.import_module(grpc_module if protocol == "grpc" else http_module),
-                   name)
+    exporter: type[Any] = getattr(
+        importlib.import_module(grpc_module if protocol == "grpc" else http_module), name)
+    return exporter
 
 
 def plain_otlp_span_exporter(protocol: str) -> Any:

@@ -44,7 +44,7 @@ def _bin(latency_ms: float) -> int:
 
 
 def _bin_value(index: int) -> float:
-    return _MIN_MS * GAMMA ** (index + 0.5)
+    return _MIN_MS * math.pow(GAMMA, index + 0.5)
 
 
 @dataclass(slots=True)

@@ -54,7 +54,7 @@ class FleetStats:
 
     def snapshot(self, model_id: str, agent_type: str | None = None) -> StatsSnapshot | None:
         """This worker's snapshot, merged with the fleet's when ``agent_type`` is None."""
-        local = self.monitor.snapshot(model_id, agent_type)
+        local: StatsSnapshot | None = self.monitor.snapshot(model_id, agent_type)
         if agent_type is not None:
             return local
         other = self._others.get(model_id)
