@@ -47,7 +47,7 @@ from analytics.sequential import (
     needed_per_arm,
     sequential_path,
 )
-from analytics.stats import Interval, bootstrap_ci, mean_ci, proportion_ci
+from analytics.stats import Interval, bootstrap_ci, latency_quantiles, mean_ci, proportion_ci
 
 __all__ = [
     "AB_METRICS",
@@ -248,7 +248,7 @@ def _ratio(s: np.ndarray) -> np.ndarray:
 
 
 def _p95(s: np.ndarray) -> np.ndarray:
-    return np.asarray(np.quantile(s, 0.95, axis=-1), dtype=float)
+    return latency_quantiles(s, 0.95)
 
 
 def _arm_summary(arm: str, df: pd.DataFrame) -> ArmSummary:

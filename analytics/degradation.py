@@ -40,6 +40,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from analytics.stats import p95_latency_ms
+
 __all__ = [
     "CRITICAL",
     "METRICS",
@@ -132,16 +134,16 @@ def auto_frequency(times: pd.Series, points: int = 40) -> str:
 def model_timeseries(attempts: pd.DataFrame, freq: str = "1h", *,
                      by_agent: bool = False) -> pd.DataFrame:
     """Per model (and agent type) and time bin: attempts, error_rate, p95_latency_ms
-    (successful attempts), quality (mean overall score)."""
+    (of every attempt: :func:`analytics.stats.latency_quantiles`), quality (mean overall
+    score)."""
     keys = ["model", "agent_type"] if by_agent else ["model"]
     cols = ["time", *keys, "attempts", "error_rate", "p95_latency_ms", "quality"]
     if attempts.empty:
         return pd.DataFrame(columns=cols)
-    df = attempts.assign(error=~attempts["success"],
-                         ok_latency=attempts["latency_ms"].where(attempts["success"]))
+    df = attempts.assign(error=~attempts["success"])
     grouped = df.groupby([*keys, pd.Grouper(key="time", freq=freq)], observed=True)
     out = grouped.agg(attempts=("error", "size"), error_rate=("error", "mean"),
-                      p95_latency_ms=("ok_latency", lambda s: s.quantile(0.95)),
+                      p95_latency_ms=("latency_ms", p95_latency_ms),
                       quality=("quality", "mean")).reset_index()
     return out[cols]
 
@@ -273,6 +275,8 @@ def _series(group: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, np.ndarray,
     if metric == "quality":
         rows = group[group["quality"].notna()]
         return rows, -rows["quality"].to_numpy(float), False
+    # Answered attempts only: a failure is the error series' signal, and counted here as
+    # well one incident would be reported twice (and timeouts would blur the level).
     rows = group[group["success"].astype(bool)]
     return rows, np.log(np.maximum(rows["latency_ms"].to_numpy(float), 1e-3)), False
 
@@ -282,7 +286,7 @@ def _value(metric: str, rows: pd.DataFrame) -> float:
         return float((~rows["success"].astype(bool)).mean())
     if metric == "quality":
         return float(rows["quality"].mean())
-    return float(rows["latency_ms"].quantile(0.95))
+    return p95_latency_ms(rows["latency_ms"])
 
 
 def _time(rows: pd.DataFrame, i: int) -> datetime:

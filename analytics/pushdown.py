@@ -6,7 +6,7 @@ compute them (:class:`Pushdown`) returns small frames:
 - ``experiment_sums(since)``: ``(looks, agents)`` for :func:`analytics.ab.analyse_looks`
   (per experiment, arm and day: n, sum and sum of squares of each A/B metric);
 - ``model_sums()``: :data:`MODEL_SUM_COLUMNS`, one row per model over the attempts of
-  requests (p50/p95 latency of successful attempts with linear interpolation);
+  requests (p50/p95 latency of every attempt: :func:`analytics.stats.latency_quantiles`);
 - ``totals()``: :data:`TOTAL_COLUMNS`, one row per day, with the day's cost from the
   source's ``cost_basis`` (``"ledger"``: the local store's exact ledger; ``"spans"``:
   the ``amm.cost_usd`` of the chat spans that reached ClickHouse).

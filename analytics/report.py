@@ -45,6 +45,7 @@ from analytics.degradation import Degradation, detect_degradations
 from analytics.load import REQUEST_COLUMNS, StoreData, load_attempts, load_store
 from analytics.pushdown import Pushdown, model_table_from_sums, open_source
 from analytics.source import SpanSource, SQLiteSource
+from analytics.stats import p50_latency_ms, p95_latency_ms
 
 __all__ = [
     "SCHEMA",
@@ -128,18 +129,17 @@ def overview(data: StoreData, *, daily_budget: float | None = None,
 
 
 def model_table(data: StoreData) -> pd.DataFrame:
-    """Per model: attempts, error rate, p50/p95 latency (successful attempts), mean
-    quality, cost, and failovers away from it; most used first."""
+    """Per model: attempts, error rate, p50/p95 latency (of every attempt, failed ones
+    included: :func:`analytics.stats.latency_quantiles`), mean quality, cost, and failovers
+    away from it; most used first."""
     a = data.attempts
     if a.empty:
         return pd.DataFrame(columns=["model", "attempts", "error_rate", "p50_latency_ms",
                                      "p95_latency_ms", "quality", "cost_usd", "failovers_away"])
-    ok_latency = a["latency_ms"].where(a["success"])
-    table = a.assign(error=~a["success"], ok_latency=ok_latency).groupby(
-        "model", observed=True).agg(
+    table = a.assign(error=~a["success"]).groupby("model", observed=True).agg(
         attempts=("error", "size"), error_rate=("error", "mean"),
-        p50_latency_ms=("ok_latency", "median"),
-        p95_latency_ms=("ok_latency", lambda s: s.quantile(0.95)),
+        p50_latency_ms=("latency_ms", p50_latency_ms),
+        p95_latency_ms=("latency_ms", p95_latency_ms),
         quality=("quality", "mean"), cost_usd=("cost_usd", "sum"))
     away = data.failovers.groupby("from_model", observed=True).size()
     table["failovers_away"] = away.reindex(table.index).fillna(0).astype(int)

@@ -155,7 +155,8 @@ FROM r WHERE experiment IS NOT NULL GROUP BY experiment, agent_type""", conn, pa
 
 
 def _quantile(p: float) -> str:
-    # ClickHouse's quantileExactInclusive: h = p (n - 1) + 1, x[n] + (h - n)(x[n+1] - x[n]).
+    # analytics.stats.latency_quantiles in SQL, as ClickHouse's quantileExactInclusive
+    # computes it: h = p (n - 1) + 1, x[n] + (h - n)(x[n+1] - x[n]).
     h = f"({p} * (cnt - 1) + 1)"
     return (f"(max(CASE WHEN i = CAST({h} AS INTEGER) THEN d END) + ({h} - CAST({h} AS INTEGER))"
             f" * coalesce(max(CASE WHEN i = CAST({h} AS INTEGER) + 1 THEN d END)"
@@ -183,10 +184,10 @@ a AS (
   WHERE c.{_CHAT} AND NOT c.{_ROOT}
 )"""
     table = pd.read_sql_query(f"""WITH {attempts},
-ok AS (SELECT model, d, row_number() OVER (PARTITION BY model ORDER BY d) AS i,
-              count(*) OVER (PARTITION BY model) AS cnt FROM a WHERE NOT failed),
+ranked AS (SELECT model, d, row_number() OVER (PARTITION BY model ORDER BY d) AS i,
+                  count(*) OVER (PARTITION BY model) AS cnt FROM a),
 q AS (SELECT model, {_quantile(0.5)} / 1e6 AS p50_latency_ms,
-             {_quantile(0.95)} / 1e6 AS p95_latency_ms FROM ok GROUP BY model, cnt)
+             {_quantile(0.95)} / 1e6 AS p95_latency_ms FROM ranked GROUP BY model, cnt)
 SELECT a.model, count(*) AS attempts, sum(failed) AS errors,
        (SELECT p50_latency_ms FROM q WHERE q.model = a.model) AS p50_latency_ms,
        (SELECT p95_latency_ms FROM q WHERE q.model = a.model) AS p95_latency_ms,

@@ -6,6 +6,9 @@
 - :func:`sample_size_per_arm`: n per arm for a minimum detectable effect at power 0.8.
 - :func:`msprt`: the always-valid test that the decision rule uses, so that looking
   at the experiment every day does not inflate false positives.
+- :func:`latency_quantiles`, :func:`p50_latency_ms`, :func:`p95_latency_ms`: the one
+  definition of a latency percentile that the report, the degradation series and the
+  A/B latency use (and that the SQL of the pushed-down sources reproduces).
 
 On the sequential rule: a fixed-n test checked daily and stopped at the first
 p < 0.05 has a false-positive rate far above 5% (about 20% over 14 looks). The
@@ -39,8 +42,11 @@ __all__ = [
     "TestResult",
     "bootstrap_ci",
     "bootstrap_diff",
+    "latency_quantiles",
     "mean_ci",
     "msprt",
+    "p50_latency_ms",
+    "p95_latency_ms",
     "proportion_ci",
     "sample_size_per_arm",
     "two_proportion_test",
@@ -107,6 +113,42 @@ def proportion_ci(successes: int, n: int, level: float = 0.95) -> Interval:
 
 _CHUNK_ELEMENTS = 4_000_000
 """At most this many resampled values in memory at once (32 MB of float64)."""
+
+
+def latency_quantiles(latency_ms: np.ndarray, q: float) -> np.ndarray:
+    """The ``q`` quantile of attempt latencies along the last axis (one per row of a
+    ``(B, n)`` bootstrap sample; a 0-d array for one sample), linearly interpolated
+    (numpy's and pandas' default, ClickHouse's ``quantileExactInclusive``).
+
+    Over every attempt that got an answer or failed, as on the request path
+    (:mod:`telemetry.stats`): a caller waits through a failure as through an answer, and
+    a timeout is the very tail that p95 is read for. Leaving failures out would make a
+    model that starts timing out look faster exactly when it degrades; how many attempts
+    failed is the error rate, reported beside the percentiles.
+
+    >>> float(latency_quantiles(np.array([100.0, 200.0, 300.0]), 0.5))
+    200.0
+    """
+    return np.asarray(np.quantile(latency_ms, q, axis=-1), dtype=float)
+
+
+def _sample_quantile(latency_ms: np.ndarray, q: float) -> float:
+    x = np.asarray(latency_ms, dtype=float)
+    return float(latency_quantiles(x, q)) if x.size else math.nan
+
+
+def p50_latency_ms(latency_ms: np.ndarray) -> float:
+    """The median latency of a sample of attempts (see :func:`latency_quantiles`)."""
+    return _sample_quantile(latency_ms, 0.50)
+
+
+def p95_latency_ms(latency_ms: np.ndarray) -> float:
+    """The p95 latency of a sample of attempts (see :func:`latency_quantiles`).
+
+    >>> p95_latency_ms(np.arange(1.0, 102.0))
+    96.0
+    """
+    return _sample_quantile(latency_ms, 0.95)
 
 
 def _resample_stat(x: np.ndarray, stat: Callable[[np.ndarray], np.ndarray],

@@ -175,13 +175,13 @@ GROUP BY experiment, agent_type, arm, day, randomised""") for lo, hi in self._ch
         return _looks_and_agents(_concat(parts))
 
     def model_sums(self) -> pd.DataFrame:
-        """Per model over attempts of requests: counts, p50/p95 latency of successes
-        (linear interpolation, as pandas), quality and cost sums, failovers away."""
+        """Per model over attempts of requests: counts, p50/p95 latency of every attempt
+        (:func:`analytics.stats.latency_quantiles`), quality and cost sums, failovers away."""
         owned = (f"cityHash64(TraceId, ParentSpanId) IN (SELECT cityHash64(TraceId, SpanId) "
                  f"FROM {self.table} WHERE {ROOT})")
         table = self.runner.frame(f"""
 SELECT model, count() AS attempts, countIf(failed) AS errors,
-       quantilesExactInclusiveIf(0.5, 0.95)(Duration, NOT failed) AS q,
+       quantilesExactInclusive(0.5, 0.95)(Duration) AS q,
        q[1] / 1e6 AS p50_latency_ms, q[2] / 1e6 AS p95_latency_ms,
        count(score) AS quality_n, {exact_sum('score')} AS quality_s,
        {exact_sum('cost')} AS cost_usd
