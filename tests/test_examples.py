@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures_seed import require_seed
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
-SEED = Path(os.environ.get("AMM_SEED_DOC",
-                           REPO.parent / "shared" / "seed" / "api-model-management-api.md"))
 SEED_PREFIX = "agentic_sdlc.orchestration.api_model_management"
 REGISTERED = {"gpt-4-turbo", "gpt-3.5-turbo", "claude-3.5-sonnet", "gemini-pro", "llama3"}
 NUMBERS = [f"{n:02d}" for n in range(1, 15)]
@@ -250,7 +250,7 @@ def test_an_example_runs_on_its_own_and_keeps_its_files_in_workdir(tmp_path):
 
 def _seed_examples() -> dict[str, str]:
     """Seed Example N's python block, by two-digit number (Usage and Advanced only)."""
-    text = SEED.read_text()
+    text = require_seed().read_text()
     usage = text[text.index("## Usage Examples"):text.index("## Integration with ModelOptimizer")]
     advanced = text[text.index("## Advanced Usage Examples"):text.index("## Additional Resources")]
     blocks = {}
@@ -271,7 +271,6 @@ def _code_lines(text: str) -> list[str]:
 _REPLACED = {"01": {"asyncio.run(main())"}}
 
 
-@pytest.mark.skipif(not SEED.is_file(), reason=f"seed document not found at {SEED}")
 @pytest.mark.parametrize("number", NUMBERS)
 def test_example_script_holds_the_seed_code_with_only_the_import_prefix_changed(number):
     seed = _seed_examples()[number].replace(SEED_PREFIX, "amm")

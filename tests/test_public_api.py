@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 import re
 import subprocess
 import sys
@@ -19,10 +18,9 @@ import pytest
 
 import amm
 import amm.errors
+from tests.fixtures_seed import require_seed
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = Path(os.environ.get("AMM_SEED_DOC", ROOT.parent / "shared" / "seed" /
-                           "api-model-management-api.md"))
 
 DATA_MODELS = {
     "ModelMetadata": ["id", "provider", "name", "capabilities", "cost_per_1k_input_tokens",
@@ -104,9 +102,7 @@ def test_each_seed_data_model_has_its_documented_fields_in_order(name):
 
 
 def test_the_seed_document_lists_no_data_model_or_field_that_amm_lacks():
-    if not SEED.exists():
-        pytest.skip(f"seed document not found at {SEED}")
-    text = SEED.read_text()
+    text = require_seed().read_text()
     models = text.split("## Data Models", 1)[1].split("## Public Interfaces", 1)[0]
     blocks = re.findall(r"class (\w+):\n(.*?)```", models, flags=re.S)
     assert len(blocks) >= 11
@@ -118,9 +114,7 @@ def test_the_seed_document_lists_no_data_model_or_field_that_amm_lacks():
 
 
 def test_the_seed_document_lists_no_method_that_amm_lacks():
-    if not SEED.exists():
-        pytest.skip(f"seed document not found at {SEED}")
-    text = SEED.read_text().split("## Public Interfaces", 1)[1].split("## Usage Examples", 1)[0]
+    text = require_seed().read_text().split("## Public Interfaces", 1)[1].split("## Usage Examples", 1)[0]
     for cls_name, body in re.findall(r"class (\w+):\n(.*?)```", text, flags=re.S):
         cls = getattr(amm, cls_name)
         for method, params in re.findall(r"(?:async )?def (\w+)\(self,?\s*([^)]*)\)", body):
