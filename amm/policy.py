@@ -177,6 +177,11 @@ class _Exploring:
             return out
         cap = self.max_explore_cost_usd
         if cap is None:
+            total = sum(raw)
+            if total > 0.0:  # every model explorable: the general case below, in one pass
+                f = self.floor if n * self.floor < 1.0 else 1.0 / n
+                scale = (1.0 - n * f) / total
+                return [f + scale * q for q in raw]
             allowed = [True] * n
         else:
             allowed = [i == greedy or c.estimated_cost <= cap

@@ -186,13 +186,40 @@ class _Entry:
                 Exclusion.MISSING_CAPABILITY)
         return reason
 
+    def shape_verdicts(self, rq: _Request) -> tuple[Reason | None, Reason | None]:
+        """What the request's shape alone (constraints, tools, schema, streaming) says of
+        this model, in the filter's order: the reason found before the key check, and the
+        one found after it (None: passes)."""
+        pre = post = None
+        if not self.enabled:
+            pre = _DISABLED
+        elif self.id in rq.not_models or (rq.only_models is not None
+                                          and self.id not in rq.only_models):
+            pre = _NOT_ALLOWED
+        elif self.provider in rq.providers or (rq.only_providers is not None
+                                               and self.provider not in rq.only_providers):
+            pre = Reason(f"provider {self.provider} excluded", Exclusion.PROVIDER_EXCLUDED)
+        if rq.required and not rq.required <= self.caps:
+            post = self.missing(rq.required)
+        elif rq.needs_tools and not self.tools:
+            post = _NO_TOOLS
+        elif rq.needs_schema and not self.schema:
+            post = _NO_SCHEMA
+        elif rq.needs_streaming and not self.streaming:
+            post = _NO_STREAMING
+        return pre, post
+
+
+_Verdicts = tuple[tuple[_Entry, Reason | None, Reason | None], ...]
+
 
 class _Request:
     """Per-request values the filter needs, computed once per selection."""
 
     __slots__ = ("agent_type", "demoted", "exclude", "max_cost", "max_latency", "needed_context",
                  "needs_schema", "needs_streaming", "needs_tools", "not_models", "only_models",
-                 "only_providers", "out_tokens", "prompt_tokens", "providers", "required")
+                 "only_providers", "out_tokens", "prompt_tokens", "providers", "required",
+                 "shape")
 
     def __init__(self, task: ModelRequest, agent_type: str,
                  constraints: SelectionConstraints | None,
@@ -224,6 +251,10 @@ class _Request:
             self.not_models = constraints.excluded_models
             self.only_models = constraints.only_models
             self.only_providers = constraints.only_providers
+        # What _Entry.shape_verdicts reads: requests with equal shapes share the verdicts.
+        self.shape = (self.required, self.providers, self.not_models, self.only_models,
+                      self.only_providers, self.needs_tools, self.needs_schema,
+                      self.needs_streaming)
 
 
 class ModelSelector:
@@ -286,6 +317,7 @@ class ModelSelector:
         self._index_version: int | None = None
         self._entries: tuple[_Entry, ...] = ()
         self._by_id: dict[str, _Entry] = {}
+        self._shapes: dict[tuple[Any, ...], _Verdicts] = {}
 
     # -- registry index -----------------------------------------------------------------
 
@@ -294,6 +326,7 @@ class ModelSelector:
         if version != self._index_version:
             self._entries = tuple(_Entry(m) for m in self.registry.models())
             self._by_id = {e.id: e for e in self._entries}
+            self._shapes = {}
             self._index_version = version
         return self._entries
 
@@ -304,28 +337,40 @@ class ModelSelector:
 
     # -- filtering ----------------------------------------------------------------------
 
+    def _verdicts(self, rq: _Request) -> _Verdicts:
+        """Every registered model with its :meth:`_Entry.shape_verdicts` for ``rq``, made
+        once per request shape and registry version (the hot path's requests mostly share
+        one shape: those checks then cost nothing per model)."""
+        entries = self._index()
+        shapes = self._shapes
+        try:
+            verdicts = shapes.get(rq.shape)
+        except TypeError:  # an unhashable constraint (not a frozenset): no sharing
+            return tuple((e, *e.shape_verdicts(rq)) for e in entries)
+        if verdicts is None:
+            verdicts = tuple((e, *e.shape_verdicts(rq)) for e in entries)
+            if self._entries is entries:  # not if the registry changed meanwhile
+                if len(shapes) >= 64:
+                    shapes.clear()
+                shapes[rq.shape] = verdicts
+        return verdicts
+
     def _examine(self, e: _Entry, rq: _Request) -> Candidate | Reason:
         """The candidate for ``e``, or why it is excluded (cheapest checks first)."""
+        return self._check(e, rq, *e.shape_verdicts(rq))
+
+    def _check(self, e: _Entry, rq: _Request, pre: Reason | None, post: Reason | None
+               ) -> Candidate | Reason:
+        """:meth:`_examine` given ``e``'s shape verdicts for ``rq``."""
         mid = e.id
         if mid in rq.exclude:
             return _ALREADY_TRIED
-        if not e.enabled:
-            return _DISABLED
-        if mid in rq.not_models or (rq.only_models is not None and mid not in rq.only_models):
-            return _NOT_ALLOWED
-        if e.provider in rq.providers or (rq.only_providers is not None
-                                          and e.provider not in rq.only_providers):
-            return Reason(f"provider {e.provider} excluded", Exclusion.PROVIDER_EXCLUDED)
+        if pre is not None:
+            return pre
         if self._key_check is not None and not self._key_check(e.model):
             return Reason(f"no usable API key for provider {e.provider}", Exclusion.NO_KEY)
-        if rq.required and not rq.required <= e.caps:
-            return e.missing(rq.required)
-        if rq.needs_tools and not e.tools:
-            return _NO_TOOLS
-        if rq.needs_schema and not e.schema:
-            return _NO_SCHEMA
-        if rq.needs_streaming and not e.streaming:
-            return _NO_STREAMING
+        if post is not None:
+            return post
         if rq.needed_context > e.window:
             return Reason(f"context window {e.window} < {rq.needed_context} tokens needed",
                           Exclusion.CONTEXT)
@@ -477,8 +522,9 @@ class ModelSelector:
         eligible: list[Candidate] = []
         held_back: list[Candidate] = []  # demoted: a last resort
         demotion = self._demotion
-        for e in self._index():
-            result = self._examine(e, rq)
+        check = self._check
+        for e, pre, post in self._verdicts(rq):
+            result = check(e, rq, pre, post)
             if isinstance(result, str):
                 excluded[e.id] = result
             elif e.id in rq.demoted or (demotion is not None and demotion(e.id, rq.agent_type)):
@@ -529,7 +575,6 @@ class ModelSelector:
                 [-r[0] for r in ranked], self._snapshot_fn)))
             pick = policy.draw(probs)
         drawn = probs[pick] < 1.0
-        chosen = ranked[pick]
         if experiment is not None and arm is not None:
             # The arm comes from the task id's hash, independent of the policy's draw.
             weights = experiment.arms
@@ -538,9 +583,9 @@ class ModelSelector:
             probs = [weights.get(r[1], 0.0) / total_w + fallback * p
                      for r, p in zip(ranked, probs, strict=True)]
             if arm in scores:
-                chosen = next(r for r in ranked if r[1] == arm)
-        _, cid, chosen_cand, b = chosen
-        propensity = min(1.0, next(p for r, p in zip(ranked, probs, strict=True) if r[1] == cid))
+                pick = next(i for i, r in enumerate(ranked) if r[1] == arm)
+        _, cid, chosen_cand, b = ranked[pick]
+        propensity = min(1.0, probs[pick])
         why = f"score {b.total:.2f} ({b.describe()})"
         fell_back = "highest" if not drawn else f"{policy.kind} policy's draw"
         if experiment is not None and arm is not None:
@@ -562,8 +607,8 @@ class ModelSelector:
             selection_reason=reason, scores=scores, excluded=excluded,
             experiment=exp_name, arm=arm, propensity=propensity,
         )
-        logged = tuple((r[1], -r[0], p, r[2].estimated_cost, r[2].quality, r[2].latency_ms,
-                        r[2].success_rate) for r, p in zip(ranked, probs, strict=True))
+        logged = tuple([(mid, -neg, p, c.estimated_cost, c.quality, c.latency_ms, c.success_rate)
+                        for (neg, mid, c, _), p in zip(ranked, probs, strict=True)])
         return selection, reason, excluded, exp_name, arm, logged
 
     @staticmethod
