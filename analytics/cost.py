@@ -82,7 +82,8 @@ def daily_spend(ledger: pd.DataFrame, daily_budget: float) -> pd.DataFrame:
     return out
 
 
-def budget_status(ledger: pd.DataFrame, daily_budget: float, day: date | None = None) -> BudgetStatus:
+def budget_status(ledger: pd.DataFrame, daily_budget: float,
+                  day: date | None = None) -> BudgetStatus:
     """Spend of ``day`` (default: the ledger's last day) against ``daily_budget``."""
     if daily_budget <= 0:
         raise ValueError(f"daily budget must be > 0, got {daily_budget}")

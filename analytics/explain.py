@@ -1,7 +1,8 @@
 """Why did this call go there? One request's selection, read from its ``amm.select`` span.
 
 The span carries every candidate with its score (``amm.selection.candidates``, a
-JSON list of ``{"model", "score", "probability", ...}``; older stores ``"model=0.8123"``), every excluded model with the reason (``amm.selection.excluded``,
+JSON list of ``{"model", "score", "probability", ...}``; older stores
+``"model=0.8123"``), every excluded model with the reason (``amm.selection.excluded``,
 ``"model: reason"``), the chosen model and the reason for the choice.
 
     why = explain_request("data/amm.db", trace_id, around=request_time)

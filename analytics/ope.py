@@ -242,7 +242,8 @@ def named_policy(name: str) -> TargetPolicy:
             return {model if model in ids else best(d): 1.0}
         return always
     if name == "cheapest":
-        return lambda d: {min(d.candidates, key=lambda c: (c.cost_usd, -c.score, c.model)).model: 1.0}
+        return lambda d: {
+            min(d.candidates, key=lambda c: (c.cost_usd, -c.score, c.model)).model: 1.0}
     if name == "score":
         return lambda d: {best(d): 1.0}
     raise ValueError(f"unknown policy {name!r} (always:<model>, cheapest, score, or a callable)")
@@ -410,7 +411,8 @@ def what_if(source: SpanSource | str | Path | pd.DataFrame, policies: Sequence[T
     frame = source if isinstance(source, pd.DataFrame) else load_decisions(source)
     estimates = [evaluate_policy(frame, p, method=method, lam=lam, alpha=alpha) for p in policies]
     pct = round(100 * (1 - alpha))
-    lines = [f"What if (off-policy, {method}, {pct}% intervals; reward = quality - {lam:g} x cost):",
+    lines = [f"What if (off-policy, {method}, {pct}% intervals; "
+             f"reward = quality - {lam:g} x cost):",
              f"  {'policy':<28} {'reward':>26} {'quality':>8} {'cost $':>10} {'latency ms':>11} "
              f"{'success':>8} {'ESS':>7}"]
     if estimates:

@@ -95,7 +95,8 @@ class World:
         latency = self.latency_ms[action] * rng.lognormal(-sigma ** 2 / 2, sigma, n)
         cands = [[{"model": m, "score": float(self.scores[a, j]), "probability": float(probs[a, j]),
                    "cost_usd": float(self.cost_usd[j]), "quality": float(self.quality[a, j]),
-                   "latency_ms": float(self.latency_ms[j]), "success_rate": float(self.success[a, j])}
+                   "latency_ms": float(self.latency_ms[j]),
+                   "success_rate": float(self.success[a, j])}
                   for j, m in enumerate(self.models)] for a in range(len(self.agents))]
         model = np.array(self.models)[action]
         return pd.DataFrame({
@@ -141,7 +142,8 @@ def thompson_target(world: World, pilot: pd.DataFrame, *, noise_sd: float = 0.25
     for agent in world.agents:
         means, sds = [], []
         for model in world.models:
-            r = reward[(pilot["agent_type"] == agent).to_numpy() & (pilot["chosen"] == model).to_numpy()]
+            chosen = (pilot["agent_type"] == agent) & (pilot["chosen"] == model)
+            r = reward[chosen.to_numpy()]
             prec = 1 / prior_sd ** 2 + len(r) / noise_sd ** 2
             prior = 0.7 - world.lam * float(world.cost_usd[world.models.index(model)])
             means.append((prior / prior_sd ** 2 + r.sum() / noise_sd ** 2) / prec)

@@ -273,7 +273,8 @@ def _request(w: _Writer, rng: random.Random, models: dict[str, SyntheticModel], 
                 q_mean = models["gpt-4-turbo"].quality + effect
             overall = min(1.0, max(0.0, rng.gauss(q_mean, 0.12)))
             for name in cv.EVAL_NAMES:
-                value = overall if name == "overall" else min(1.0, max(0.0, rng.gauss(overall, 0.05)))
+                value = (overall if name == "overall"
+                         else min(1.0, max(0.0, rng.gauss(overall, 0.05))))
                 events.append({"Timestamp": _iso(cursor + int(latency * 1e6)),
                                "Name": cv.GEN_AI_EVALUATION_RESULT,
                                "Attributes": {cv.GEN_AI_EVALUATION_NAME: name,
@@ -295,9 +296,10 @@ def _request(w: _Writer, rng: random.Random, models: dict[str, SyntheticModel], 
         model = nxt
     if experiment:
         select_attrs[ARM_HONOURED] = honoured and not failovers
+    root_error = {} if ok else {cv.ERROR_TYPE: "AllModelsFailedError"}
     w.spans.append((_iso(t0), trace, root_id, "", cv.agent_span_name(agent), "Internal",
                     "amm-synthetic", json.dumps({"service.name": "amm-synthetic"}),
-                    json.dumps(root_attrs | ({} if ok else {cv.ERROR_TYPE: "AllModelsFailedError"})),
+                    json.dumps(root_attrs | root_error),
                     cursor - t0, "Unset" if ok else "Error", json.dumps(failovers)))
     w.span(trace=trace, parent=root_id, name=cv.SPAN_SELECT, kind="Internal",
            start_ns=t0 + 50_000, duration_ns=select_ns, attrs=select_attrs)

@@ -249,7 +249,8 @@ def _page_why(data: StoreData, source: SpanSource) -> None:
     i = st.selectbox("Request (newest first)", range(len(labels)),
                      format_func=lambda k: labels[k], key="why_request")
     row = r.iloc[int(i)]
-    why = explain_request(source, str(row["trace_id"]), around=row["time"].floor("us").to_pydatetime())
+    why = explain_request(source, str(row["trace_id"]),
+                          around=row["time"].floor("us").to_pydatetime())
     if why is None:
         st.info("This request has no amm.select span (e.g. a cache hit).")
         return

@@ -81,7 +81,8 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 def export_process_enabled() -> bool:
     """Whether :data:`ENV_EXPORT_PROCESS` asks for the exporter process (default: yes)."""
-    return os.environ.get(ENV_EXPORT_PROCESS, "1").strip().lower() not in ("0", "false", "no", "off")
+    value = os.environ.get(ENV_EXPORT_PROCESS, "1").strip().lower()
+    return value not in ("0", "false", "no", "off")
 
 
 def _env_number(name: str, default: float) -> float:

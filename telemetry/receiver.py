@@ -107,11 +107,12 @@ class OTLPReceiver:
             self._start_http()
 
     def __repr__(self) -> str:
-        return (f"OTLPReceiver(grpc={self.grpc_endpoint or None}, http={self.http_endpoint or None}, "
-                f"spans={self.span_count()})")
+        return (f"OTLPReceiver(grpc={self.grpc_endpoint or None}, "
+                f"http={self.http_endpoint or None}, spans={self.span_count()})")
 
     # --- collection -------------------------------------------------------------------
-    def _add_traces(self, request: trace_service_pb2.ExportTraceServiceRequest, transport: str) -> None:
+    def _add_traces(self, request: trace_service_pb2.ExportTraceServiceRequest,
+                    transport: str) -> None:
         got = []
         for rs in request.resource_spans:
             resource = _attrs(rs.resource.attributes)

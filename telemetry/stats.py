@@ -160,8 +160,9 @@ class RollingStats:
         tick = self._tick(at)
         b = _bin(latency_ms)
         with self._lock:
+            slots = self._slots_for(model_id, agent_type, tick)
             series_keys = ((model_id, agent_type), (model_id, None))
-            for agg, key in zip(self._slots_for(model_id, agent_type, tick), series_keys, strict=False):
+            for agg, key in zip(slots, series_keys, strict=False):
                 total = self._series[key].total
                 for target in (agg, total):
                     target.count += 1
@@ -181,8 +182,9 @@ class RollingStats:
         """Count one quality score in [0, 1]."""
         tick = self._tick(at)
         with self._lock:
+            slots = self._slots_for(model_id, agent_type, tick)
             series_keys = ((model_id, agent_type), (model_id, None))
-            for agg, key in zip(self._slots_for(model_id, agent_type, tick), series_keys, strict=False):
+            for agg, key in zip(slots, series_keys, strict=False):
                 for target in (agg, self._series[key].total):
                     target.quality_sum += score
                     target.quality_count += 1

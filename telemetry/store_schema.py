@@ -14,7 +14,8 @@ directory it creates is 0700, ``amm.db`` and its ``-wal``/``-shm`` files are 060
 or other bits is tightened. A stricter umask is respected (bits are only removed).
 
 Column meanings (as in ClickHouse):
-    Timestamp       span start, ISO-8601 UTC with nanoseconds as text ('2026-11-25T23:17:20.123456789Z')
+    Timestamp       span start, ISO-8601 UTC with nanoseconds as text
+                    ('2026-11-25T23:17:20.123456789Z')
     TraceId, SpanId, ParentSpanId   lowercase hex ('' for a root's parent)
     SpanName, SpanKind ('Client', 'Internal', ...), ServiceName
     Duration        nanoseconds (integer)
@@ -181,7 +182,8 @@ def _private_file(path: Path) -> None:
             pass
 
 
-def connect(path: str | Path, *, readonly: bool = False, timeout_s: float = 5.0) -> sqlite3.Connection:
+def connect(path: str | Path, *, readonly: bool = False,
+            timeout_s: float = 5.0) -> sqlite3.Connection:
     """Open the store. Writers get WAL mode with ``synchronous=NORMAL`` (a commit
     survives a killed process; only power loss can take the last commits), so readers
     in other processes (the dashboard) never block them; ``readonly`` opens with

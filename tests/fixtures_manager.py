@@ -48,7 +48,8 @@ class EventLog:
 
 
 @pytest.fixture
-def build_manager(tmp_path: Path, make_simulator: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+def build_manager(tmp_path: Path,
+                  make_simulator: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
     """``build_manager(profiles, models, experiments=(), **from_config)`` ->
     (manager, simulator, event_log). Models are ``model_entry`` dicts; their
     api_base is filled with the simulator's for their provider."""

@@ -31,7 +31,8 @@ class RedisServer:
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            message = "redis-server is not installed (.ci/run installs it: apt-get install redis-server)"
+            message = ("redis-server is not installed "
+                       "(.ci/run installs it: apt-get install redis-server)")
             if os.environ.get("CI", "").lower() == "true":
                 pytest.fail(message)
             pytest.skip(message)

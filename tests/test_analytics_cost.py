@@ -64,5 +64,6 @@ def test_report_text_has_every_section(synthetic_truth):
     for section in ("Models:", "Degradations (threshold 0.8):", "Experiments:", "Cost:"):
         assert section in text
     assert f"{synthetic_truth.degraded_model}: p95_latency_ms" in text
-    assert f"{synthetic_truth.experiment}: {synthetic_truth.treatment_arm} better on quality" in text
+    assert (f"{synthetic_truth.experiment}: {synthetic_truth.treatment_arm} better on quality"
+            in text)
     assert "of $25.00 daily budget" in text

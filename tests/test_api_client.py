@@ -85,7 +85,8 @@ class FixedRandom:
 
 def _registry(sim: Simulator, names: dict[str, str]) -> ModelRegistry:
     """One registry model per (wire model -> protocol), priced 1 and 2 USD per 1k tokens."""
-    provider = {"openai": "openai", "anthropic": "anthropic", "ollama": "ollama", "google": "google"}
+    provider = {"openai": "openai", "anthropic": "anthropic", "ollama": "ollama",
+                "google": "google"}
     return ModelRegistry.from_dict({"models": [
         {"id": name, "provider": provider[proto], "name": name,
          "litellm_model": f"{PREFIX[proto]}/{name}", "api_base": sim.api_base(proto),
@@ -170,7 +171,8 @@ async def test_unregistered_model_goes_to_litellm_as_is_priced_from_its_price_ma
 
     sim = make_simulator({}, default_profile=ModelProfile(**FAST))
     monkeypatch.setenv("OPENAI_BASE_URL", sim.api_base("openai"))
-    async with APIClientManager(_keys(), registry=ModelRegistry.from_dict({"models": []})) as client:
+    registry = ModelRegistry.from_dict({"models": []})
+    async with APIClientManager(_keys(), registry=registry) as client:
         response = await client.send_request("openai/gpt-4o-mini", REQUEST)
     usage = response.token_usage
     prompt, completion = litellm.cost_per_token(model="openai/gpt-4o-mini",
@@ -328,7 +330,8 @@ async def test_jittered_backoff_stays_under_the_capped_exponential(make_simulato
     assert len(set(sleeps.delays)) == 5  # jittered, not fixed
 
 
-async def test_success_after_retries_returns_the_response(make_simulator: MakeSim, sink: Sink) -> None:
+async def test_success_after_retries_returns_the_response(make_simulator: MakeSim,
+                                                          sink: Sink) -> None:
     sim = make_simulator({"m": ModelProfile(outages=[(0, 2)], **FAST)})
     sleeps = Sleeps()
     async with APIClientManager(_keys(), registry=_registry(sim, {"m": "openai"}), events=sink,
@@ -364,7 +367,8 @@ async def test_retry_after_is_honoured_as_the_minimum_wait(make_simulator: MakeS
     assert sim.status_counts("m") == {200: 2, 429: 1}
 
 
-async def test_retry_after_longer_than_the_backoff_cap_raises_at_once(make_simulator: MakeSim) -> None:
+async def test_retry_after_longer_than_the_backoff_cap_raises_at_once(
+        make_simulator: MakeSim) -> None:
     sim = make_simulator({"m": ModelProfile(rpm_limit=1, retry_after_s=45, **FAST)})
     sleeps = Sleeps()
     async with APIClientManager(_keys(), registry=_registry(sim, {"m": "openai"}), sleep=sleeps,
@@ -384,7 +388,8 @@ async def test_negative_max_retries_is_rejected() -> None:
 
 # -- keys -----------------------------------------------------------------------------------
 
-async def test_a_401_disables_the_key_and_rotation_moves_to_the_other(make_simulator: MakeSim) -> None:
+async def test_a_401_disables_the_key_and_rotation_moves_to_the_other(
+        make_simulator: MakeSim) -> None:
     sim = make_simulator({"m": ModelProfile(api_key=K2, **FAST)})
     keys = _keys(K1, K2)
     async with APIClientManager(keys, registry=_registry(sim, {"m": "openai"})) as client:

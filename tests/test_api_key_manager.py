@@ -1,4 +1,5 @@
-"""APIKeyManager: loading, rotation, cool-downs and rests per scope, redaction, no key in repr/logs."""
+"""APIKeyManager: loading, rotation, cool-downs and rests per scope, redaction, no key in
+repr/logs."""
 
 from __future__ import annotations
 

@@ -23,14 +23,16 @@ from benchmarks.stats import percentile
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_mock_server_answers_openai_chat_completions_with_usage_on_one_keepalive_connection() -> None:
+def test_mock_server_answers_openai_chat_completions_with_usage_on_one_keepalive_connection(
+) -> None:
     with MockServer() as server, httpx.Client(timeout=10) as client:
         replies = [client.post(server.url, json={"model": "m", "messages": []}) for _ in range(3)]
         missing = client.post(server.api_base + "/embeddings", json={})
     assert [r.status_code for r in replies] == [200, 200, 200]
     body = replies[0].json()
     assert body["choices"][0]["message"]["content"] == COMPLETION_TEXT
-    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert missing.status_code == 404
 
 
@@ -41,7 +43,8 @@ def _events(text: str) -> list[str]:
 def test_mock_server_streams_openai_chunks_with_a_usage_chunk_only_when_asked() -> None:
     streamed = {"model": "m", "messages": [], "stream": True}
     with MockServer() as server, httpx.Client(timeout=10) as client:
-        with_usage = client.post(server.url, json={**streamed, "stream_options": {"include_usage": True}})
+        with_usage = client.post(
+            server.url, json={**streamed, "stream_options": {"include_usage": True}})
         without = client.post(server.url, json=streamed)
         plain = client.post(server.url, json={"model": "m", "messages": []})  # same connection
     assert with_usage.headers["content-type"].startswith("text/event-stream")
@@ -119,7 +122,8 @@ def test_quick_benchmark_writes_every_figure_and_loses_no_span(tmp_path: Path) -
     assert results["memory"]["errors"] == 0
     assert results["micro"]["cache_hit"]["provider_calls_during_hits"] == 0
     # Every managed call of the latency section (both amm paths) awaited the durable ledger.
-    managed_calls = results["paths"]["amm"]["c1"]["calls"] + results["paths"]["amm_decorator"]["c1"]["calls"]
+    paths = results["paths"]
+    managed_calls = paths["amm"]["c1"]["calls"] + paths["amm_decorator"]["c1"]["calls"]
     assert results["durable_ledger"]["calls"] == managed_calls
     assert 0 < results["durable_ledger"]["p50_ms"] <= results["durable_ledger"]["p99_ms"]
     assert results["micro"]["reservation"]["p50_us"] > 0

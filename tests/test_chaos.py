@@ -107,7 +107,8 @@ async def test_chaos_at_concurrency_64_ends_typed_exact_and_leaks_nothing(
 
     errors = [o for o in outcomes if isinstance(o, APIModelError)]
     printed = [str(e) + "".join(traceback.format_exception(e)) for e in errors]
-    texts = printed + [r.getMessage() for r in caplog.records] + [dump(manager.cost_tracker.db_path)]
+    logged = [r.getMessage() for r in caplog.records]
+    texts = printed + logged + [dump(manager.cost_tracker.db_path)]
     for text in texts:
         assert not any(secret in text for secret in SECRETS)
         assert MARKER not in text

@@ -74,7 +74,8 @@ async def test_a_request_that_fails_over_once_is_one_span_tree_with_every_named_
     assert root.attributes["gen_ai.agent.name"] == "research"
     assert root.attributes["amm.task_id"] == "t-e2e"
     assert root.attributes["amm.cache.hit"] is False
-    children = [s for s in finished if s.parent is not None and s.parent.span_id == root.context.span_id]
+    children = [s for s in finished
+                if s.parent is not None and s.parent.span_id == root.context.span_id]
     assert {s.name for s in children} >= {"amm.select", "chat first", "chat second", "amm.evaluate"}
 
     select = by_name["amm.select"][0]
@@ -102,8 +103,9 @@ async def test_a_request_that_fails_over_once_is_one_span_tree_with_every_named_
     assert attrs["amm.cost_usd"] == pytest.approx(response.cost)
     assert attrs["amm.cache.hit"] is False
     assert attrs["amm.attempt"] == 1
-    evaluations = {e.attributes["gen_ai.evaluation.name"]: e.attributes["gen_ai.evaluation.score.value"]
-                   for e in ok.events if e.name == "gen_ai.evaluation.result"}
+    evaluations = {
+        e.attributes["gen_ai.evaluation.name"]: e.attributes["gen_ai.evaluation.score.value"]
+        for e in ok.events if e.name == "gen_ai.evaluation.result"}
     assert set(evaluations) == {"overall", "completeness", "relevance", "coherence"}
     assert evaluations["overall"] == pytest.approx(response.metadata["quality"])
     failover = [e for e in root.events if e.name == "amm.failover"]
@@ -148,7 +150,8 @@ async def test_no_api_key_appears_in_any_span_metric_log_line_or_store_row(
     dumped += [r.getMessage() + str(r.exc_info) for r in caplog.records]
     for db in (tmp_path / "spans.db", tmp_path / "data" / "amm.db"):
         with sqlite3.connect(db) as conn:
-            tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            tables = [t for (t,) in
+                      conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
             for table in tables:
                 dumped += [repr(row) for row in conn.execute(f"SELECT * FROM {table}")]
     assert any("authentication" in d for d in dumped), "the 401 should have been recorded"

@@ -130,7 +130,8 @@ def test_example_06_prints_the_recorded_request_metrics(sections, run_all):
 
 def test_example_07_misses_then_hits_the_cache_with_one_provider_request(sections, run_all):
     out = section(sections, run_all, "07")
-    miss, hit = out.find("Cache miss. Making API request"), out.find("Cache hit! Using cached response")
+    miss = out.find("Cache miss. Making API request")
+    hit = out.find("Cache hit! Using cached response")
     assert 0 <= miss < hit
     assert out.count("Evicted 0 expired entries") == 2
     assert re.search(r"^Evicted \d+ LRU entries$", out, flags=re.M)

@@ -52,7 +52,8 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return {**env, "UV_PYTHON_DOWNLOADS": "never", **extra}
 
 
-def _run(cmd: list[str], cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+def _run(cmd: list[str], cwd: Path, timeout: float = 300,
+         **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, env=_clean_env(**env), capture_output=True, text=True,
                           timeout=timeout)
 

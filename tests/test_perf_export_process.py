@@ -60,8 +60,9 @@ def test_a_span_record_pickled_and_rebuilt_encodes_to_the_same_otlp_bytes() -> N
     assert encode_spans(rebuilt).SerializeToString() == encode_spans(spans).SerializeToString()
 
 
-def _pipeline(endpoint: str, protocol: str, **kwargs: object
-              ) -> tuple[TracerProvider, ExportProcessSpanProcessor, ExportGuard, InMemoryMetricReader]:
+def _pipeline(
+    endpoint: str, protocol: str, **kwargs: object
+) -> tuple[TracerProvider, ExportProcessSpanProcessor, ExportGuard, InMemoryMetricReader]:
     reader = InMemoryMetricReader()
     mp = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     guard = ExportGuard("traces", endpoint, protocol, meter_provider=mp)

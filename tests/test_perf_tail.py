@@ -80,7 +80,8 @@ async def test_a_long_queue_is_committed_by_the_writer_thread_not_the_loop(tmp_p
         writer.release()
 
 
-def test_the_span_store_commits_a_large_batch_in_slices_and_stores_every_span(tmp_path: Path) -> None:
+def test_the_span_store_commits_a_large_batch_in_slices_and_stores_every_span(
+        tmp_path: Path) -> None:
     spans = _readable_spans(20)  # 100 spans
     store = SpanStoreExporter(tmp_path / "s.db")
     try:

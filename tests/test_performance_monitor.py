@@ -102,7 +102,8 @@ async def test_planted_quality_drop_is_detected_and_reported(tmp_path, clock):
         await _plant(mon, clock, base_q=0.9, recent_q=0.6, base_lat=100, recent_lat=100)
         d = await mon.detect_degradation("m", threshold=0.8)
     assert d is not None and d.metric == "quality" and d.model_id == "m"
-    assert (d.current_value, d.baseline_value, d.threshold) == (pytest.approx(0.6), pytest.approx(0.9), 0.8)
+    assert (d.current_value, d.baseline_value, d.threshold) == (
+        pytest.approx(0.6), pytest.approx(0.9), 0.8)
     assert [e.metric for e in sink.events if isinstance(e, DegradationEvent)] == ["quality"]
 
 
@@ -140,7 +141,8 @@ async def test_listener_events_feed_snapshot_and_table_once(tmp_path, clock):
         metrics = await mon.get_model_performance("m")
     assert (snap.count, snap.successes, snap.errors, snap.mean_quality) == (2, 1, {"E": 1}, 0.7)
     assert (snap.cost_usd, snap.input_tokens, snap.output_tokens) == (0.01, 10, 20)
-    assert (metrics.total_requests, metrics.success_rate, metrics.average_quality_score) == (2, 50.0, 0.7)
+    assert (metrics.total_requests, metrics.success_rate,
+            metrics.average_quality_score) == (2, 50.0, 0.7)
 
 
 async def test_health_check_probes_are_not_counted_as_traffic(tmp_path, clock):
@@ -240,11 +242,13 @@ def test_writer_killed_between_batches_leaves_a_consistent_store(tmp_path):
 
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    spans = conn.execute("SELECT COUNT(*), COUNT(DISTINCT TraceId || SpanId) FROM otel_traces").fetchone()
+    spans = conn.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT TraceId || SpanId) FROM otel_traces").fetchone()
     assert spans == (3 * 4 * 5, 3 * 4 * 5)  # 3 batches x 4 requests x 5 spans, none twice
     traces = conn.execute("SELECT COUNT(DISTINCT TraceId) FROM otel_traces").fetchone()[0]
     assert traces == 12
-    rows = conn.execute("SELECT COUNT(*) FROM amm_performance WHERE latency_ms IS NOT NULL").fetchone()
+    rows = conn.execute(
+        "SELECT COUNT(*) FROM amm_performance WHERE latency_ms IS NOT NULL").fetchone()
     assert rows[0] == 3 * 4 * 2  # two attempts per request
     conn.close()
 

@@ -107,7 +107,8 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() - started > READY_TIMEOUT_S:
-                    pytest.fail(f"Phoenix did not start: {(workdir / 'phoenix.log').read_text()[-3000:]}")
+                    log = (workdir / "phoenix.log").read_text()[-3000:]
+                    pytest.fail(f"Phoenix did not start: {log}")
                 time.sleep(0.5)
         ready = time.monotonic() - started
         print(f"\nPhoenix ready in {ready:.1f} s on {url} (gRPC {grpc_port})")

@@ -115,7 +115,8 @@ def test_the_store_holds_one_full_decision_per_request_and_ope_reads_it(thompson
         assert est.ci_low <= est.value <= est.ci_high
     claude = evaluate_policy(decisions, "always:claude", lam=LAMBDA)
     truth = sum(QUALITY[a]["claude"] for a in QUALITY) / 3
-    assert claude.metrics["quality"].ci_low - 0.05 <= truth <= claude.metrics["quality"].ci_high + 0.05
+    quality = claude.metrics["quality"]
+    assert quality.ci_low - 0.05 <= truth <= quality.ci_high + 0.05
 
 
 def test_amm_report_prints_what_if_beside_the_logged_policy(thompson_run, capsys):

@@ -38,7 +38,8 @@ def _model(model_id: str, **over: Any) -> dict[str, Any]:
     return entry
 
 
-def _doc(*models: dict[str, Any], experiments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _doc(*models: dict[str, Any],
+         experiments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {"models": list(models) or [_model("a"), _model("b")]}
     if experiments is not None:
         doc["experiments"] = experiments
@@ -76,7 +77,8 @@ def test_seed_example_constructs_then_calls_load_config() -> None:
 
 # -- defaults -------------------------------------------------------------------------------
 
-def test_litellm_model_defaults_to_the_providers_litellm_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_litellm_model_defaults_to_the_providers_litellm_prefix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OLLAMA_BASE_URL", raising=False)
     registry = ModelRegistry.from_dict(_doc(
         _model("o"), _model("a", provider="anthropic"), _model("g", provider="google"),
@@ -134,7 +136,8 @@ def test_capability_flags_stated_in_the_config_are_used_and_ask_no_one() -> None
                                        capability_defaults=defaults)
     a = registry.get_model("a")
     assert a is not None
-    assert (a.supports_tools, a.supports_streaming, a.supports_response_schema) == (True, False, True)
+    flags = (a.supports_tools, a.supports_streaming, a.supports_response_schema)
+    assert flags == (True, False, True)
     assert defaults.asked == []
 
 
@@ -146,13 +149,15 @@ def test_flags_a_model_leaves_out_come_from_the_defaults_for_its_litellm_model()
         capability_defaults=defaults)
     a = registry.get_model("a")
     assert a is not None
-    assert (a.supports_tools, a.supports_streaming, a.supports_response_schema) == (False, False, True)
+    flags = (a.supports_tools, a.supports_streaming, a.supports_response_schema)
+    assert flags == (False, False, True)
     assert defaults.asked == ["openai/gpt-4o"]
 
 
 def test_add_model_keeps_the_flags_of_the_metadata() -> None:
     defaults = _RecordingDefaults(CapabilityFlags())
-    registry = ModelRegistry.from_dict(_doc(_model("a", **_ALL_FLAGS)), capability_defaults=defaults)
+    registry = ModelRegistry.from_dict(_doc(_model("a", **_ALL_FLAGS)),
+                                       capability_defaults=defaults)
     a = registry.get_model("a")
     assert a is not None
     assert registry.add_model(replace(a, id="c", supports_tools=False)) is True
@@ -191,7 +196,8 @@ def test_litellm_map_is_read_once_and_only_on_first_need(tmp_path: Path) -> None
     assert repr(capabilities) == "LiteLLMCapabilityMap(2 models)"
 
 
-def test_unreadable_litellm_map_gives_every_model_the_unknown_model_defaults(tmp_path: Path) -> None:
+def test_unreadable_litellm_map_gives_every_model_the_unknown_model_defaults(
+        tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{not json", encoding="utf-8")
     for path in (broken, tmp_path / "missing.json"):
@@ -220,7 +226,8 @@ def test_shipped_registries_state_every_capability_flag(path: Path) -> None:
         assert not missing, f"{path.name}: {entry['id']} leaves out {sorted(missing)}"
 
 
-def test_simulator_models_support_tools_and_response_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_simulator_models_support_tools_and_response_schema(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AMM_SIM_URL", "http://127.0.0.1:1")
     demo = next(p for p in _shipped_registries() if p.name == "demo_registry.json")
     sims = [m for m in ModelRegistry(demo).models() if m.id.startswith("sim-")]
@@ -236,7 +243,8 @@ def test_queries_filter_by_provider_capability_and_blended_cost() -> None:
         _model("cheap", cost_per_1k_input_tokens=0.0, cost_per_1k_output_tokens=0.002),
         _model("mid", provider="anthropic", capabilities=["analysis"],
                cost_per_1k_input_tokens=0.004, cost_per_1k_output_tokens=0.006),
-        _model("dear", cost_per_1k_input_tokens=0.01, cost_per_1k_output_tokens=0.03, enabled=False),
+        _model("dear", cost_per_1k_input_tokens=0.01, cost_per_1k_output_tokens=0.03,
+               enabled=False),
     ))
     assert [m.id for m in registry.get_models_by_provider("openai")] == ["cheap", "dear"]
     assert [m.id for m in registry.get_models_by_capability("analysis")] == ["mid"]
@@ -291,7 +299,8 @@ def _bad_models() -> list[tuple[str, dict[str, Any], str]]:
         ("negative rpm", _doc(_model("a", rate_limits={"requests_per_minute": -5,
                                                         "tokens_per_minute": 5})),
          "models[a].rate_limits.requests_per_minute: must be an integer > 0, got -5"),
-        ("missing rpm", _doc(no_rpm), "models[a].rate_limits.requests_per_minute: missing required key"),
+        ("missing rpm", _doc(no_rpm),
+         "models[a].rate_limits.requests_per_minute: missing required key"),
         ("unknown provider", _doc(_model("a", provider="acme")),
          "models[a].provider: unknown provider 'acme'"),
         ("duplicate id", _doc(_model("a"), _model("a")), "models[a].id: duplicate model id"),
@@ -375,7 +384,8 @@ def test_invalid_yaml_reports_the_line(tmp_path: Path) -> None:
 
 
 def test_document_that_is_not_an_object_is_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="must be an object with a 'models' list, got list"):
+    with pytest.raises(ConfigurationError,
+                       match="must be an object with a 'models' list, got list"):
         ModelRegistry(_write(tmp_path, [1, 2]))
 
 
@@ -499,4 +509,5 @@ def test_default_registry_follows_AMM_CONFIG_and_is_cached_per_path(
 
 def test_repr_shows_source_counts_and_version() -> None:
     registry = ModelRegistry.from_dict(_doc(), source="inline")
-    assert repr(registry) == "ModelRegistry('inline', models=2, enabled=2, experiments=0, version=1)"
+    assert repr(registry) == (
+        "ModelRegistry('inline', models=2, enabled=2, experiments=0, version=1)")

@@ -68,7 +68,8 @@ async def test_a_200_without_usage_is_billed_an_estimate_flagged_never_zero(buil
 
 async def test_a_truncated_body_fails_over_and_every_request_ends_typed(build_manager):
     manager, _, _ = build_manager(
-        {"cut": ModelProfile(latency_ms=1, truncated_body_rate=1.0), "ok": ModelProfile(latency_ms=1)},
+        {"cut": ModelProfile(latency_ms=1, truncated_body_rate=1.0),
+         "ok": ModelProfile(latency_ms=1)},
         [model_entry("cut", cost_in=0.0, cost_out=0.0), model_entry("ok")], retries_per_model=0)
     async with manager:
         replies = [await manager.complete(request(i)) for i in range(3)]

@@ -11,7 +11,8 @@ PROMPT = "Draft the layoff announcement for the Berlin office\nand keep it quiet
 
 
 def test_known_keys_and_key_shaped_strings_become_stars() -> None:
-    text = ("Bearer abc.def-ghi_jkl sk-proj-abcdefghijklmnopqrstu AIzaSyA0123456789abcdefghijklmnopqrstu "
+    text = ("Bearer abc.def-ghi_jkl sk-proj-abcdefghijklmnopqrstu "
+            "AIzaSyA0123456789abcdefghijklmnopqrstu "
             "https://x/v1?key=topsecret&alt=sse x-api-key: my-own-key-123 known-plain-secret")
     out = redact(text, secrets=["known-plain-secret"])
     for secret in ("abc.def-ghi_jkl", "abcdefghijklmnopqrstu", "AIzaSyA0", "topsecret",
@@ -37,8 +38,8 @@ def test_short_common_runs_and_unrelated_text_are_kept() -> None:
 def test_message_texts_walks_parts_and_tool_arguments() -> None:
     texts = message_texts([
         {"role": "user", "content": [{"type": "text", "text": "a long enough text part"}]},
-        {"role": "assistant", "tool_calls": [{"function": {"name": "f",
-                                                            "arguments": '{"q": "secret query"}'}}]},
+        {"role": "assistant",
+         "tool_calls": [{"function": {"name": "f", "arguments": '{"q": "secret query"}'}}]},
     ], "the completion text here")
     assert texts == ["a long enough text part", '{"q": "secret query"}', "the completion text here"]
 

@@ -320,7 +320,8 @@ async def test_selection_reason_reads_score_breakdown_traits_and_exclusions():
     selector, limiter, _ = build([CHEAP, DEAR, CAPABLE])
     limiter.provider_limited("capable")
     selection = await selector.select_model(
-        request(), "implementation", SelectionConstraints(required_capabilities=["code-generation"]))
+        request(), "implementation",
+        SelectionConstraints(required_capabilities=["code-generation"]))
     assert selection.selection_reason == (
         "highest score 0.98 (capability 0.30, cost 0.25, performance 0.23, availability 0.20): "
         "cheapest and fastest and broadest capabilities with code-generation; "

@@ -60,8 +60,8 @@ def sim() -> Any:
         yield sim
 
 
-async def call(litellm: ModuleType, sim: Simulator, protocol: str, messages: list[Any] | None = None,
-               model: str | None = None, **kw: Any) -> Any:
+async def call(litellm: ModuleType, sim: Simulator, protocol: str,
+               messages: list[Any] | None = None, model: str | None = None, **kw: Any) -> Any:
     return await litellm.acompletion(
         model=f"{PREFIX[protocol]}/{model or MODEL[protocol]}", api_base=sim.api_base(protocol),
         api_key="sk-test", max_tokens=200, max_retries=0, timeout=5.0,

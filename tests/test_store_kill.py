@@ -88,7 +88,8 @@ def _lines(path: Path) -> list[str]:
 def kill_runs(tmp_path: Path, *, barrier: bool, kills: int = 3) -> tuple[list[str], dict[str, int]]:
     """Run ``kills`` workers, each SIGKILLed after some responses; (task ids the
     workers saw returned, ledger rows per task id)."""
-    profiles = {"sim-m": ModelProfile(latency_ms=1, latency_jitter_ms=1, quality=1.0, rpm_limit=1000000)}
+    profiles = {"sim-m": ModelProfile(latency_ms=1, latency_jitter_ms=1, quality=1.0,
+                                      rpm_limit=1000000)}
     with Simulator(profiles, seed=3) as sim:
         config = tmp_path / "registry.json"
         config.write_text(json.dumps({"models": [{

@@ -27,10 +27,11 @@ def recorder(otel, capture: str | bool | None = False) -> Recorder:
 
 
 def attempt(**fields: object) -> AttemptEvent:
-    base: dict[str, object] = dict(model_id="m", provider="openai", agent_type="review", task_id="t1", attempt=1,
-                latency_ms=1500.0, success=True, input_tokens=10, output_tokens=20,
-                cost_usd=0.001, finish_reason="stop", start_time_ns=T0,
-                end_time_ns=T0 + 1_500_000_000)
+    base: dict[str, object] = dict(
+        model_id="m", provider="openai", agent_type="review", task_id="t1", attempt=1,
+        latency_ms=1500.0, success=True, input_tokens=10, output_tokens=20,
+        cost_usd=0.001, finish_reason="stop", start_time_ns=T0,
+        end_time_ns=T0 + 1_500_000_000)
     base.update(fields)
     return AttemptEvent(**base)  # type: ignore[arg-type]  # test-only keyword bag
 

@@ -249,7 +249,8 @@ def test_telemetry_imports_neither_amm_nor_analytics_and_import_is_lazy():
               "telemetry.receiver\n"
               "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('amm', 'analytics'))\n"
               "assert not bad, bad\n"
-              "assert callable(telemetry.setup) and telemetry.setup.Telemetry is telemetry.Telemetry\n")
+              "assert callable(telemetry.setup) and "
+              "telemetry.setup.Telemetry is telemetry.Telemetry\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=60)

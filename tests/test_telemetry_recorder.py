@@ -158,7 +158,8 @@ def test_failover_request_records_every_metric_point(otel):
     rec = Recorder(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
     failover_request(rec)
 
-    durations = {p.attributes["gen_ai.request.model"]: p for p in otel.points(c.METRIC_OPERATION_DURATION)}
+    durations = {p.attributes["gen_ai.request.model"]: p
+                 for p in otel.points(c.METRIC_OPERATION_DURATION)}
     assert durations["gpt-4-turbo"].attributes == {
         "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4-turbo", "error.type": "ProviderError"}
@@ -188,7 +189,8 @@ def test_observable_gauges_report_budget_and_availability(otel):
     rec.observe_availability(lambda: 1 / 0)  # a broken source is logged, not raised
     [budget] = otel.points(c.METRIC_BUDGET_UTILIZATION)
     assert budget.value == 42.5
-    avail = {p.attributes["gen_ai.request.model"]: p.value for p in otel.points(c.METRIC_MODEL_AVAILABLE)}
+    avail = {p.attributes["gen_ai.request.model"]: p.value
+             for p in otel.points(c.METRIC_MODEL_AVAILABLE)}
     assert avail == {"a": 1, "b": 0}
 
 
@@ -243,7 +245,8 @@ def test_agent_span_sets_error_type_and_reraises(otel):
 
 def test_nested_agent_spans_nest(otel):
     rec = Recorder(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
-    with rec.agent_span("planner", "t1", agent_name="lead-planner"), rec.agent_span("research", "t2"):
+    with (rec.agent_span("planner", "t1", agent_name="lead-planner"),
+          rec.agent_span("research", "t2")):
         pass
     outer, inner = otel.span("invoke_agent lead-planner"), otel.span("invoke_agent research")
     assert inner.parent.span_id == outer.context.span_id
@@ -279,7 +282,8 @@ async def test_concurrent_tasks_never_mix_pending_spans(otel):
             rec.record(QualityEvent("same-model", "review", task, quality, 1.0, 1.0, 1.0))
 
     await asyncio.gather(request("a", 0.1), request("b", 0.9))
-    agents = {s.attributes["amm.task_id"]: s for s in otel.spans() if s.name == "invoke_agent review"}
+    agents = {s.attributes["amm.task_id"]: s
+              for s in otel.spans() if s.name == "invoke_agent review"}
     for chat in (s for s in otel.spans() if s.name == "chat same-model"):
         task = chat.attributes["amm.task_id"]
         assert chat.parent.span_id == agents[task].context.span_id
@@ -382,7 +386,8 @@ def test_the_overall_evaluation_carries_the_events_label_and_explanation(otel):
                                    c.GEN_AI_EVALUATION_SCORE_VALUE: 0.7}
 
 
-@pytest.mark.parametrize(("scores", "label"), [((1.0, 1.0, 1.0), "pass"), ((0.0, 0.1, 0.2), "fail")])
+@pytest.mark.parametrize(("scores", "label"),
+                         [((1.0, 1.0, 1.0), "pass"), ((0.0, 0.1, 0.2), "fail")])
 async def test_the_evaluator_labels_against_its_threshold_and_explains_the_breakdown(scores, label):
     from amm.evaluator import ResponseEvaluator
     from amm.models import ModelRequest, ModelResponse, QualityScore, TokenUsage

@@ -22,7 +22,8 @@ class Clock:
 def test_snapshot_counts_successes_errors_cost_tokens_and_quality():
     clock = Clock()
     stats = RollingStats(clock=clock)
-    stats.observe_attempt("m", "review", 100.0, True, cost_usd=0.01, input_tokens=10, output_tokens=5)
+    stats.observe_attempt("m", "review", 100.0, True, cost_usd=0.01, input_tokens=10,
+                          output_tokens=5)
     stats.observe_attempt("m", "review", 300.0, False, error_type="RateLimitError")
     stats.observe_quality("m", "review", 0.8)
     stats.observe_quality("m", "review", 0.6)
@@ -74,7 +75,8 @@ def test_latency_percentiles_are_within_five_percent():
         stats.observe_attempt("m", "a", v, True)
     ordered = sorted(values)
     snap = stats.snapshot("m")
-    for q, got in ((0.50, snap.p50_latency_ms), (0.95, snap.p95_latency_ms), (0.99, snap.p99_latency_ms)):
+    for q, got in ((0.50, snap.p50_latency_ms), (0.95, snap.p95_latency_ms),
+                   (0.99, snap.p99_latency_ms)):
         exact = ordered[int(q * len(ordered)) - 1]
         assert got == pytest.approx(exact, rel=0.05)
 

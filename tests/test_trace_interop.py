@@ -76,7 +76,8 @@ DRIVER = """
             for m in sm.metrics:
                 if m.name == "amm.telemetry.export.failures":
                     for p in m.data.data_points:
-                        key = p.attributes["amm.telemetry.signal"] + ":" + p.attributes["error.type"]
+                        signal = p.attributes["amm.telemetry.signal"]
+                        key = signal + ":" + p.attributes["error.type"]
                         failures[key] = p.value
     tel.shutdown()
     print(json.dumps({"failures": failures,
@@ -229,7 +230,8 @@ def test_session_and_user_reach_every_span_of_the_agent(otel):
         with rec.agent_span("helper", "t-2"):
             rec.record(AttemptEvent("m", "openai", "helper", "t-2", 1, 5.0, True))
     for span in otel.spans():
-        assert span.attributes[c.SESSION_ID] == span.attributes[c.GEN_AI_CONVERSATION_ID] == "chat-42"
+        assert (span.attributes[c.SESSION_ID] == span.attributes[c.GEN_AI_CONVERSATION_ID]
+                == "chat-42")
         assert span.attributes[c.USER_ID] == "u-7"
     assert otel.span("invoke_agent research").attributes["app.tenant"] == "acme"
 
@@ -268,6 +270,7 @@ def test_with_the_opt_in_the_agent_span_shows_input_and_output(otel):
 def test_quality_is_labelled_against_the_threshold_when_given(otel):
     one_call(Recorder(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider,
                       quality_threshold=0.7))
-    labels = {e.attributes[c.GEN_AI_EVALUATION_NAME]: e.attributes.get(c.GEN_AI_EVALUATION_SCORE_LABEL)
-              for e in otel.span("chat m").events if e.name == c.GEN_AI_EVALUATION_RESULT}
+    labels = {
+        e.attributes[c.GEN_AI_EVALUATION_NAME]: e.attributes.get(c.GEN_AI_EVALUATION_SCORE_LABEL)
+        for e in otel.span("chat m").events if e.name == c.GEN_AI_EVALUATION_RESULT}
     assert labels == {"overall": "fail", "completeness": None, "relevance": None, "coherence": None}

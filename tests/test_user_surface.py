@@ -148,7 +148,8 @@ async def test_an_unknown_capability_says_so_and_suggests_the_closest(build_mana
 async def test_models_whose_provider_has_no_key_are_skipped_with_the_reason(tmp_path,
                                                                            make_simulator):
     sim = make_simulator({"keyed": FAST, "local": FAST})
-    models = [model_entry("keyed", cost_in=0.0, cost_out=0.0), model_entry("local", provider="ollama")]
+    models = [model_entry("keyed", cost_in=0.0, cost_out=0.0),
+              model_entry("local", provider="ollama")]
     for m in models:
         m["api_base"] = sim.api_base(m["provider"])
     config = tmp_path / "registry.json"
