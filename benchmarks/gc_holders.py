@@ -4,8 +4,10 @@ Records 2,000 failover requests (five spans each) through one span processor at 
 and counts generation-0 collections per 1,000 requests: a processor that frees the span
 when it ends (``SimpleSpanProcessor`` to a null exporter), the SDK's batch processor
 (holds every ``ReadableSpan`` up to its 500 ms delay), and amm's exporter-process
-processor (holds a tuple record until the writer sends it). The exporter process is
-pointed at a closed port: what it sends does not matter here.
+processor (holds a tuple record until the writer sends it); and the span store behind
+the SDK's batch processor and behind its own record-holding processor (real SQLite
+files in a temporary directory). The exporter process is pointed at a closed port:
+what it sends does not matter here.
 
     python -m benchmarks.gc_holders
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import tempfile
 
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -46,7 +49,7 @@ def run(label: str, processor: SpanProcessor, requests: int = 2000) -> float:
     before = gc.get_stats()[0]["collections"]
     for _ in range(requests):
         failover_request(rec)
-    per_1000 = (gc.get_stats()[0]["collections"] - before) * 1000.0 / requests
+    per_1000: float = (gc.get_stats()[0]["collections"] - before) * 1000.0 / requests
     print(f"{label}: {per_1000:.1f} generation-0 collections per 1,000 requests", flush=True)
     tp.shutdown()
     return per_1000
@@ -56,6 +59,9 @@ def main() -> int:
     """Each processor in turn; prints one line each."""
     from telemetry.export_guard import ExportGuard
     from telemetry.export_process import ExportProcessSpanProcessor
+    from telemetry.processor import CountingBatchSpanProcessor
+    from telemetry.store import SpanStoreExporter
+    from telemetry.store_processor import SpanStoreProcessor
 
     run("span freed at its end (SimpleSpanProcessor)", SimpleSpanProcessor(_Null()))
     run("ReadableSpan held (BatchSpanProcessor, 500 ms)",
@@ -66,6 +72,11 @@ def main() -> int:
     logging.disable(logging.WARNING)
     run("record held (ExportProcessSpanProcessor)",
         ExportProcessSpanProcessor(ExportGuard("traces", endpoint, "http/protobuf")))
+    with tempfile.TemporaryDirectory() as tmp:
+        run("span store: ReadableSpan held (BatchSpanProcessor, 500 ms)",
+            CountingBatchSpanProcessor(SpanStoreExporter(os.path.join(tmp, "a.db"))))
+        run("span store: record held (SpanStoreProcessor)",
+            SpanStoreProcessor(SpanStoreExporter(os.path.join(tmp, "b.db"))))
     return 0
 
 

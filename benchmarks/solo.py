@@ -9,7 +9,8 @@ alone, so the figure that counts for throughput is one process per path:
     python -m benchmarks.solo --path litellm --api-base http://127.0.0.1:PORT/v1 --concurrency 64
 
 prints one JSON line (calls, wall_s, calls_per_s, cpu_ms_per_call, latency percentiles;
-for amm paths also the spans emitted, received and dropped after a flush).
+for amm paths also the spans emitted, received and dropped after a flush, and the p50 and
+p99 of the durable ledger's wait in each call).
 :func:`run_isolated` runs each path so, one after the other, in rotated rounds.
 """
 
@@ -68,9 +69,15 @@ async def run_solo(path_name: str, api_base: str, *, concurrency: int, calls: in
         helper_cpu = {pid: _cpu_s(pid) for pid in helpers}
         pauses = GcPauses()
         pauses.start()
+        if bench is not None:
+            bench.durable.start()
         series = (await measure([path], counter, calls_per_path=calls, concurrency=concurrency,
                                 rounds=1))[path.name]
         out = {"path": path_name, **series.summary(concurrency).as_dict(), "gc": pauses.stop()}
+        if bench is not None:  # the durable ledger's share of each call (commit of its row)
+            waits = sorted(s * 1000.0 for s in bench.durable.stop())
+            out["durable_ms"] = {q: round(waits[min(len(waits) - 1, int(len(waits) * f))], 3)
+                                 for q, f in (("p50", 0.5), ("p99", 0.99))} if waits else None
         if series.first_error:
             out["first_error"] = series.first_error
         if bench is not None:

@@ -70,6 +70,7 @@ from telemetry.export_process import ExportProcessSpanProcessor, export_process_
 from telemetry.processor import CountingBatchSpanProcessor
 from telemetry.recorder import Recorder
 from telemetry.store import SpanStoreExporter
+from telemetry.store_processor import SpanStoreProcessor
 from telemetry.viewers import viewer_attributes_enabled
 
 __all__ = ["DEFAULT_SERVICE_NAME", "Telemetry", "current", "otlp_endpoint", "otlp_protocol",
@@ -80,7 +81,7 @@ _log = logging.getLogger("amm.telemetry")
 DEFAULT_SERVICE_NAME = "amm"
 """Service name when neither ``service_name`` nor ``OTEL_SERVICE_NAME`` is given."""
 
-SpanPipeline = CountingBatchSpanProcessor | ExportProcessSpanProcessor
+SpanPipeline = CountingBatchSpanProcessor | ExportProcessSpanProcessor | SpanStoreProcessor
 """A span processor of amm's: it counts its drops (``dropped``), flushes and shuts down."""
 
 _lock = threading.Lock()
@@ -391,11 +392,11 @@ def _build(service_name: str | None, store_path: str | Path | None,
             processors.append(ExportProcessSpanProcessor(traces_guard, meter_provider=meter_provider))
         else:
             span_exporters.append(otlp_span_exporter(traces_guard.protocol, traces_guard))
-    store = SpanStoreExporter(store_path) if store_path is not None else None
-    if store is not None:
-        span_exporters.append(store)
     processors += [CountingBatchSpanProcessor(e, meter_provider=meter_provider)
                    for e in span_exporters]
+    store = SpanStoreExporter(store_path) if store_path is not None else None
+    if store is not None:  # holds records, not spans, until they are written
+        processors.append(SpanStoreProcessor(store, meter_provider=meter_provider))
     for p in processors:
         tracer_provider.add_span_processor(p)
     if want_console and owns_tracer:
