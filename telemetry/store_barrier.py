@@ -60,9 +60,15 @@ class CommitBarrier:
             return True
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
+        loop_thread = threading.get_ident()
 
         def resolve(ok: bool) -> None:
-            loop.call_soon_threadsafe(_set_result, future, ok)
+            if threading.get_ident() == loop_thread:
+                # Settled on the loop itself (its inline commit): answered now, without
+                # a write to the loop's self-pipe and an extra turn of the loop.
+                _set_result(future, ok)
+            else:
+                loop.call_soon_threadsafe(_set_result, future, ok)
 
         self._add(ticket, resolve)
         return await future
