@@ -272,7 +272,8 @@ class Recorder:
         self._viewer = viewer_attributes_enabled(viewer_attributes)
         self._quality_threshold = quality_threshold
         self._annotator = annotator if annotator is not None else _annotator_from_env(tp)
-        self._scope: ContextVar[_Pending | None] = ContextVar(f"amm_pending_{id(self)}", default=None)
+        self._scope: ContextVar[_Pending | None] = ContextVar(f"amm_pending_{id(self)}",
+                                                              default=None)
         self._unscoped = _Pending()
         self._handlers: dict[type, Callable[[Any], None]] = {
             SelectionEvent: self._on_selection,
@@ -293,7 +294,8 @@ class Recorder:
     # --- public ---------------------------------------------------------------------
     @property
     def annotator(self) -> SpanAnnotator | None:
-        """Where evaluated chat spans also go (a :class:`~telemetry.phoenix.PhoenixAnnotator`), if anywhere."""
+        """Where evaluated chat spans also go (a :class:`~telemetry.phoenix.PhoenixAnnotator`),
+        if anywhere."""
         return self._annotator
 
     def add_listener(self, listener: EventSink) -> None:
@@ -400,7 +402,7 @@ class Recorder:
         if e.policy_version:
             attrs[c.AMM_SELECTION_POLICY_VERSION] = e.policy_version
         if e.features:
-            attrs[c.AMM_SELECTION_FEATURES] = json.dumps(dict(e.features), separators=(",", ":"))
+            attrs[c.AMM_SELECTION_FEATURES] = _COMPACT_JSON.encode(dict(e.features))
         if e.stage == SELECTION_CACHE_HIT:
             attrs[c.AMM_CACHE_HIT] = True
         if e.chosen is not None:
@@ -520,7 +522,8 @@ class Recorder:
             **{f"amm.quality.{name}": float(value) for name, value in scores.items()},
         }
         self._add_common(attrs, c.OI_KIND_EVALUATOR, scope)
-        self._tracer.start_span(c.SPAN_EVALUATE, attributes=attrs, start_time=start).end(end_time=end)
+        span = self._tracer.start_span(c.SPAN_EVALUATE, attributes=attrs, start_time=start)
+        span.end(end_time=end)
 
     def _threshold_label(self, overall: float) -> str | None:
         if self._quality_threshold is None:
@@ -582,7 +585,8 @@ class Recorder:
         })
 
     def _on_health_change(self, e: HealthChangeEvent) -> None:
-        _log.info("model %s is now %s", e.model_id, "available" if e.is_available else "unavailable")
+        _log.info("model %s is now %s", e.model_id,
+                  "available" if e.is_available else "unavailable")
         attrs: dict[str, Any] = {c.AMM_MODEL_ID: e.model_id, c.AMM_HEALTH_AVAILABLE: e.is_available,
                                  c.AMM_HEALTH_CONSECUTIVE_FAILURES: e.consecutive_failures}
         if e.error:
@@ -605,7 +609,8 @@ class Recorder:
     def _on_demoted(self, e: ModelDemotedEvent) -> None:
         _log.warning("model %s demoted for %s: %s", e.model_id, e.agent_type, e.reason)
         self._span_event(c.AMM_MODEL_DEMOTED, {c.AMM_MODEL_ID: e.model_id,
-                                               c.AMM_AGENT_TYPE: e.agent_type, c.AMM_REASON: e.reason})
+                                               c.AMM_AGENT_TYPE: e.agent_type,
+                                               c.AMM_REASON: e.reason})
 
     def _span_event(self, name: str, attrs: dict[str, Any], *, standalone: bool = True) -> None:
         """Add an event to the current span; with none (and ``standalone``), to a short span."""
@@ -664,6 +669,8 @@ def _model_key(model: str) -> str:
     return '{"model":' + json.dumps(model)
 
 
+# json.dumps(x, separators=(",", ":")), without building an encoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 _MID = ',"score":%.6g,"probability":%.6g,"cost_usd":%.6g,'
 _TAIL = '"quality":%.6g,"latency_ms":%.6g,"success_rate":%.6g}'
 _NOT_FINITE = re.compile(r"-?(?:nan|inf)")
