@@ -58,18 +58,13 @@ def iso_ns(epoch_ns: int) -> str:
     return f"{_iso_second(seconds)}.{nanos:09d}Z"
 
 
-def _plain(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Attributes as JSON-ready values (OpenTelemetry keeps sequences as tuples)."""
-    if not attrs:
-        return {}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()}
-
-
+# OpenTelemetry keeps sequences as tuples; the encoder writes a tuple as a JSON array,
+# as it writes a list, so attribute dicts are encoded as they are (no copy with lists).
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def _json_map(attrs: Mapping[str, Any] | None) -> str:
-    return _dumps(_plain(attrs)) if attrs else "{}"
+def _json_map(attrs: dict[str, Any] | None) -> str:
+    return _dumps(attrs) if attrs else "{}"
 
 
 _resource_json: dict[int, tuple[Any, str, str]] = {}
@@ -94,12 +89,13 @@ StoreRecord = tuple[Any, ...]
 times, attributes, events, links, status, and its scope and resource by reference."""
 
 
-def _copy(attrs: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+def _copy(attrs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     # The SDK's attribute mappings copy to a plain dict in C.
     if not attrs:
         return None
     copy = getattr(attrs, "copy", None)
-    return copy() if copy is not None else dict(attrs)
+    plain = copy() if copy is not None else None
+    return plain if type(plain) is dict else dict(attrs)
 
 
 def store_record(span: ReadableSpan) -> StoreRecord:
@@ -138,10 +134,10 @@ def record_row(record: StoreRecord) -> tuple[Any, ...]:
     start = start or 0
     end = end or start
     service, resource_json = _resource_columns(resource)
-    event_maps = [{"Timestamp": iso_ns(ts), "Name": event_name, "Attributes": _plain(attrs)}
+    event_maps = [{"Timestamp": iso_ns(ts), "Name": event_name, "Attributes": attrs or {}}
                   for ts, event_name, attrs in events]
     link_maps = [{"TraceId": f"{link_trace:032x}", "SpanId": f"{link_span:016x}",
-                  "Attributes": _plain(attrs)} for link_trace, link_span, attrs in links]
+                  "Attributes": attrs or {}} for link_trace, link_span, attrs in links]
     return (
         iso_ns(start),
         f"{trace_id:032x}" if trace_id is not None else "",
