@@ -159,8 +159,8 @@ def estimate_prompt_tokens(task: ModelRequest) -> int:
 class _Entry:
     """What selection needs of one registered model, derived once per registry version."""
 
-    __slots__ = ("_missing", "caps", "enabled", "id", "in_price", "latency", "model", "out_price",
-                 "provider", "schema", "streaming", "tools", "window")
+    __slots__ = ("_missing", "caps", "enabled", "id", "in_price", "latency", "model", "no_key",
+                 "out_price", "provider", "schema", "streaming", "tools", "window")
 
     def __init__(self, model: ModelMetadata) -> None:
         self.model = model
@@ -176,6 +176,8 @@ class _Entry:
         self.streaming = model.supports_streaming
         self.schema = model.supports_response_schema
         self._missing: dict[frozenset[str], Reason] = {}
+        # Made here, not per request: a partly configured machine excludes many models so.
+        self.no_key = Reason(f"no usable API key for provider {model.provider}", Exclusion.NO_KEY)
 
     def missing(self, required: frozenset[str]) -> Reason:
         """Why this model lacks ``required`` (made once per set of capabilities asked)."""
@@ -368,7 +370,7 @@ class ModelSelector:
         if pre is not None:
             return pre
         if self._key_check is not None and not self._key_check(e.model):
-            return Reason(f"no usable API key for provider {e.provider}", Exclusion.NO_KEY)
+            return e.no_key
         if post is not None:
             return post
         if rq.needed_context > e.window:
