@@ -536,9 +536,10 @@ class ModelSelector:
         note = ""
         if held_back:
             if eligible:
+                demoted = Reason(f"demoted for {rq.agent_type or 'this agent type'}",
+                                 Exclusion.DEMOTED)
                 for c in held_back:
-                    excluded[c.model.id] = Reason(
-                        f"demoted for {rq.agent_type or 'this agent type'}", Exclusion.DEMOTED)
+                    excluded[c.model.id] = demoted
             else:
                 eligible = held_back
                 note = "; only demoted models were eligible"
