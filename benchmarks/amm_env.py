@@ -153,7 +153,8 @@ class AmmBench:
         )
         tel = self.manager.telemetry
         if tel is None or not tel.enabled:
-            raise RuntimeError("amm telemetry is off: the benchmark needs it on (OTEL_SDK_DISABLED?)")
+            raise RuntimeError(
+                "amm telemetry is off: the benchmark needs it on (OTEL_SDK_DISABLED?)")
         tel.tracer_provider.add_span_processor(self.spans)
         self.durable = DurableTimer(self.manager.cost_tracker)
         await self.manager.start()

@@ -40,6 +40,8 @@ class GcPauses:
         for generation in (0, 1, 2):
             ms = sorted(s * 1000.0 for g, s in self.pauses if g == generation)
             if ms:
-                out[f"gen{generation}"] = {"count": len(ms), "p50_ms": round(ms[len(ms) // 2], 3),
-                                           "max_ms": round(ms[-1], 3), "total_ms": round(sum(ms), 1)}
+                out[f"gen{generation}"] = {"count": len(ms),
+                                           "p50_ms": round(ms[len(ms) // 2], 3),
+                                           "max_ms": round(ms[-1], 3),
+                                           "total_ms": round(sum(ms), 1)}
         return out

@@ -7,7 +7,7 @@ each run their own ``cProfile.Profile``; the stats of every thread are merged an
 grouped by package (amm, telemetry, opentelemetry, litellm, ...).
 
     python -m benchmarks.hot_path --calls 2000 [--path litellm] [--top 30] [--steps]
-    python -m benchmarks.hot_path --path amm_stream --calls 1500   # a streamed call, read to its end
+    python -m benchmarks.hot_path --path amm_stream --calls 1500   # streamed, read to its end
 """
 
 from __future__ import annotations
@@ -163,7 +163,8 @@ async def step_costs(bench: AmmBench, *, iterations: int = 2000) -> dict[str, di
 
     async def key_and_miss() -> None:
         request = fresh()
-        await cache.get(cache.generate_cache_key(request), agent_type="bench", task_id=request.task_id)
+        await cache.get(cache.generate_cache_key(request), agent_type="bench",
+                        task_id=request.task_id)
 
     async def select() -> None:
         request = fresh()
@@ -214,7 +215,8 @@ async def _run(path_name: str, calls: int, top: int, cumulative: str | None,
                                         "litellm": lambda: LitellmPath(server.api_base),
                                         "amm_stream": lambda: AmmStreamPath(bench),
                                         "amm_decorator_stream": lambda: DecoratorStreamPath(bench),
-                                        "litellm_stream": lambda: LitellmStreamPath(server.api_base)}
+                                        "litellm_stream":
+                                            lambda: LitellmStreamPath(server.api_base)}
             path = builders[path_name]()
             await path.setup()
             if steps:
@@ -238,14 +240,16 @@ async def _run(path_name: str, calls: int, top: int, cumulative: str | None,
 
 def main() -> None:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.hot_path", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hot_path",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--path", default="amm", choices=(
         "amm", "amm_decorator", "litellm", "amm_stream", "amm_decorator_stream", "litellm_stream"))
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument("--cumulative", metavar="REGEX",
                         help="also list cumulative times of functions matching REGEX (e.g. amm/)")
-    parser.add_argument("--callers", metavar="REGEX", help="also list who calls functions matching REGEX")
+    parser.add_argument("--callers", metavar="REGEX",
+                        help="also list who calls functions matching REGEX")
     parser.add_argument("--steps", action="store_true",
                         help="first time each step of the request path on its own (no cProfile)")
     args = parser.parse_args()

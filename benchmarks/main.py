@@ -1,4 +1,4 @@
-"""``python -m benchmarks``: every performance budget of DESIGN.md, measured side by side in one run.
+"""``python -m benchmarks``: every performance budget of DESIGN.md, measured side by side.
 
 Sections, in order: ``import`` (``import amm`` in fresh interpreters), ``ceiling``
 (the mock's own limit), ``latency`` (sequential, every path interleaved),
@@ -61,8 +61,8 @@ from telemetry.gc_tuning import freeze_warm_heap
 
 __all__ = ["FULL", "PATHS", "QUICK", "SECTIONS", "STREAM_PATHS", "Counts", "main", "run"]
 
-SECTIONS = ("import", "ceiling", "latency", "streaming", "throughput", "isolated", "micro", "memory",
-            "redis")
+SECTIONS = ("import", "ceiling", "latency", "streaming", "throughput", "isolated", "micro",
+            "memory", "redis")
 PATHS = ("raw_httpx", "litellm", "router", "amm", "amm_decorator")
 STREAM_PATHS = ("litellm_stream", "amm_stream", "amm_decorator_stream")
 RESULTS_DIR = FsPath(__file__).resolve().parent / "results"
@@ -93,8 +93,8 @@ class Counts:
 
 
 FULL = Counts(warmup=100, sequential=2000, sequential_rounds=10, concurrent=1024,
-              concurrent_rounds=2, streamed=1000, streamed_rounds=10, ceiling=2000, memory=20_000, select_50=2000, select_1000=200,
-              cache_hits=3000, recorder=2000, import_runs=5)
+              concurrent_rounds=2, streamed=1000, streamed_rounds=10, ceiling=2000, memory=20_000,
+              select_50=2000, select_1000=200, cache_hits=3000, recorder=2000, import_runs=5)
 QUICK = Counts(warmup=5, sequential=30, sequential_rounds=2, concurrent=64, concurrent_rounds=1,
                streamed=30, streamed_rounds=2,
                ceiling=128, memory=256, select_50=100, select_1000=10, cache_hits=100, recorder=100,
@@ -121,7 +121,8 @@ def _machine() -> dict[str, Any]:
     model = ""
     try:
         with open("/proc/cpuinfo") as info:
-            model = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "")
+            model = next((ln.split(":", 1)[1].strip() for ln in info
+                          if ln.startswith("model name")), "")
     except OSError:
         pass
     return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
@@ -144,7 +145,8 @@ async def _ceiling(server: MockServer, counts: Counts) -> dict[str, Any]:
             "server_cpu_share": round(share, 3)}
 
 
-def _store(results: dict[str, Any], level: str, measured: dict[str, Series], concurrency: int) -> None:
+def _store(results: dict[str, Any], level: str, measured: dict[str, Series],
+           concurrency: int) -> None:
     for name, series in measured.items():
         summary = series.summary(concurrency).as_dict()
         if series.first_error:
@@ -183,9 +185,11 @@ def _durable_summary(samples_s: Sequence[float]) -> dict[str, Any]:
 
 
 def _paths(names: Sequence[str], server: MockServer, bench: AmmBench) -> list[Path]:
-    build: dict[str, Callable[[], Path]] = {"raw_httpx": lambda: RawHttpxPath(server.url), "litellm": lambda: LitellmPath(server.api_base),
-             "router": lambda: RouterPath(server.api_base), "amm": lambda: AmmPath(bench),
-             "amm_decorator": lambda: DecoratorPath(bench)}
+    build: dict[str, Callable[[], Path]] = {
+        "raw_httpx": lambda: RawHttpxPath(server.url),
+        "litellm": lambda: LitellmPath(server.api_base),
+        "router": lambda: RouterPath(server.api_base), "amm": lambda: AmmPath(bench),
+        "amm_decorator": lambda: DecoratorPath(bench)}
     return [build[n]() for n in PATHS if n in names]
 
 
@@ -254,8 +258,9 @@ async def run(counts: Counts, *, sections: Sequence[str] = SECTIONS, paths: Sequ
                     bench.durable.start()
                     pauses = GcPauses()
                     pauses.start()
-                    _store(results, "c1", await measure(chosen, counter, calls_per_path=counts.sequential,
-                                                        concurrency=1, rounds=counts.sequential_rounds), 1)
+                    measured = await measure(chosen, counter, calls_per_path=counts.sequential,
+                                             concurrency=1, rounds=counts.sequential_rounds)
+                    _store(results, "c1", measured, 1)
                     results["gc"]["latency_section_pauses"] = pauses.stop()
                     results["durable_ledger"] = _durable_summary(bench.durable.stop())
                 if "streaming" in sections and stream_paths:
@@ -311,7 +316,8 @@ def _split(values: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts (smoke test)")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help=f"sections {', '.join(SECTIONS)} and/or paths "
@@ -321,14 +327,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="OTLP protocol of the exporter (default: http/protobuf)")
     parser.add_argument("--out", type=FsPath, default=RESULTS_DIR, help="results directory")
     parser.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
-                        help="leave the heap unfrozen after warm-up (to measure gc.freeze's effect)")
+                        help="leave the heap unfrozen after warm-up "
+                             "(to measure gc.freeze's effect)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a budget fails")
     args = parser.parse_args(argv)
     names = _split(args.only)
     known = SECTIONS + PATHS + STREAM_PATHS
     unknown = [n for n in names if n not in known]
     if unknown:
-        parser.error(f"unknown --only name(s): {', '.join(unknown)}; choose from {', '.join(known)}")
+        parser.error(f"unknown --only name(s): {', '.join(unknown)}; "
+                     f"choose from {', '.join(known)}")
     sections = [s for s in SECTIONS if s in names] or list(SECTIONS)
     paths = [p for p in PATHS if p in names] or list(PATHS)
     stream_paths = [p for p in STREAM_PATHS if p in names] or list(STREAM_PATHS)
@@ -339,5 +347,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path, md_path = write_results(results, args.out)
     print(to_markdown(results))
     print(f"results: {json_path} and {md_path}")
-    failed = [b["figure"] for b in results["budgets"] if b["verdict"] == "FAIL" and not b["stretch"]]
+    failed = [b["figure"] for b in results["budgets"]
+              if b["verdict"] == "FAIL" and not b["stretch"]]
     return 1 if args.strict and failed else 0

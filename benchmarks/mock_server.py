@@ -67,13 +67,15 @@ def _stream_events(include_usage: bool) -> tuple[bytes, ...]:
     head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1_700_000_000,
             "model": "bench-model", "system_fingerprint": "fp_bench"}
     bodies: list[dict[str, Any]] = [
-        {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        {**head,
+         "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
          **({"usage": None} if include_usage else {})}
         for delta, finish in deltas
     ]
     if include_usage:
         bodies.append({**head, "choices": [], "usage": _USAGE})
-    lines = [b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n" for body in bodies]
+    lines = [b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+             for body in bodies]
     lines.append(b"data: [DONE]\n\n")
     # One HTTP/1.1 chunk per event: its length in hex, the bytes, CRLF.
     return tuple(f"{len(line):x}".encode() + b"\r\n" + line + b"\r\n" for line in lines)

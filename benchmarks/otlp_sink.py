@@ -25,7 +25,8 @@ __all__ = ["OTLPSink", "serve"]
 
 
 def serve(use_grpc: bool) -> None:
-    """Child entry point: run one receiver, print its endpoint, answer commands until stdin closes."""
+    """Child entry point: run one receiver, print its endpoint, answer commands until stdin
+    closes."""
     from telemetry.receiver import OTLPReceiver
 
     receiver = OTLPReceiver(grpc=use_grpc, http=not use_grpc)

@@ -2,8 +2,9 @@
 
 Every path implements :class:`Path` (``setup`` / ``call`` / ``close``); ``call(i)``
 sends prompt number ``i``. A streamed path (:class:`StreamPath`) reads the answer with
-``async for`` and returns when its first chunk carrying text arrived. Prompts vary with ``i`` on every path alike, so amm's
-cache always misses while the request bytes stay comparable between paths.
+``async for`` and returns when its first chunk carrying text arrived. Prompts vary with
+``i`` on every path alike, so amm's cache always misses while the request bytes stay
+comparable between paths.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _added(results: Results, path: str, base: str, stat: str, level: str = "c1") -> float | None:
-    return _diff(_get(results, "paths", path, level, stat), _get(results, "paths", base, level, stat))
+    return _diff(_get(results, "paths", path, level, stat),
+                 _get(results, "paths", base, level, stat))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,19 +92,19 @@ def _router_share(path: str) -> Callable[[Results], float | None]:
 
 
 BUDGETS: tuple[Budget, ...] = (
-    Budget("amm_added_p50_ms", "managed call minus litellm.acompletion, p50 (sequential)", "ms", 1.0,
-           lambda r: _added(r, "amm", "litellm", "p50_ms")),
-    Budget("amm_added_p99_ms", "managed call minus litellm.acompletion, p99 (sequential)", "ms", 3.0,
-           lambda r: _added(r, "amm", "litellm", "p99_ms")),
+    Budget("amm_added_p50_ms", "managed call minus litellm.acompletion, p50 (sequential)", "ms",
+           1.0, lambda r: _added(r, "amm", "litellm", "p50_ms")),
+    Budget("amm_added_p99_ms", "managed call minus litellm.acompletion, p99 (sequential)", "ms",
+           3.0, lambda r: _added(r, "amm", "litellm", "p99_ms")),
     Budget("amm_added_vs_router_added", "amm's added p50 / the Router's added p50", "ratio", 0.25,
            _router_share("amm")),
-    Budget("decorator_added_p50_ms", "@managed_model call minus litellm.acompletion, p50", "ms", 1.0,
-           lambda r: _added(r, "amm_decorator", "litellm", "p50_ms")),
+    Budget("decorator_added_p50_ms", "@managed_model call minus litellm.acompletion, p50", "ms",
+           1.0, lambda r: _added(r, "amm_decorator", "litellm", "p50_ms")),
     Budget("decorator_added_p99_ms", "@managed_model call minus litellm.acompletion, p99 "
            "(issue 17: within 4 ms)", "ms", 4.0,
            lambda r: _added(r, "amm_decorator", "litellm", "p99_ms")),
-    Budget("amm_vs_litellm_p50_ratio", "stretch: managed call p50 / litellm.acompletion p50", "ratio",
-           1.0, lambda r: _ratio(_get(r, "paths", "amm", "c1", "p50_ms"),
+    Budget("amm_vs_litellm_p50_ratio", "stretch: managed call p50 / litellm.acompletion p50",
+           "ratio", 1.0, lambda r: _ratio(_get(r, "paths", "amm", "c1", "p50_ms"),
                                  _get(r, "paths", "litellm", "c1", "p50_ms")), stretch=True),
     Budget("stream_first_chunk_added_p50_ms", "streamed call, time to first chunk: amm's "
            "manager.stream minus litellm.acompletion(stream=True), p50", "ms", 1.0,
@@ -168,7 +169,8 @@ def to_markdown(results: Results) -> str:
         "# amm benchmark",
         "",
         f"Machine: {m.get('cores')} cores, Python {m.get('python')}, litellm {m.get('litellm')}, "
-        f"{m.get('platform')}. Mode: {results.get('mode')}; took {results.get('duration_s', 0):.0f} s.",
+        f"{m.get('platform')}. Mode: {results.get('mode')}; "
+        f"took {results.get('duration_s', 0):.0f} s.",
         "",
         "| figure | measured | budget | verdict |",
         "| --- | --- | --- | --- |",
@@ -179,11 +181,13 @@ def to_markdown(results: Results) -> str:
                                      row["description"] else "")
         lines.append(f"| {name} | {value} | {row['budget']} {row['unit']} | {row['verdict']} |")
     if results.get("paths"):
-        lines += ["", "| path | concurrency | p50 ms | p95 ms | p99 ms | p99.9 ms | calls/s | CPU ms/call "
-                  "| errors |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "| path | concurrency | p50 ms | p95 ms | p99 ms | p99.9 ms | calls/s "
+                  "| CPU ms/call | errors |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, levels in results["paths"].items():
             for s in levels.values():
-                lines.append(f"| {name} | {s['concurrency']} | {s['p50_ms']:.2f} | {s['p95_ms']:.2f} | "
+                lines.append(f"| {name} | {s['concurrency']} | {s['p50_ms']:.2f} | "
+                             f"{s['p95_ms']:.2f} | "
                              f"{s['p99_ms']:.2f} | {s.get('p999_ms', float('nan')):.2f} | "
                              f"{s['calls_per_s']:.0f} | "
                              f"{s.get('cpu_ms_per_call', float('nan')):.2f} | {s['errors']} |")
@@ -198,17 +202,20 @@ def to_markdown(results: Results) -> str:
     micro = results.get("micro", {})
     for key in ("select_model_50_no_events", "select_model_1000_no_events"):
         if key in micro:
-            extra.append(f"- {key}: p50 {micro[key]['p50_us']:.0f} us, p99 {micro[key]['p99_us']:.0f} us")
+            extra.append(f"- {key}: p50 {micro[key]['p50_us']:.0f} us, "
+                         f"p99 {micro[key]['p99_us']:.0f} us")
     for key in ("recorder_full", "recorder_spans_metrics_only"):
         if key in micro.get("recorder", {}):
             r = micro["recorder"][key]
-            extra.append(f"- {key} (one request's {micro['recorder']['events_per_request']} events): "
-                         f"p50 {r['p50_us']:.0f} us, mean {r['mean_us']:.0f} us, p99 {r['p99_us']:.0f} us")
+            events = micro["recorder"]["events_per_request"]
+            extra.append(f"- {key} (one request's {events} events): p50 {r['p50_us']:.0f} us, "
+                         f"mean {r['mean_us']:.0f} us, p99 {r['p99_us']:.0f} us")
     isolated = results.get("isolated")
     if isolated:
+        runs = {name: ", ".join(f"{v:.0f}" for v in entry["calls_per_s_runs"])
+                for name, entry in isolated.items()}
         extra.append("- concurrency 64, each path alone in its own process (calls/s of each run): "
-                     + "; ".join(f"{name} {', '.join(f'{v:.0f}' for v in entry['calls_per_s_runs'])}"
-                                 for name, entry in isolated.items()))
+                     + "; ".join(f"{name} {calls}" for name, calls in runs.items()))
     inline = _ratio(_get(results, "paths", "amm", "c64", "calls_per_s"),
                     _get(results, "paths", "litellm", "c64", "calls_per_s"))
     if inline is not None:
@@ -222,9 +229,9 @@ def to_markdown(results: Results) -> str:
                      f"{gc_info.get('freeze_after_warm_up')})")
     durable = results.get("durable_ledger")
     if durable and durable.get("calls"):
-        extra.append(f"- durable ledger, await cost_tracker.durable() in each of {durable['calls']} "
-                     f"managed calls: p50 {durable['p50_ms']:.3f} / p95 {durable['p95_ms']:.3f} / "
-                     f"p99 {durable['p99_ms']:.3f} ms")
+        extra.append("- durable ledger, await cost_tracker.durable() in each of "
+                     f"{durable['calls']} managed calls: p50 {durable['p50_ms']:.3f} / "
+                     f"p95 {durable['p95_ms']:.3f} / p99 {durable['p99_ms']:.3f} ms")
     reservation = micro.get("reservation")
     if reservation:
         extra.append(f"- budget reservation (CostTracker.reserve + settle) per call: "
@@ -233,14 +240,16 @@ def to_markdown(results: Results) -> str:
     memory = results.get("memory")
     if memory:
         n = memory.get("requests", 0)
-        extra.append(f"- RSS through amm: {memory.get('rss_mb_start')} MB at 0, {memory.get('rss_mb_mid')} MB "
-                     f"at {n // 2}, {memory.get('rss_mb_end')} MB at {n} requests "
-                     f"(concurrency {memory.get('concurrency')}, {memory.get('calls_per_s')} calls/s, "
-                     f"{memory.get('errors', 0)} errors)")
+        extra.append(f"- RSS through amm: {memory.get('rss_mb_start')} MB at 0, "
+                     f"{memory.get('rss_mb_mid')} MB at {n // 2}, "
+                     f"{memory.get('rss_mb_end')} MB at {n} requests "
+                     f"(concurrency {memory.get('concurrency')}, "
+                     f"{memory.get('calls_per_s')} calls/s, {memory.get('errors', 0)} errors)")
     spans = results.get("spans")
     if spans:
         extra.append(f"- spans: {spans['emitted']} emitted, {spans['received']} received over "
-                     f"OTLP ({spans.get('protocol')}), {spans['dropped_by_processor']} dropped by the queue")
+                     f"OTLP ({spans.get('protocol')}), "
+                     f"{spans['dropped_by_processor']} dropped by the queue")
     if extra:
         lines += ["", *extra]
     return "\n".join(lines) + "\n"
@@ -252,7 +261,8 @@ def _redis_lines(results: Results) -> list[str]:
         return []
     if "skipped" in redis:
         return ["", f"Redis state backend: not measured ({redis['skipped']})."]
-    lines = ["", "Fleet state on Redis (sequential, alternating; see benchmarks/redis_path.py):", "",
+    lines = ["", "Fleet state on Redis (sequential, alternating; see benchmarks/redis_path.py):",
+             "",
              "| path | p50 ms | p95 ms | p99 ms | CPU ms/call | errors |",
              "| --- | --- | --- | --- | --- | --- |"]
     for name in ("in_process", "redis"):
@@ -261,7 +271,8 @@ def _redis_lines(results: Results) -> list[str]:
                      f"{s.get('cpu_ms_per_call', float('nan')):.2f} | {s['errors']} |")
     rtt = redis.get("round_trips", {})
     lines += ["", f"- added by state_url: p50 {redis['added_p50_ms']:+.3f} ms, p99 "
-              f"{redis['added_p99_ms']:+.3f} ms; fallbacks during the run: {redis.get('fallbacks')}"]
+              f"{redis['added_p99_ms']:+.3f} ms; "
+              f"fallbacks during the run: {redis.get('fallbacks')}"]
     if rtt:
         lines.append("- the backend alone (p50 / p99 us from here; mean us inside Redis): "
                      + "; ".join(f"{name} {v['p50_us']:.0f} / {v['p99_us']:.0f}; "

@@ -66,7 +66,8 @@ async def _timed(path: Path, i: int, series: Series) -> None:
 
 async def _chunk(path: Path, calls: int, concurrency: int, counter: PromptCounter,
                  series: Series) -> None:
-    """``calls`` calls on ``concurrency`` workers; adds their latencies and the chunk's wall time."""
+    """``calls`` calls on ``concurrency`` workers; adds their latencies and the chunk's wall
+    time."""
     left = calls
 
     async def worker() -> None:
@@ -102,7 +103,8 @@ async def warm_up(paths: Sequence[Path], counter: PromptCounter, *, calls: int,
 
 async def measure(paths: Sequence[Path], counter: PromptCounter, *, calls_per_path: int,
                   concurrency: int, rounds: int) -> dict[str, Series]:
-    """Measure every path at ``concurrency``, ``calls_per_path`` calls each, interleaved in rounds."""
+    """Measure every path at ``concurrency``, ``calls_per_path`` calls each, interleaved in
+    rounds."""
     series = {p.name: Series() for p in paths}
     per_round = max(1, calls_per_path // rounds)
     for r in range(rounds):

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -134,10 +135,9 @@ def run_isolated(paths: Sequence[str], api_base: str, *, concurrency: int, calls
             runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     out: dict[str, Any] = {}
     for name, measured in runs.items():
-        rates = sorted(m["calls_per_s"] for m in measured)
+        rates = [m["calls_per_s"] for m in measured]
         out[name] = {"concurrency": concurrency, "calls": calls,
-                     "calls_per_s": round(rates[len(rates) // 2] if len(rates) % 2 else
-                                          (rates[len(rates) // 2 - 1] + rates[len(rates) // 2]) / 2, 1),
+                     "calls_per_s": round(statistics.median(rates), 1),
                      "calls_per_s_runs": [m["calls_per_s"] for m in measured],
                      "errors": sum(m["errors"] for m in measured), "runs": measured}
     return out
@@ -145,7 +145,8 @@ def run_isolated(paths: Sequence[str], api_base: str, *, concurrency: int, calls
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point: measure one path, print its figures as one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.solo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.solo",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--path", required=True, choices=SOLO_PATHS)
     parser.add_argument("--api-base", required=True, help="the mock's OpenAI base URL")
     parser.add_argument("--concurrency", type=int, default=64)

@@ -58,13 +58,15 @@ async def _chunk(path: StreamPath, calls: int, counter: PromptCounter, out: Stre
         series.cpu_s += cpu
 
 
-async def warm_up_streams(paths: Sequence[StreamPath], counter: PromptCounter, *, calls: int) -> None:
+async def warm_up_streams(paths: Sequence[StreamPath], counter: PromptCounter, *,
+                          calls: int) -> None:
     """``calls`` sequential unmeasured calls through each path; raise if one fails."""
     for path in paths:
         scratch = StreamSeries()
         await _chunk(path, calls, counter, scratch)
         if scratch.first.errors:
-            raise RuntimeError(f"path {path.name} fails during warm-up: {scratch.first.first_error}")
+            raise RuntimeError(
+                f"path {path.name} fails during warm-up: {scratch.first.first_error}")
 
 
 async def measure_streams(paths: Sequence[StreamPath], counter: PromptCounter, *,

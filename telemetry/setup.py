@@ -385,11 +385,13 @@ def _build(service_name: str | None, store_path: str | Path | None,
     processors: list[SpanPipeline] = []
     if exporters is not None:
         span_exporters.extend(exporters)
-    elif owns_tracer and "otlp" in traces_exporters and (traces_guard := _guard("traces")) is not None:
+    elif (owns_tracer and "otlp" in traces_exporters
+          and (traces_guard := _guard("traces")) is not None):
         traces_guard.bind_meter(meter_provider)
         guards.append(traces_guard)
         if export_process_enabled():
-            processors.append(ExportProcessSpanProcessor(traces_guard, meter_provider=meter_provider))
+            processors.append(ExportProcessSpanProcessor(traces_guard,
+                                                         meter_provider=meter_provider))
         else:
             span_exporters.append(otlp_span_exporter(traces_guard.protocol, traces_guard))
     processors += [CountingBatchSpanProcessor(e, meter_provider=meter_provider)
@@ -407,7 +409,8 @@ def _build(service_name: str | None, store_path: str | Path | None,
             trace.set_tracer_provider(tracer_provider)  # settable once per process
             _installed.append(tracer_provider)
     else:
-        _log.info("amm uses the application's tracer provider (adds %d processor(s))", len(processors))
+        _log.info("amm uses the application's tracer provider (adds %d processor(s))",
+                  len(processors))
     logs = _logs(resource, meter_provider, guards) if owns_tracer else None
     return Telemetry(tracer_provider, meter_provider, processors, owns_tracer=owns_tracer,
                      owns_meter=owns_meter, store=store, logs=logs, guards=guards)

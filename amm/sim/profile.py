@@ -139,7 +139,8 @@ class ModelProfile:
             _check_non_negative(name, getattr(self, name))
         if not 400 <= self.error_status <= 599:
             raise ConfigurationError(
-                f"ModelProfile.error_status: must be an HTTP error status, got {self.error_status!r}",
+                "ModelProfile.error_status: must be an HTTP error status, "
+                f"got {self.error_status!r}",
                 field="error_status")
         for name in ("parallel_tool_calls", "json_support", "echo_key", "echo_prompt"):
             if not isinstance(getattr(self, name), bool):
@@ -158,7 +159,8 @@ class ModelProfile:
                                          field=name)
         if self.protocol not in PROTOCOLS:
             raise ConfigurationError(
-                f"ModelProfile.protocol: must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}",
+                f"ModelProfile.protocol: must be one of {', '.join(PROTOCOLS)}, "
+                f"got {self.protocol!r}",
                 field="protocol")
         # Accept any iterable of pairs (a list reads naturally) but store a tuple so the
         # profile stays hashable and immutable.

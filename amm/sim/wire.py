@@ -295,6 +295,6 @@ def error_message(decision: Decision) -> str:
         return "The server is overloaded or not ready yet."
     if fault is Fault.CONTEXT:
         return (f"This model's maximum context length is {decision.max_context} tokens. "
-                f"However, your messages resulted in {decision.prompt_tokens} tokens. Please reduce "
-                f"the length of the messages.")
+                f"However, your messages resulted in {decision.prompt_tokens} tokens. "
+                "Please reduce the length of the messages.")
     return "The server had an error while processing your request. Sorry about that!"

@@ -10,8 +10,9 @@ with the fleet's cache wait in an outbox and go out together, one round trip eve
 the event loop to the request path (its admission), not three. The fleet's cache is
 asked only for keys it is known to hold (the sync loop reads the keys stored since
 its last round): a miss, the common case, makes no round trip; an entry another
-worker stored within the last sync interval is not seen until the next round. As a listener it shares what one
-worker learns: a provider's 429 cools the model for every worker, a health change
+worker stored within the last sync interval is not seen until the next round. As a
+listener it shares what one worker learns: a provider's 429 cools the model for every
+worker, a health change
 and a quality demotion are published with an expiry. A background loop (every
 ``sync_interval_s``) pulls the others' health and demotions, publishes this worker's
 statistics and heartbeat, merges the fleet's, and watches for the backend's return.

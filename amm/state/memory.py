@@ -40,7 +40,8 @@ class InProcessState:
         self._clock = clock
         self._windows: dict[str, _Window] = {}
         self._cool: dict[str, float] = {}
-        self._holds: dict[str, dict[str, tuple[float, float]]] = {}  # day -> ticket -> (USD, lapses at)
+        # day -> ticket -> (USD, lapses at)
+        self._holds: dict[str, dict[str, tuple[float, float]]] = {}
         self._spent: dict[str, dict[str, float]] = {}  # day -> worker -> USD
         self._flags: dict[tuple[str, str], tuple[str, float]] = {}
         self._leases: dict[str, tuple[str, float]] = {}

@@ -46,9 +46,9 @@ __all__ = ["CHUNK_REQUESTS", "ClickHouseSource"]
 CHUNK_REQUESTS = 700_000
 """Requests per query of the push-down (whole days are kept together). Each query has a
 fixed cost of about half a day's work at 320,000 requests a day (0.25 against 0.4 CPU
-seconds), and the group-by holds about 1.5 KB per experiment request: at 10M chat spans, two-day chunks take 16.5 CPU
-seconds and peak at 0.90 GB for the A/B section (one-day: 21.9 s, 0.78 GB; three-day:
-15.8 s, 0.98 GB)."""
+seconds), and the group-by holds about 1.5 KB per experiment request: at 10M chat spans,
+two-day chunks take 16.5 CPU seconds and peak at 0.90 GB for the A/B section (one-day:
+21.9 s, 0.78 GB; three-day: 15.8 s, 0.98 GB)."""
 # model_sums on one thread: with two, each thread holds part of the quantiles' durations
 # and the merge copies them (10M chat spans: 1.03 GB peak on two threads, 0.94 GB on one,
 # for about the same wall time on two cores: the IN set of roots is built by one thread).
