@@ -490,20 +490,20 @@ class CacheManager:
     def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run read-only ``work`` on the store's reader connection: WAL lets it run
         beside a batch being written, so a cache miss never waits for the writer."""
-        if self._closed:
-            raise CacheError(f"cache {self._path} is closed")
-        try:
-            return self._store.read(work)
-        except sqlite3.Error as exc:
-            raise CacheError(f"cache {self._path}: {exc}") from exc
+        return self._on_store(self._store.read, work)
 
     def _sql(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work`` in a transaction of the store's writer connection (after what
-        is queued), mapping database failures to CacheError."""
+        is queued)."""
+        return self._on_store(self._store.run, work)
+
+    def _on_store(self, run: Callable[[Callable[[sqlite3.Connection], _T]], _T],
+                  work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``run(work)``, mapping database failures (and a closed cache) to CacheError."""
         if self._closed:
             raise CacheError(f"cache {self._path} is closed")
         try:
-            return self._store.run(work)
+            return run(work)
         except sqlite3.Error as exc:
             raise CacheError(f"cache {self._path}: {exc}") from exc
 

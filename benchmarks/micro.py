@@ -49,6 +49,11 @@ async def time_async(fn: Callable[[], Awaitable[Any]], *, iterations: int,
         start = time.perf_counter()
         await fn()
         samples.append((time.perf_counter() - start) * 1e6)
+    return _summary_us(samples, iterations)
+
+
+def _summary_us(samples: list[float], iterations: int) -> dict[str, float]:
+    """p50/p99/mean of ``samples`` (microseconds; sorts them in place)."""
     samples.sort()
     return {"p50_us": round(percentile(samples, 50), 2),
             "p99_us": round(percentile(samples, 99), 2),
@@ -68,10 +73,8 @@ async def _time_inner(fn: Callable[[], Awaitable[tuple[int, int]]], *, iteration
         step_ns, call_ns = await fn()
         inner.append(step_ns / 1000.0)
         outer.append(call_ns / 1000.0)
-    inner.sort()
     outer.sort()
-    return {"p50_us": round(percentile(inner, 50), 2), "p99_us": round(percentile(inner, 99), 2),
-            "mean_us": round(sum(inner) / len(inner), 2), "iterations": iterations,
+    return {**_summary_us(inner, iterations),
             "with_caller_p50_us": round(percentile(outer, 50), 2)}
 
 
@@ -238,10 +241,7 @@ def bench_reservation(bench: AmmBench, *, iterations: int) -> dict[str, Any]:
         start = clock()
         tracker.reserve(estimate).settle(estimate)
         samples.append((clock() - start) * 1e6)
-    samples.sort()
-    return {"p50_us": round(percentile(samples, 50), 2),
-            "p99_us": round(percentile(samples, 99), 2),
-            "mean_us": round(sum(samples) / len(samples), 2), "iterations": iterations}
+    return _summary_us(samples, iterations)
 
 
 def bench_import_amm(*, runs: int = 5) -> dict[str, Any]:
