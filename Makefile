@@ -12,6 +12,9 @@ export LITELLM_TELEMETRY := False
 
 .PHONY: env demo test bench lint dashboard dist clean validate
 
+# Every folder of Python we write is linted (ruff, line length 100 included).
+LINTED := amm telemetry analytics dashboards benchmarks tests examples
+
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check 'uv>=0.5,<1'
@@ -30,7 +33,7 @@ demo: env
 # Includes tests/test_packaging.py: the wheel built and installed into fresh venvs
 # (about a minute with uv's cache warm from `make env`; PyPI for what it lacks).
 test: env
-	$(VENV)/bin/ruff check amm telemetry analytics dashboards tests
+	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest -q
 
@@ -38,7 +41,7 @@ bench: env
 	$(VENV)/bin/python -m benchmarks
 
 lint: env
-	$(VENV)/bin/ruff check amm telemetry analytics dashboards tests
+	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/mypy
 
 # The A/B and degradation simulations at full size (1,000 runs per row; ~15 min).
