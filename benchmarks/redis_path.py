@@ -23,7 +23,6 @@ import gc
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path as FsPath
 from typing import Any
 
+from amm.testing.redis import free_port, spawn_redis
 from benchmarks.amm_env import AGENT_TYPE, registry_document
 from benchmarks.paths import BENCH_API_KEY, MAX_TOKENS, TEMPERATURE, prompt
 from benchmarks.runner import PromptCounter, Series, warm_up
@@ -41,12 +41,6 @@ __all__ = ["RedisProcess", "StatePath", "bench_redis_state"]
 BUDGET_ADDED_P50_MS = 0.5
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RedisProcess:
     """A ``redis-server`` on a free loopback port, no persistence; a context manager."""
 
@@ -55,7 +49,7 @@ class RedisProcess:
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
         self.binary = binary
-        self.port = _free_port()
+        self.port = free_port()
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -65,21 +59,12 @@ class RedisProcess:
 
     def __enter__(self) -> RedisProcess:
         self._dir = tempfile.TemporaryDirectory(prefix="amm-bench-redis-")
-        self._proc = subprocess.Popen(
-            [self.binary, "--save", "", "--appendonly", "no", "--dir", self._dir.name,
-             "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
-                time.sleep(0.02)
-        self.__exit__()
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        try:
+            self._proc = spawn_redis(self.binary, self.port, self._dir.name)
+        except RuntimeError:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
         proc, self._proc = self._proc, None

@@ -9,6 +9,8 @@
 - :class:`OTLPReceiver` (from :mod:`telemetry.receiver`): a local OTLP endpoint (gRPC
   and HTTP) that keeps what it receives as :class:`ReceivedSpan` and
   :class:`ReceivedMetric`, to check what a real exporter sent.
+- :mod:`amm.testing.redis`: a throw-away ``redis-server`` on loopback, for the fleet
+  state's tests and benchmarks.
 
 These are test tools, not the SDK: the runtime (``amm`` and its components) imports
 none of them. This package only re-exports them, each on first use, so importing it
