@@ -28,7 +28,7 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -45,7 +45,7 @@ from telemetry.events import (
     QualityEvent,
     StatsSnapshot,
 )
-from telemetry.stats import RollingStats
+from telemetry.stats import RollingStats, exact_percentile
 from telemetry.store_schema import PERFORMANCE_DDL, PERFORMANCE_TABLE
 from telemetry.store_writer import StoreWriter
 
@@ -177,9 +177,9 @@ class PerformanceMonitor:
             failed_requests=total - successes,
             success_rate=100.0 * successes / total if total else 0.0,
             average_latency_ms=sum(latencies) / total if total else 0.0,
-            p50_latency_ms=_percentile(latencies, 50),
-            p95_latency_ms=_percentile(latencies, 95),
-            p99_latency_ms=_percentile(latencies, 99),
+            p50_latency_ms=exact_percentile(latencies, 0.50),
+            p95_latency_ms=exact_percentile(latencies, 0.95),
+            p99_latency_ms=exact_percentile(latencies, 0.99),
             average_quality_score=sum(qualities) / len(qualities) if qualities else 0.0,
         )
 
@@ -213,7 +213,8 @@ class PerformanceMonitor:
         (r_lat, r_ok, r_q), (b_lat, b_ok, b_q) = recent, base
         if len(r_lat) >= self._min_samples and len(b_lat) >= self._min_samples:
             check("success_rate", r_ok / len(r_lat), b_ok / len(b_lat), False)
-            check("p95_latency_ms", _percentile(r_lat, 95), _percentile(b_lat, 95), True)
+            check("p95_latency_ms", exact_percentile(r_lat, 0.95), exact_percentile(b_lat, 0.95),
+                  True)
         if len(r_q) >= self._min_samples and len(b_q) >= self._min_samples:
             check("quality", sum(r_q) / len(r_q), sum(b_q) / len(b_q), False)
         for _, d in found:
@@ -300,12 +301,3 @@ class PerformanceMonitor:
         await asyncio.to_thread(self.close)
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default); 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

@@ -117,14 +117,11 @@ _CHUNK_ELEMENTS = 4_000_000
 
 def latency_quantiles(latency_ms: np.ndarray, q: float) -> np.ndarray:
     """The ``q`` quantile of attempt latencies along the last axis (one per row of a
-    ``(B, n)`` bootstrap sample; a 0-d array for one sample), linearly interpolated
-    (numpy's and pandas' default, ClickHouse's ``quantileExactInclusive``).
+    ``(B, n)`` bootstrap sample; a 0-d array for one sample): the definition of
+    :func:`telemetry.stats.exact_percentile` (linear interpolation), vectorised.
 
-    Over every attempt that got an answer or failed, as on the request path
-    (:mod:`telemetry.stats`): a caller waits through a failure as through an answer, and
-    a timeout is the very tail that p95 is read for. Leaving failures out would make a
-    model that starts timing out look faster exactly when it degrades; how many attempts
-    failed is the error rate, reported beside the percentiles.
+    Over every attempt that got an answer or failed, as in every report of amm's (why:
+    :mod:`telemetry.stats`); the error rate says how many failed.
 
     >>> float(latency_quantiles(np.array([100.0, 200.0, 300.0]), 0.5))
     200.0

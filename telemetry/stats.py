@@ -9,8 +9,13 @@ bins, and it is cached until the key changes or the bucket tick moves.
 Latency percentiles come from fixed logarithmic bins of ratio ``GAMMA = 1.1``
 between 0.1 ms and about 10^7 ms; a percentile is reported as its bin's geometric
 midpoint, so its relative error is at most ``sqrt(1.1) - 1``, i.e. <= 4.9 %.
-Latency percentiles include failed attempts (a fast failure is still a latency the
-caller saw); ``success_rate`` says how many failed.
+
+Latency percentiles, here and in every report of amm's, are over every attempt that got
+an answer or failed: a caller waits through a failure as through an answer, and a
+timeout is the very tail a p95 is read for. Leaving failures out would make a model that
+starts timing out look faster exactly when it degrades; ``success_rate`` says how many
+failed. Over stored rows the percentile is exact (:func:`exact_percentile`, linearly
+interpolated; :func:`analytics.stats.latency_quantiles` is the same, vectorised).
 
 Memory per key is bounded by ``n_buckets x _BINS`` whatever the traffic.
 ``at`` timestamps are in the clock's units (seconds): pass ``time.time`` as the
@@ -22,13 +27,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from telemetry.events import StatsSnapshot
 
-__all__ = ["GAMMA", "RollingStats"]
+__all__ = ["GAMMA", "RollingStats", "exact_percentile"]
 
 GAMMA = 1.1
 """Ratio between consecutive latency bins (relative error <= sqrt(GAMMA) - 1)."""
@@ -41,6 +46,23 @@ def _bin(latency_ms: float) -> int:
     if latency_ms <= _MIN_MS:
         return 0
     return min(_BINS - 1, int(math.log(latency_ms / _MIN_MS) / _LOG_GAMMA))
+
+
+def exact_percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0.95: the p95) of ``values``, linearly interpolated between the
+    two nearest ranks (numpy's default, ClickHouse's ``quantileExactInclusive``); 0.0 for
+    none. Latencies are those of every attempt, failed ones included (module docstring).
+
+    >>> exact_percentile([100.0, 200.0, 300.0, 400.0], 0.5)
+    250.0
+    """
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def _bin_value(index: int) -> float:
