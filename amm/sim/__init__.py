@@ -4,7 +4,9 @@ Tests and the demo point litellm at it to exercise the real HTTP path with
 healthy, flaky, rate-limited, degrading and broken models, deterministically
 under a seed. Models answer tool calls, JSON output and streams in each provider's
 own shapes; ``Simulator.stream_gate`` holds a model's streams after their first
-chunk so a test can check what arrived first::
+chunk so a test can check what arrived first; ``Simulator.billed()`` sums the
+tokens billed per model and ``Simulator.bills()`` lists them answer by answer
+(:class:`amm.sim.behaviour.Bill`)::
 
     from amm.sim import ModelProfile, Simulator
 

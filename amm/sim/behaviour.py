@@ -19,10 +19,15 @@ from enum import Enum
 
 from amm.sim.profile import ModelProfile
 
-__all__ = ["WINDOW_S", "Decision", "Fault", "ModelState", "RateHeaders", "model_seed"]
+__all__ = ["BILLS_KEPT", "WINDOW_S", "Bill", "Decision", "Fault", "ModelState", "RateHeaders",
+           "model_seed"]
 
 WINDOW_S = 60.0
 """Length of the sliding window ``rpm_limit`` counts requests in."""
+
+BILLS_KEPT = 10_000
+"""Per-request bills each model keeps, the oldest dropped first: a test run's worth,
+bounded for a long-running ``amm sim``."""
 
 _UNLIMITED_RPM = 10_000
 """The limit advertised in rate-limit headers when the profile sets none, so that
@@ -80,6 +85,24 @@ class Decision:
     truncated_body: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """One billed answer, a line of the provider's usage export.
+
+    ``prompt`` is the request's last user text (how a test finds its request);
+    ``ended`` says how the answer ended: ``complete``, ``cut`` (the simulator cut the
+    stream), or ``client_left`` (the client closed it first: billed up to the chunk
+    being written when the simulator noticed, as providers bill what they generated).
+    """
+
+    model: str
+    prompt: str
+    input_tokens: int
+    output_tokens: int
+    stream: bool = False
+    ended: str = "complete"
+
+
 def model_seed(seed: int, model: str) -> int:
     """A stable 64-bit seed for ``model`` (``hash()`` is salted per process)."""
     digest = hashlib.sha256(f"{seed}\x00{model}".encode()).digest()
@@ -100,6 +123,7 @@ class ModelState:
     output_tokens: int = 0
     billed_answers: int = 0
     received_unparsed: int = 0
+    bills: deque[Bill] = field(default_factory=lambda: deque(maxlen=BILLS_KEPT))
 
     def reset(self) -> None:
         """Request index, window and counters back to zero; the profile stays."""
@@ -110,6 +134,7 @@ class ModelState:
         self.output_tokens = 0
         self.billed_answers = 0
         self.received_unparsed = 0
+        self.bills.clear()
 
     @property
     def received(self) -> int:
@@ -187,11 +212,11 @@ class ModelState:
         reset_s = window[0] + WINDOW_S - now
         return RateHeaders(limit, limit - len(window), reset_s)
 
-    def record(self, status: int, input_tokens: int = 0, output_tokens: int = 0, *,
-               billed: bool = False) -> None:
-        """Count an answer sent; ``billed`` ones (200 with usage) add to the bill."""
+    def record(self, status: int, bill: Bill | None = None) -> None:
+        """Count an answer sent; a billed one (200 with usage) adds its ``bill``."""
         self.statuses[status] += 1
-        if billed:
+        if bill is not None:
             self.billed_answers += 1
-            self.input_tokens += input_tokens
-            self.output_tokens += output_tokens
+            self.input_tokens += bill.input_tokens
+            self.output_tokens += bill.output_tokens
+            self.bills.append(bill)

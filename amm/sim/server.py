@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from amm.errors import ConfigurationError
 from amm.sim.answers import compose
-from amm.sim.behaviour import Decision, Fault, ModelState, model_seed
+from amm.sim.behaviour import Bill, Decision, Fault, ModelState, model_seed
 from amm.sim.profile import PROTOCOLS, ModelProfile, demo_profiles
 from amm.sim.protocols import PROTOCOL_CLASSES
 from amm.sim.streams import ENCODERS, StreamGate, pieces
@@ -184,6 +184,14 @@ class Simulator:
             return {name: (s.input_tokens, s.output_tokens)
                     for name, s in self._states.items() if s.billed_answers}
 
+    def bills(self, model: str | None = None) -> list[Bill]:
+        """The billed answers one by one (the last :data:`~amm.sim.behaviour.BILLS_KEPT`
+        per model), for one model or all: what a provider's usage export lists, so a
+        test can hold each ledger row against its request's bill."""
+        with self._lock:
+            states = [s for name, s in self._states.items() if model in (None, name)]
+            return [bill for state in states for bill in state.bills]
+
     def request_count(self, model: str | None = None) -> int:
         """Requests received, for one model or all (unparseable ones count under "")."""
         with self._lock:
@@ -325,7 +333,8 @@ class Simulator:
             payload = protocol.empty(decision, answer.input_tokens, rng)
         else:
             payload = protocol.success(decision, answer, rng)
-        self._record(state, 200, answer.input_tokens, answer.output_tokens, billed=True)
+        self._record(state, 200, Bill(parsed.model, parsed.prompt, answer.input_tokens,
+                                      answer.output_tokens))
         if decision.missing_usage:
             payload = {k: v for k, v in payload.items() if k not in protocol.usage_keys}
         text = json.dumps(payload)
@@ -356,7 +365,7 @@ class Simulator:
         response = web.StreamResponse(headers={**headers, "Content-Type": encoder.content_type,
                                                "Cache-Control": "no-cache"})
         await response.prepare(request)
-        sent = 0
+        sent, ended = 0, "client_left"
         try:
             if profile.first_chunk_delay_ms > 0:
                 await asyncio.sleep(profile.first_chunk_delay_ms / 1000.0)
@@ -367,6 +376,7 @@ class Simulator:
                     if report := encoder.usage_before_cut(sent):
                         await response.write(report)
                     self._cut(request)
+                    ended = "cut"
                     return response
                 sent += piece.tokens
                 await response.write(encoder.piece(piece, sent))
@@ -377,11 +387,12 @@ class Simulator:
                         await asyncio.sleep(profile.stream_stall_s)
             await response.write(encoder.closing())
             await response.write_eof()
-            sent = answer.output_tokens
+            sent, ended = answer.output_tokens, "complete"
         except ConnectionError:
             pass  # the client went away; it is billed for what was generated until then
         finally:
-            self._record(state, 200, answer.input_tokens, sent, billed=True)
+            self._record(state, 200, Bill(parsed.model, parsed.prompt, answer.input_tokens, sent,
+                                          stream=True, ended=ended))
         return response
 
     @staticmethod
@@ -402,7 +413,6 @@ class Simulator:
         decision = Decision(model, -1, 400, Fault.BAD_REQUEST)
         return web.json_response(protocol.error(decision, message), status=400)
 
-    def _record(self, state: ModelState, status: int, input_tokens: int = 0,
-                output_tokens: int = 0, *, billed: bool = False) -> None:
+    def _record(self, state: ModelState, status: int, bill: Bill | None = None) -> None:
         with self._lock:
-            state.record(status, input_tokens, output_tokens, billed=billed)
+            state.record(status, bill)
