@@ -191,6 +191,7 @@ class CostTracker:
         self._roll_lock = threading.Lock()
         self._seen: dict[str, None] = {}
         self._reserved = 0.0  # today's held reservations
+        self._holds = 0  # how many: none held is exactly 0.0, not a float subtraction's residue
         self._today = _day(self._clock())
         self._today_total, self._fired = self._load_day(self._today)
         self._store.set_budget(self._today, self._budget)
@@ -258,6 +259,7 @@ class CostTracker:
                     f"${self._today_total:.4f}, reserved ${self._reserved:.4f}, this call "
                     f"${float(est):.4f}", error_type="budget_exceeded")
             self._reserved += est
+            self._holds += 1
             return Reservation(self, float(est), self._today)
 
     def _end(self, hold: Reservation, actual: float | None) -> None:
@@ -267,7 +269,9 @@ class CostTracker:
             hold.settled = True
             hold.actual_cost_usd = actual
             if hold.day == self._today:
-                self._reserved = max(0.0, self._reserved - hold.estimated_cost_usd)
+                self._holds -= 1
+                self._reserved = (max(0.0, self._reserved - hold.estimated_cost_usd)
+                                  if self._holds > 0 else 0.0)
             callback, hold._on_end = hold._on_end, None
         if callback is not None:
             try:
@@ -491,6 +495,7 @@ class CostTracker:
             with self._lock:
                 self._today, self._today_total, self._fired = day, total, fired
                 self._reserved = 0.0  # yesterday's holds do not count against today
+                self._holds = 0
 
     def __repr__(self) -> str:
         return (f"CostTracker({str(self.db_path)!r}, day={self._today}, "
