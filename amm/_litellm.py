@@ -12,6 +12,23 @@ exactly what amm opened without touching litellm's process-wide cache. The
 registry's prices go to litellm as custom pricing, which spares it a walk of its
 price map on every reply: with both, a managed call's median is below a default
 ``litellm.acompletion`` in ``make bench``.
+
+Billing a stream that ends early. A provider bills the tokens it generated until it
+noticed the client had left, and tells the client only in-band: OpenAI (with
+``include_usage``) and Ollama at the very end, Anthropic the input in ``message_start``
+and the output at the end, Gemini cumulative counts on every chunk. So when the caller
+cancels (:meth:`LiteLLMStream.aclose`), amm does not drop the connection at once: it
+reads on, passing nothing to the caller, while chunks keep coming within
+:data:`CANCEL_DRAIN_GAP_S` of each other and for :data:`CANCEL_DRAIN_S` at most. If the
+provider's stream ends in that time (the rest of a short or fast answer was already on
+its way, or the caller stopped at a tool call just before the end) the bill is the
+provider's own report, exact. Otherwise amm closes the connection and books an estimate,
+flagged ``usage_estimated``: the counts the provider reported so far (a floor) and amm's
+token estimate of everything received from the wire for the rest. It stays an estimate
+because the tokens generated between the client's last read and the provider noticing
+reach no client; counting chunks as tokens would not change that (and real chunks hold
+several tokens), and no provider here offers a request's usage afterwards. The cost of
+reading on is at most :data:`CANCEL_DRAIN_S` more of generation and of the caller's wait.
 """
 
 from __future__ import annotations
@@ -35,7 +52,7 @@ from amm.models import (
     TokenUsage,
     ToolCall,
 )
-from amm.streaming import StreamChunk, ToolCallDelta
+from amm.streaming import Accumulator, StreamChunk, ToolCallDelta
 
 __all__ = ["DEFAULT_MAX_TOKENS", "PASSTHROUGH_PARAMETERS", "LiteLLMAdapter", "load_litellm",
            "warm_litellm"]
@@ -263,7 +280,10 @@ async def _stop_logging_worker() -> None:
     restarts it on its next call, so other users of litellm lose nothing."""
     from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
-    await GLOBAL_LOGGING_WORKER.stop(timeout=1.0)
+    # Its tasks may belong to a loop already closed (an earlier ``asyncio.run``): cancelling
+    # them raises RuntimeError, and there is nothing left of ours to stop.
+    with contextlib.suppress(RuntimeError):
+        await GLOBAL_LOGGING_WORKER.stop(timeout=1.0)
 
 
 async def _call(litellm: ModuleType, kwargs: dict[str, Any], model: ModelMetadata,
@@ -279,22 +299,38 @@ async def _call(litellm: ModuleType, kwargs: dict[str, Any], model: ModelMetadat
         ) from exc
 
 
+CANCEL_DRAIN_S = 0.25
+"""After a caller's cancel, how long at most a stream reads on for the provider's final
+usage report (see the module docstring)."""
+
+CANCEL_DRAIN_GAP_S = 0.05
+"""... and how long it waits for each next chunk meanwhile: a provider that pauses is left
+then, a stream whose rest is already on its way is read to its end. Not less: litellm
+takes a few milliseconds to hand over a stream's last chunk (tens on a busy machine)."""
+
+
 class LiteLLMStream:
     """One streamed attempt through litellm: an async iterator of :class:`StreamChunk`.
 
     Chunks without text or tool-call pieces (role-only, finish, usage) are read through,
     keeping ``finish_reason`` and the last reported ``usage`` (None: none reported). A
-    provider error during iteration is raised mapped to :mod:`amm.errors`.
+    provider error during iteration is raised mapped to :mod:`amm.errors`. A stream the
+    caller closes early is billed as the module docstring says: ``usage`` is then the
+    provider's final report, or an estimate with ``metadata["usage_estimated"]`` set.
     """
 
-    __slots__ = ("_model", "_raw", "_secret", "_task_id", "finish_reason", "metadata",
-                 "rate_limit", "usage")
+    __slots__ = ("_closed", "_ended", "_final", "_model", "_raw", "_received", "_secret",
+                 "_task_id", "finish_reason", "metadata", "rate_limit", "usage")
 
     def __init__(self, raw: Any, model: ModelMetadata, task_id: str, secret: str | None) -> None:
         self._raw = raw
         self._model = model
         self._task_id = task_id
         self._secret = secret
+        self._ended = False  # litellm's iterator has nothing more of the provider's to give
+        self._final = False  # the provider's last chunk came (its finish reason): usage is final
+        self._closed = False
+        self._received = Accumulator()  # every content chunk read, also after a cancel
         self.finish_reason: str | None = None
         self.usage: TokenUsage | None = None
         self.metadata: dict[str, Any] = {"provider": model.provider}
@@ -311,7 +347,13 @@ class LiteLLMStream:
             try:
                 chunk = await self._raw.__anext__()
             except StopAsyncIteration:
+                self._ended = True
                 self._harvest_usage()
+                raise
+            except asyncio.CancelledError:
+                # litellm's iterator ends with the interrupted read (and would then make up
+                # a last chunk): nothing more of the provider's can be read from it.
+                self._ended = True
                 raise
             except APIModelError:
                 self._harvest_usage()
@@ -322,6 +364,7 @@ class LiteLLMStream:
                                          secret=self._secret) from exc
             out = self._take(chunk)
             if out:
+                self._received.add(out)
                 return out
 
     def _harvest_usage(self) -> None:
@@ -352,6 +395,7 @@ class LiteLLMStream:
         choice = choices[0]
         if getattr(choice, "finish_reason", None):
             self.finish_reason = choice.finish_reason
+            self._final = True
         delta = getattr(choice, "delta", None)
         text = getattr(delta, "content", None) or ""
         calls = getattr(delta, "tool_calls", None) or ()
@@ -367,13 +411,62 @@ class LiteLLMStream:
         return StreamChunk(text, tuple(deltas), self._model.id)
 
     async def aclose(self) -> None:
-        """Stop reading and close the provider's HTTP response (idempotent, never raises)."""
-        self._harvest_usage()
-        close = getattr(self._raw, "aclose", None)
-        if close is None:
+        """The caller cancels: read on briefly for the provider's final usage report, then
+        close the provider's HTTP response (idempotent; never raises)."""
+        if self._closed:
             return
-        with contextlib.suppress(Exception):  # a broken stream: nothing left to save
-            await close()
+        self._closed = True
+        cancelled_again = False
+        if not self._ended:
+            cancelled_again = await self._read_on()
+        self._harvest_usage()
+        if not self._final:
+            self._estimate_rest()
+        close = getattr(self._raw, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):  # a broken stream: nothing left to save
+                await close()
+        if cancelled_again:
+            # The cancel that came while reading on was held until the bill was made;
+            # it lands at the caller's next await, as it would have without us.
+            task = asyncio.current_task()
+            if task is not None:
+                task.cancel()
+
+    async def _read_on(self) -> bool:
+        """Read, passing nothing on, while chunks come within :data:`CANCEL_DRAIN_GAP_S`,
+        for :data:`CANCEL_DRAIN_S` at most or to the stream's end. True when the task was
+        cancelled (again) meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CANCEL_DRAIN_S
+        seen = self.finish_reason  # the caller's answer did not finish: it was cancelled
+        try:
+            while (left := deadline - loop.time()) > 0:
+                async with asyncio.timeout(min(left, CANCEL_DRAIN_GAP_S)):
+                    chunk = await self._raw.__anext__()
+                self._received.add(self._take(chunk))
+        except StopAsyncIteration:
+            self._ended = True
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # re-requested by aclose() once the bill is made
+            return True
+        except Exception:  # a pause (TimeoutError) or a broken stream: nothing more to read
+            pass
+        finally:
+            self.finish_reason = seen
+        return False
+
+    def _estimate_rest(self) -> None:
+        """No final report: keep what the provider counted so far (Anthropic's input,
+        Gemini's cumulative counts), estimate the output it did not count from everything
+        received, leave an unreported input to the caller's estimate of the prompt; and
+        flag it all as an estimate."""
+        reported = self.usage or TokenUsage()
+        out = reported.output_tokens or self._received.output_estimate()
+        self.usage = TokenUsage(reported.input_tokens, out)
+        self.metadata["usage_estimated"] = True
 
 
 _EMPTY_CHUNK = StreamChunk()

@@ -11,8 +11,11 @@ and read with ``async for`` (or ``for`` in a sync agent)::
 Honest semantics: retries and failover happen only before the first chunk reaches
 the caller. After that a provider error ends the stream with
 :class:`~amm.errors.StreamInterruptedError` (partial text, usage so far, billed);
-closing the stream early (``break`` then ``await stream.aclose()``, or leaving
-``async with``) cancels the provider call and bills what the provider reported.
+closing the stream early (``break``, ``await stream.aclose()``, leaving ``async with``,
+or the caller's task cancelled) cancels the provider call and bills what the provider
+reported: the built-in adapter reads on briefly, passing nothing on, for the provider's
+final usage report, and where none comes books an estimate flagged ``usage_estimated``
+(see :mod:`amm._litellm` for why a stream left mid-generation cannot be billed exactly).
 
 This module holds the value objects and the accumulator; the provider side is in
 :mod:`amm._litellm` and :mod:`amm.api_client`, the request path in :mod:`amm.manager`.
@@ -105,19 +108,24 @@ class Accumulator:
         return [ToolCall(p.id or f"call_{i}", p.name, "".join(p.arguments))
                 for i, p in sorted(self._calls.items())]
 
+    def output_estimate(self) -> int:
+        """amm's estimate (:func:`~amm.models.estimate_tokens`) of the output received so
+        far: the text, the tool calls' names and arguments."""
+        out = self.text + "".join("".join(p.arguments) + p.name for p in self._calls.values())
+        return estimate_tokens(out)
+
     def usage_or_estimate(self, prompt_tokens: int) -> tuple[TokenUsage, bool]:
         """The provider's usage where it reported it; each part it did not report (zero)
         is estimated: ``prompt_tokens`` in, the received text and tool arguments out.
         The flag says some part was estimated (e.g. Anthropic counts the input when a
         stream starts and the output only at its end: a cut stream has the first only)."""
-        out = self.text + "".join("".join(p.arguments) + p.name for p in self._calls.values())
         reported = self.usage or TokenUsage()
         tokens_in, tokens_out = reported.input_tokens, reported.output_tokens
         estimated = False
         if not tokens_in:
             tokens_in, estimated = prompt_tokens, True
-        if not tokens_out and out:
-            tokens_out, estimated = estimate_tokens(out), True
+        if not tokens_out and (guess := self.output_estimate()):
+            tokens_out, estimated = guess, True
         return TokenUsage(tokens_in, tokens_out), estimated
 
 
@@ -264,8 +272,10 @@ class ManagedStream:
             span.__exit__(type(exc) if exc is not None else None, exc, None)
 
     async def aclose(self) -> None:
-        """Stop now: cancel the provider call, release the rate-limit reservation, bill
-        what the provider reported. Safe to call twice, and after the end."""
+        """Stop: the caller gets nothing more; the provider call is closed (after reading
+        on for its usage report, at most :data:`amm._litellm.CANCEL_DRAIN_S`), the
+        rate-limit reservation released, what the provider reported billed (else a flagged
+        estimate). Safe to call twice, and after the end."""
         source = self._source
         if source is not None and not source.done:
             billed = await source.aclose()
