@@ -268,8 +268,15 @@ class ManagedStream:
 
     def _end_span(self, exc: BaseException | None) -> None:
         span, self._span = self._span, None
-        if span is not None:
+        if span is None:
+            return
+        try:
             span.__exit__(type(exc) if exc is not None else None, exc, None)
+        except ValueError:
+            # Ended in another context than it began in: a loop left by ``break`` is closed
+            # by its generator's finaliser, in a task of its own, where the caller's context
+            # cannot be restored. The span still ends, and says why.
+            _end_detached(span.span, exc)
 
     async def aclose(self) -> None:
         """Stop: the caller gets nothing more; the provider call is closed (after reading
@@ -339,6 +346,20 @@ class ManagedStream:
 
 
 _closing: set[asyncio.Task[None]] = set()
+
+
+def _end_detached(span: Any, exc: BaseException | None) -> None:
+    """End an OpenTelemetry ``span`` outside its context, with ``error.type`` as the
+    recorder would set it."""
+    if not span.is_recording():
+        return
+    if exc is not None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_attribute("error.type", str(getattr(exc, "error_type", None)
+                                             or type(exc).__name__))
+        span.set_status(Status(StatusCode.ERROR, str(exc)))
+    span.end()
 
 
 class _Cancelled(Exception):

@@ -562,6 +562,29 @@ async def test_breaking_out_of_the_loop_cancels_the_provider_call(build_manager)
     assert attempt.error_type == "cancelled" and stream.response is None
 
 
+async def test_breaking_out_of_the_loop_ends_the_streams_agent_span_as_cancelled(
+        build_manager, otel, caplog):
+    # The loop's generator is closed by its finaliser, in a task and context of its own.
+    from telemetry.recorder import Recorder
+
+    manager, _, log = build_manager(
+        {"m": ModelProfile(latency_ms=1)}, [agent_model("m", "openai")],
+        recorder=Recorder(tracer_provider=otel.tracer_provider,
+                          meter_provider=otel.meter_provider))
+    async with manager:
+        stream = manager.stream(ModelRequest(prompt="Tell a long story", task_id="sp",
+                                             agent_type="chat"))
+        async for _ in stream:
+            break
+        for _ in range(int(CANCEL_DRAIN_S / 0.01) + 50):
+            if log.of(AttemptEvent):
+                break
+            await asyncio.sleep(0.01)
+    span = otel.span("invoke_agent chat")
+    assert span.attributes["error.type"] == "cancelled"
+    assert "never retrieved" not in caplog.text
+
+
 async def test_a_streams_ledger_row_is_committed_when_its_loop_ends(build_manager):
     manager, _, _ = build_manager({"m": ModelProfile(latency_ms=1)}, [agent_model("m", "openai")])
     async with manager:
