@@ -37,8 +37,10 @@ fraction of its window left, for the availability factor; without it headroom co
 as full, and models at the limiter's line are filtered out anyway).
 
 Everything that depends only on the registry (capability sets, prices, providers)
-is indexed once per ``registry.version``; a selection does no awaits and calls only
-the components' cheap synchronous queries.
+is indexed once per ``registry.version``, and what the filters decide from the
+request's shape alone (constraints, tools, schema, streaming) once per shape and
+version; a selection does no awaits and calls only the components' cheap
+synchronous queries.
 """
 
 from __future__ import annotations
