@@ -453,8 +453,11 @@ class FleetState:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Bounded: a round stuck in a client library that loses the cancellation
+            # must not hold the worker's shutdown (it ends with the loop).
+            await asyncio.wait({task}, timeout=2.0)
+            if not task.done():
+                logger.warning("amm state: the sync loop did not stop within 2 s; left behind")
         await self.flush()
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=2.0)

@@ -145,8 +145,12 @@ class RedisState:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
+            # No socket timeout on the client either: redis-py 8.1's per-read timeout
+            # loses a cancellation that arrives during the read (the task goes on as
+            # if never cancelled, and a worker's shutdown waited forever on its sync
+            # loop). :meth:`_run`'s one timeout bounds every call instead.
             client = Redis.from_url(
-                self.url, socket_timeout=self._timeout,
+                self.url, socket_timeout=None,
                 socket_connect_timeout=self._connect_timeout,
                 max_connections=self._max_connections, retry=Retry(NoBackoff(), 0),
                 decode_responses=True, health_check_interval=0)
