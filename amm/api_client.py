@@ -30,6 +30,7 @@ from amm._provider_errors import server_of
 from amm.api_key_manager import APIKeyManager
 from amm.backoff import ExponentialBackoff
 from amm.errors import (
+    CANCELLED,
     APIModelError,
     AuthenticationError,
     ConfigurationError,
@@ -654,7 +655,7 @@ class AttemptStream:
         await self._provider.aclose()
         err = ProviderError(f"{self.model.id}: the caller closed the stream",
                             model_id=self.model.id, task_id=self.request.task_id or None,
-                            error_type="cancelled", is_retryable=False)
+                            error_type=CANCELLED, is_retryable=False)
         billed = self._billed()
         self._client._record_failure(self.model, self.request, self._attempt, err,
                                      self._elapsed_ms(), self._start_ns, billed=billed,

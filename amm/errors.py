@@ -62,6 +62,12 @@ __all__ = [
 ]
 
 
+CANCELLED = "cancelled"
+"""``error_type`` (and span ``error.type``) of an attempt the caller ended: it says
+nothing about the model, so neither health nor the rolling statistics hold it against
+the model (the attempt is still billed and recorded)."""
+
+
 class APIModelError(Exception):
     """Base of every amm error.
 

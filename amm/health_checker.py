@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from amm.errors import APIModelError, ConfigurationError, InvalidRequestError
+from amm.errors import CANCELLED, APIModelError, ConfigurationError, InvalidRequestError
 from amm.models import HealthStatus, ModelAvailability, ModelRequest, utcnow
 from telemetry.events import (
     HEALTH_CHECK_AGENT,
@@ -68,7 +68,7 @@ HEALTH_TASK_ID = "health-check"
 _NOT_HEALTH = frozenset({
     "rate_limited", "rate_limited_local", "insufficient_quota", "authentication",
     "permission_denied", "missing_api_key", "bad_request", "context_window_exceeded",
-    "model_not_found", "client_closed", "budget_exceeded", "client_error",
+    "model_not_found", "client_closed", "budget_exceeded", "client_error", CANCELLED,
     # class names, for errors raised without an explicit error_type
     "RateLimitError", "QuotaExceededError", "AuthenticationError", "InvalidRequestError",
     "ContextWindowExceededError", "ModelNotFoundError", "BudgetExceededError", "CacheError",

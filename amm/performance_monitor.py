@@ -33,7 +33,12 @@ from pathlib import Path
 from types import TracebackType
 
 from amm._store import open_store
-from amm.errors import ConfigurationError, InvalidRequestError, PerformanceMonitorError
+from amm.errors import (
+    CANCELLED,
+    ConfigurationError,
+    InvalidRequestError,
+    PerformanceMonitorError,
+)
 from amm.models import PerformanceDegradation, PerformanceMetrics
 from telemetry.events import (
     HEALTH_CHECK_AGENT,
@@ -132,10 +137,11 @@ class PerformanceMonitor:
             return
         if isinstance(event, AttemptEvent):
             now = self._clock()
-            self._stats.observe_attempt(
-                event.model_id, event.agent_type, event.latency_ms, event.success,
-                error_type=event.error_type, cost_usd=event.cost_usd,
-                input_tokens=event.input_tokens, output_tokens=event.output_tokens, at=now)
+            if event.error_type != CANCELLED:  # the caller's doing, not the model's
+                self._stats.observe_attempt(
+                    event.model_id, event.agent_type, event.latency_ms, event.success,
+                    error_type=event.error_type, cost_usd=event.cost_usd,
+                    input_tokens=event.input_tokens, output_tokens=event.output_tokens, at=now)
             self._enqueue((now, event.model_id, event.agent_type, event.task_id,
                            float(event.latency_ms), int(event.success),
                            None if event.success else (event.error_type or "_OTHER"),

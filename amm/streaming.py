@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from amm.errors import CANCELLED
 from amm.models import ModelRequest, ModelResponse, TokenUsage, ToolCall, estimate_tokens
 
 __all__ = ["Accumulator", "ManagedStream", "StreamChunk", "ToolCallDelta"]
@@ -365,4 +366,4 @@ def _end_detached(span: Any, exc: BaseException | None) -> None:
 class _Cancelled(Exception):
     """Ends the agent span of a stream the caller closed (``error.type`` cancelled)."""
 
-    error_type = "cancelled"
+    error_type = CANCELLED

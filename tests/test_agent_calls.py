@@ -562,6 +562,24 @@ async def test_breaking_out_of_the_loop_cancels_the_provider_call(build_manager)
     assert attempt.error_type == "cancelled" and stream.response is None
 
 
+async def test_streams_the_caller_cancels_count_neither_against_health_nor_statistics(
+        build_manager):
+    manager, _, log = build_manager({"m": ModelProfile(latency_ms=1)},
+                                      [agent_model("m", "openai")])
+    async with manager:
+        for i in range(4):  # more cancels than the health checker's failure threshold
+            stream = manager.stream(ModelRequest(prompt=f"Tell story {i}", task_id=f"x{i}",
+                                                 agent_type="chat", max_tokens=400))
+            async for _ in stream:
+                break
+            await stream.aclose()
+        status = manager.health_checker.get_model_status("m")
+        snapshot = manager.performance_monitor.snapshot("m", "chat")
+    assert [e.error_type for e in log.of(AttemptEvent)] == ["cancelled"] * 4
+    assert status.is_available and status.consecutive_failures == 0
+    assert snapshot is None  # a caller's cancel says nothing of the model's speed or success
+
+
 async def test_breaking_out_of_the_loop_ends_the_streams_agent_span_as_cancelled(
         build_manager, otel, caplog):
     # The loop's generator is closed by its finaliser, in a task and context of its own.
