@@ -1,7 +1,9 @@
 """Span store: an SDK ``SpanExporter`` that writes finished spans into SQLite ``otel_traces``.
 
 Rows have the shape of the OpenTelemetry Collector's ClickHouse exporter table
-(see :mod:`telemetry.store_schema`). It runs behind a batch span processor, so
+(see :mod:`telemetry.store_schema`). It runs behind a span processor (amm's
+:class:`~telemetry.store_processor.SpanStoreProcessor`, which holds a compact
+:func:`store_record` per span rather than the span; any batch processor works too), so
 writes happen off the request path; each export is queued on the file's shared
 writer (:mod:`telemetry.store_writer`) and waits for its commit; ``INSERT OR
 IGNORE`` on (TraceId, SpanId) makes a replayed batch a no-op. The file is in WAL
@@ -9,7 +11,7 @@ mode, so the dashboard reads while agents write. A crash loses at most the batch
 not yet exported; everything committed before it stays.
 
 >>> exporter = SpanStoreExporter("data/amm.db")
->>> provider.add_span_processor(BatchSpanProcessor(exporter))
+>>> provider.add_span_processor(SpanStoreProcessor(exporter))
 """
 
 from __future__ import annotations
