@@ -225,9 +225,10 @@ def _peak_rss_mb() -> float:
 
 def measure(spec: str, section: str) -> dict[str, float]:
     """Time one section on ``spec`` in this process; peak RSS of the whole process."""
-    from analytics.ab import analyse_looks
     from analytics.pushdown import model_table_from_sums, open_source
 
+    if section == "ab":  # scipy and the A/B modules: 62 MB the per-model section never uses
+        from analytics.ab import analyse_looks
     source = open_source(spec)
     rss_before = _peak_rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()
