@@ -49,10 +49,11 @@ fixed cost of about half a day's work at 320,000 requests a day (0.25 against 0.
 seconds), and the group-by holds about 1.5 KB per experiment request: at 10M chat spans,
 two-day chunks take 16.5 CPU seconds and peak at 0.90 GB for the A/B section (one-day:
 21.9 s, 0.78 GB; three-day: 15.8 s, 0.98 GB)."""
-# model_sums on one thread: with two, each thread holds part of the quantiles' durations
-# and the merge copies them (10M chat spans: 1.03 GB peak on two threads, 0.94 GB on one,
-# for about the same wall time on two cores: the IN set of roots is built by one thread).
-_ONE_THREAD = {"max_threads": 1}
+# model_sums on two threads at most: each thread holds part of the quantiles' durations and
+# the merge copies them, so threads cost memory. On one thread the query is CPU-bound (10M
+# chat spans: 9.3-10.4 CPU s, so >= 10 s wall); two (with the exact sums cheaper and the
+# benchmark's child lighter) peak at 0.89-0.95 GB and halve the wall time on two cores.
+_MODEL_THREADS = {"max_threads": 2}
 _ISO = "concat(replaceOne(toString({}, 'UTC'), ' ', 'T'), 'Z')"
 # The A/B metrics of a request row of analytics.clickhouse.facts.requests_sql.
 _METRICS = {
@@ -189,7 +190,7 @@ FROM (
   SELECT Duration, {MODEL} AS model, {FAILED} AS failed, {SCORE} AS score,
          toFloat64OrZero(SpanAttributes['{cv.AMM_COST_USD}']) AS cost
   FROM {self.table} WHERE {CHAT} AND NOT ({ROOT}) AND {owned}
-) GROUP BY model""", settings=_ONE_THREAD)
+) GROUP BY model""", settings=_MODEL_THREADS)
         away = self.runner.frame(f"""
 SELECT a['{cv.AMM_FAILOVER_FROM}'] AS model, count() AS failovers_away
 FROM (SELECT arrayJoin(arrayFilter((a, n) -> n = '{cv.AMM_FAILOVER}', Events.Attributes,
