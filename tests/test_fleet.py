@@ -28,7 +28,7 @@ WORKERS = 4
 LANES = 4
 
 WORKER = textwrap.dedent("""
-    import asyncio, json, sys
+    import asyncio, faulthandler, json, sys
     from amm.api_key_manager import APIKeyManager
     from amm.errors import APIModelError
     from amm.manager import ModelManager
@@ -66,6 +66,8 @@ WORKER = textwrap.dedent("""
         async with manager:
             print("ready", flush=True)
             sys.stdin.readline()  # every worker starts at once
+            # A worker that hangs prints every thread's stack and exits: the test shows it.
+            faulthandler.dump_traceback_later(100, exit=True)
             per_lane = int(count) // 4
             await asyncio.gather(*(lane(k, per_lane) for k in range(4)))
             state = manager.state
