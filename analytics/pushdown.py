@@ -12,7 +12,8 @@ compute them (:class:`Pushdown`) returns small frames:
   the ``amm.cost_usd`` of the chat spans that reached ClickHouse).
 
 The SQLite store and ClickHouse compute the same definitions with exactly rounded sums
-(``math.fsum`` in SQLite, fixed-point integers in ClickHouse:
+(``math.fsum`` in SQLite; in ClickHouse, mantissas summed per binary exponent and
+combined once in Python:
 :mod:`analytics.clickhouse.exact`), so a store copied into ClickHouse reports the same
 numbers, to the last bit, whatever order the rows are summed in.
 
