@@ -97,7 +97,9 @@ def test_the_span_store_commits_a_large_batch_in_slices_and_stores_every_span(
 def test_freeze_warm_heap_collects_then_freezes_what_is_alive() -> None:
     try:
         frozen = freeze_warm_heap()
-        assert frozen == gc.get_freeze_count() > 1000
+        # Frozen objects that die (another test's thread may free some) leave the count;
+        # nothing joins it without another freeze.
+        assert frozen > 1000 and 0 < gc.get_freeze_count() <= frozen
         pauses = GcPauses()
         pauses.start()
         gc.collect()
