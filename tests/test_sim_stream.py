@@ -261,14 +261,16 @@ def test_anthropic_wire_names_each_event_in_order(make_simulator: Any) -> None:
 
 
 def test_a_client_that_leaves_mid_stream_is_billed_for_what_was_sent(make_simulator: Any) -> None:
-    sim = make_simulator({"m": ModelProfile(latency_ms=0, stream_stall_s=0.3)})
+    sim = make_simulator({"m": ModelProfile(latency_ms=0)})
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": PROMPT}]}
     url = sim.base_url + "/api/chat"
     whole = httpx.post(url, json=body).text.splitlines()
     full_output = json.loads(whole[-1])["eval_count"]
     sim.reset()  # the same request index again: the same answer
+    gate = sim.stream_gate("m")  # the server waits after the first chunk...
     with httpx.stream("POST", url, json=body) as answer:
         first = json.loads(next(answer.iter_lines()))
+    gate.release()  # ...until the client has hung up (a stall raced a slow client)
     deadline = time.monotonic() + 2
     while not sim.billed() and time.monotonic() < deadline:
         time.sleep(0.02)
