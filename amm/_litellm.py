@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
+from amm._aio import running_loop
 from amm._provider_errors import map_provider_error, rate_limit_info, server_of
 from amm.errors import APIModelError
 from amm.models import (
@@ -239,10 +240,7 @@ class LiteLLMAdapter:
         clients, self._clients = self._clients, None
         if clients is None:
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = running_loop()
         if running is clients.loop:
             await clients.aclose()
             await _stop_logging_worker()
@@ -255,10 +253,7 @@ class LiteLLMAdapter:
         clients = self._clients
         if clients is None:
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = running_loop()
         if running is None:
             self._clients = None
             if not clients.loop.is_closed() and not clients.loop.is_running():

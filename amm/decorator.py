@@ -27,6 +27,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
+from amm._aio import running_loop
 from amm.errors import ConfigurationError, InvalidRequestError
 from amm.manager import ACTIVE_AGENT
 from amm.models import ModelRequest, ModelResponse, Priority, SelectionConstraints
@@ -256,11 +257,7 @@ class _Portal:
         if threading.current_thread() is self._thread:
             coro.close()
             raise InvalidRequestError("a sync agent cannot be called from amm's own event loop")
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass  # no loop on this thread: blocking it is fine
-        else:
+        if running_loop() is not None:  # without a loop on this thread, blocking is fine
             coro.close()
             raise InvalidRequestError(
                 "a sync (def) agent was called on a thread that runs an event loop: its "

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from amm._aio import running_loop
 from amm.errors import CANCELLED
 from amm.models import ModelRequest, ModelResponse, TokenUsage, ToolCall, estimate_tokens
 
@@ -300,9 +301,8 @@ class ManagedStream:
         source = self._source
         if source is None or source.done:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        loop = running_loop()
+        if loop is None:
             return
         task = loop.create_task(self.aclose())
         _closing.add(task)

@@ -43,6 +43,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
+from amm._aio import running_loop
 from amm.errors import BudgetExceededError, RateLimitError
 from amm.state.base import (
     Admission,
@@ -273,10 +274,7 @@ class FleetState:
             if self._write_due:
                 return
             self._write_due = True
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = running_loop()
         loop = self._loop or running
         if loop is None or loop.is_closed():
             with self._lock:
@@ -508,10 +506,7 @@ class FleetState:
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` on the state's loop, from any thread; never awaited by the caller."""
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = running_loop()
         loop = self._loop or running
         if loop is None or loop.is_closed():
             work.close()
