@@ -25,6 +25,7 @@ from analytics.sequential import (
     first_decision,
     sequential_path,
 )
+from analytics.stats import p95_latency_ms
 
 __all__ = ["ABCell", "DegradationCell", "simulate_ab", "simulate_degradation"]
 
@@ -149,7 +150,7 @@ def _series(scenario: str, rng: np.random.Generator, runs: int, n: int,
 
 def _value(metric: str, x: np.ndarray) -> float:
     if metric == "p95_latency_ms":
-        return float(np.quantile(np.exp(x), 0.95))
+        return p95_latency_ms(np.exp(x))
     return float(np.mean(x)) if metric == "error_rate" else float(-np.mean(x))
 
 
