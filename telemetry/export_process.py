@@ -58,6 +58,7 @@ from telemetry.processor import (
     DEFAULT_EXPORT_BATCH_SIZE,
     DEFAULT_MAX_QUEUE_SIZE,
     DEFAULT_SCHEDULE_DELAY_MS,
+    env_number,
 )
 from telemetry.span_record import Interner, SpanRecord, encode
 
@@ -85,13 +86,6 @@ def export_process_enabled() -> bool:
     return value not in ("0", "false", "no", "off")
 
 
-def _env_number(name: str, default: float) -> float:
-    try:
-        return float(os.environ[name])
-    except (KeyError, ValueError):
-        return default
-
-
 class _Flush:
     __slots__ = ("done", "ok")
 
@@ -112,12 +106,12 @@ class ExportProcessSpanProcessor(SpanProcessor):
                  meter_provider: MeterProvider | None = None) -> None:
         self.guard = guard
         self.dropped = 0
-        self._capacity = int(max_queue_size or _env_number("OTEL_BSP_MAX_QUEUE_SIZE",
+        self._capacity = int(max_queue_size or env_number("OTEL_BSP_MAX_QUEUE_SIZE",
                                                            DEFAULT_MAX_QUEUE_SIZE))
-        delay_ms = schedule_delay_millis or _env_number("OTEL_BSP_SCHEDULE_DELAY",
+        delay_ms = schedule_delay_millis or env_number("OTEL_BSP_SCHEDULE_DELAY",
                                                         DEFAULT_SCHEDULE_DELAY_MS)
         self._delay_s = delay_ms / 1000.0
-        self._batch = int(_env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_EXPORT_BATCH_SIZE))
+        self._batch = int(env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_EXPORT_BATCH_SIZE))
         self._counter: Any = None
         if meter_provider is not None:
             self._counter = meter_provider.get_meter(c.INSTRUMENTATION_SCOPE).create_counter(

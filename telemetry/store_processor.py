@@ -35,7 +35,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from telemetry import conventions as c
-from telemetry.processor import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SCHEDULE_DELAY_MS
+from telemetry.processor import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SCHEDULE_DELAY_MS, env_number
 from telemetry.store import SpanStoreExporter, StoreRecord, store_record
 
 __all__ = ["WRITE_SPANS", "SpanStoreProcessor"]
@@ -47,13 +47,6 @@ WRITE_SPANS = 32
 records are freed a few at a time, soon after their span ended."""
 
 
-def _env_number(name: str, default: float) -> float:
-    try:
-        return float(os.environ[name])
-    except (KeyError, ValueError):
-        return default
-
-
 class SpanStoreProcessor(SpanProcessor):
     """Writes finished, sampled spans into the span store through ``exporter``."""
 
@@ -62,9 +55,9 @@ class SpanStoreProcessor(SpanProcessor):
                  meter_provider: MeterProvider | None = None) -> None:
         self.exporter = exporter
         self.dropped = 0
-        self._capacity = int(max_queue_size or _env_number("OTEL_BSP_MAX_QUEUE_SIZE",
+        self._capacity = int(max_queue_size or env_number("OTEL_BSP_MAX_QUEUE_SIZE",
                                                            DEFAULT_MAX_QUEUE_SIZE))
-        self._delay_s = (schedule_delay_millis or _env_number(
+        self._delay_s = (schedule_delay_millis or env_number(
             "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MS)) / 1000.0
         self._counter: Any = None
         if meter_provider is not None:
