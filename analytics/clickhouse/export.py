@@ -5,6 +5,8 @@ attribute values as text the way the exporter renders them (booleans ``true``/``
 integers and floats in plain decimal, lists and maps as JSON), events as the
 ``Events.*`` nested arrays. Rows go in batches (``JSONEachRow``); spans already in the
 table (same TraceId and SpanId) are skipped, so a repeated export adds only what is new.
+The request rollup's materialized view (:func:`analytics.clickhouse.schema.rollup_ddl`)
+is created beside the table too, so the copied spans fill it as they are inserted.
 
     copied = export_store("data/amm.db", "chdb:///var/lib/amm-traces")
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from analytics.clickhouse.rollup import ensure_rollup
 from analytics.clickhouse.runner import Runner, open_runner
 from analytics.clickhouse.schema import traces_ddl
 from telemetry.store_schema import connect
@@ -101,6 +104,7 @@ def export_store(store: str | Path, url: str, *, batch: int = 20_000,
     run = runner or open_runner(url)
     table = _table(run)
     run.command(traces_ddl(table))
+    ensure_rollup(run, table)  # the request rollup the push-down reads (filled at insert)
     known = run.frame(f"SELECT TraceId, SpanId FROM {table}")
     seen = set(zip(known.get("TraceId", []), known.get("SpanId", []), strict=True))
     copied = 0

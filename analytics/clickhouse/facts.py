@@ -29,8 +29,9 @@ from datetime import UTC, datetime, timedelta
 
 from telemetry import conventions as cv
 
-__all__ = ["CHAT", "CHILD_SLACK", "FAILED", "MODEL", "ROOT", "SCORE", "SELECT", "attr",
-           "requests_sql", "time_sql", "truthy"]
+__all__ = ["AGENT", "CHAT", "CHILD_SLACK", "FAILED", "MODEL", "PACKED_SCORE", "ROOT", "SCORE",
+           "SELECT", "SELECTION", "UNPACKED_SCORE", "attr", "requests_sql", "time_sql",
+           "truthy"]
 
 CHILD_SLACK = timedelta(minutes=15)
 """How long after its request a child span may start (chunks read this much further)."""
@@ -64,21 +65,21 @@ SCORE = (f"if(length(Events.Name) = 0, NULL, toFloat64OrNull(Events.Attributes[{
          f"['{cv.GEN_AI_EVALUATION_SCORE_VALUE}']))")
 MODEL = f"coalesce({attr(cv.GEN_AI_REQUEST_MODEL)}, substring(SpanName, {len(cv.OP_CHAT) + 2}))"
 FAILED = f"(StatusCode = 'Error' OR {attr(cv.ERROR_TYPE)} IS NOT NULL)"
-_AGENT = (f"coalesce({attr(cv.AMM_AGENT_TYPE)}, {attr(cv.GEN_AI_AGENT_NAME)}, "
-          f"substring(SpanName, {len(cv.OP_INVOKE_AGENT) + 2}))")
+AGENT = (f"coalesce({attr(cv.AMM_AGENT_TYPE)}, {attr(cv.GEN_AI_AGENT_NAME)}, "
+         f"substring(SpanName, {len(cv.OP_INVOKE_AGENT) + 2}))")
 # The first amm.select's four attributes travel as one NUL-separated string: one String
 # state per request (a tuple would take the group-by's slow generic path).
-_SELECTION = ("concat(" + ", '\\0', ".join(
+SELECTION = ("concat(" + ", '\\0', ".join(
     f"SpanAttributes['{k}']" for k in (cv.AMM_EXPERIMENT_NAME, cv.AMM_EXPERIMENT_ARM,
                                        cv.AMM_SELECTION_ARM_HONOURED, cv.AMM_SELECTION_CHOSEN))
               + ")")
 _NO_SELECTION = "''"
 # The last score by time, as the max of (time in ns << 64 | the score's bits): a
 # fixed-size state instead of argMax over a Nullable (0: no score).
-_PACKED_SCORE = ("bitShiftLeft(toUInt128(toUInt64(toUnixTimestamp64Nano(Timestamp))), 64) "
-                 "+ reinterpretAsUInt64(assumeNotNull(score))")
-_UNPACKED_SCORE = ("if(scored = 0, NULL, "
-                   "reinterpretAsFloat64(toUInt64(bitAnd(scored, 18446744073709551615))))")
+PACKED_SCORE = ("bitShiftLeft(toUInt128(toUInt64(toUnixTimestamp64Nano(Timestamp))), 64) "
+                "+ reinterpretAsUInt64(assumeNotNull(score))")
+UNPACKED_SCORE = ("if(scored = 0, NULL, "
+                  "reinterpretAsFloat64(toUInt64(bitAnd(scored, 18446744073709551615))))")
 
 
 def requests_sql(table: str, lo: datetime, hi: datetime, *, experiments_only: bool) -> str:
@@ -94,7 +95,7 @@ def requests_sql(table: str, lo: datetime, hi: datetime, *, experiments_only: bo
     # kind 0: invoke_agent (s: agent type, f: latency), 1: amm.select, 2: chat (s: model,
     # f: cost); b1/b2: failed/cache hit of the root.
     return f"""
-SELECT time, agent_type, failed, cache_hit, latency_ms, cost, {_UNPACKED_SCORE} AS quality,
+SELECT time, agent_type, failed, cache_hit, latency_ms, cost, {UNPACKED_SCORE} AS quality,
        nullIf(sel[1], '') AS experiment, nullIf(sel[2], '') AS arm,
        if(sel[3] != '', {truthy('sel[3]')},
           sel[2] != '' AND sel[2] = sel[4] AND cityHash64(sel[2]) = final_model) AS honoured
@@ -103,17 +104,17 @@ FROM (
     anyIf(s, kind = 0) AS agent_type, maxIf(b1, kind = 0) AS failed,
     maxIf(b2, kind = 0) AS cache_hit, anyIf(f, kind = 0) AS latency_ms,
     sumKahanIf(f, kind = 2) AS cost,
-    maxIf({_PACKED_SCORE}, score IS NOT NULL) AS scored,
+    maxIf({PACKED_SCORE}, score IS NOT NULL) AS scored,
     splitByChar('\\0', argMinIf(t4, Timestamp, kind = 1)) AS sel,
     argMaxIf(cityHash64(s), Timestamp, kind = 2) AS final_model
   FROM (
-    SELECT cityHash64(TraceId, SpanId) AS req, 0 AS kind, Timestamp, {_AGENT} AS s,
+    SELECT cityHash64(TraceId, SpanId) AS req, 0 AS kind, Timestamp, {AGENT} AS s,
       Duration / 1e6 AS f, {FAILED} AS b1, {truthy(attr(cv.AMM_CACHE_HIT))} AS b2,
       {_NO_SELECTION} AS t4, {SCORE} AS score
     FROM {table} WHERE {ROOT} AND {roots}
     UNION ALL
     SELECT cityHash64(TraceId, ParentSpanId) AS req, 1 AS kind, Timestamp, '' AS s, 0 AS f,
-      false AS b1, false AS b2, {_SELECTION} AS t4, {SCORE} AS score
+      false AS b1, false AS b2, {SELECTION} AS t4, {SCORE} AS score
     FROM {table} WHERE {SELECT} AND {kids}
     UNION ALL
     SELECT cityHash64(TraceId, ParentSpanId) AS req, 2 AS kind, Timestamp,

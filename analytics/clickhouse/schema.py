@@ -11,7 +11,8 @@ Collector made (``create_schema: true``) is used as it is.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_TABLE", "traces_ddl"]
+__all__ = ["DEFAULT_TABLE", "ROLLUP_SUFFIX", "rollup_ddl", "rollup_select", "rollup_table",
+           "traces_ddl"]
 
 DEFAULT_TABLE = "otel_traces"
 """The exporter's default ``traces_table_name``."""
@@ -60,3 +61,69 @@ def traces_ddl(table: str = DEFAULT_TABLE, ttl_days: int | None = None) -> str:
     """``CREATE TABLE IF NOT EXISTS`` of the exporter's traces table (``db.table`` allowed)."""
     ttl = f"TTL toDateTime(Timestamp) + toIntervalDay({int(ttl_days)})" if ttl_days else ""
     return _DDL.format(table=table, ttl=ttl)
+
+
+# --- The request rollup: a materialized view beside the exporter's table --------------
+#
+# The exporter ships one itself (otel_traces_trace_id_ts and its _mv), so a view beside
+# the unchanged otel_traces is how a ClickHouse team adds what its queries need. This one
+# keeps one row per request (per day it has spans in) with the few typed facts the
+# report's A/B, per-model and per-day sections read, so they never scan the attribute
+# maps. A request's spans can arrive in different insert blocks (the Collector batches
+# by time), so each column is an aggregate state (SimpleAggregateFunction or -State):
+# the view writes a partial row per block and request, background merges (or a query's
+# GROUP BY Request) combine them.
+
+ROLLUP_SUFFIX = "_amm_requests"
+"""The rollup table is named after the traces table: ``otel_traces_amm_requests``."""
+
+_ROLLUP_DDL = """CREATE TABLE IF NOT EXISTS {rollup} (
+    Day Date CODEC(Delta, ZSTD(1)),
+    Request UInt64 CODEC(ZSTD(1)),
+    Roots SimpleAggregateFunction(sum, UInt64) CODEC(ZSTD(1)),
+    Time SimpleAggregateFunction(min, Nullable(DateTime64(9))) CODEC(ZSTD(1)),
+    AgentType SimpleAggregateFunction(max, String) CODEC(ZSTD(1)),
+    Failed SimpleAggregateFunction(max, UInt8) CODEC(ZSTD(1)),
+    CacheHit SimpleAggregateFunction(max, UInt8) CODEC(ZSTD(1)),
+    Duration SimpleAggregateFunction(max, UInt64) CODEC(ZSTD(1)),
+    Cost AggregateFunction(sumKahan, Float64) CODEC(ZSTD(1)),
+    Scored SimpleAggregateFunction(max, UInt128) CODEC(ZSTD(1)),
+    Selection AggregateFunction(argMin, String, DateTime64(9)) CODEC(ZSTD(1)),
+    FinalModel SimpleAggregateFunction(max, UInt128) CODEC(ZSTD(1)),
+    Attempts SimpleAggregateFunction(groupArrayArray, Array(Tuple(
+        model String, duration UInt64, failed UInt8, score Nullable(Float64), cost Float64)))
+        CODEC(ZSTD(1)),
+    FailoversFrom SimpleAggregateFunction(groupArrayArray, Array(String)) CODEC(ZSTD(1))
+) ENGINE = AggregatingMergeTree
+PARTITION BY Day
+ORDER BY Request
+{ttl}"""
+
+_ROLLUP_MV = """CREATE MATERIALIZED VIEW IF NOT EXISTS {view} TO {rollup}
+AS {select}"""
+
+
+def rollup_table(table: str, suffix: str = ROLLUP_SUFFIX) -> str:
+    """The rollup table beside ``table`` (``db.otel_traces`` ->
+    ``db.otel_traces_amm_requests``; backquotes kept); its view adds ``_mv``."""
+    if table.endswith("`"):
+        return f"{table[:-1]}{suffix}`"
+    return f"{table}{suffix}"
+
+
+def rollup_select(table: str, where: str = "1") -> str:
+    """The rollup's rows for the spans of ``table`` matching ``where``: the view's
+    SELECT, and the backfill's (``INSERT INTO rollup`` + this, a day at a time)."""
+    from analytics.clickhouse.rollup import rollup_select_sql
+
+    return rollup_select_sql(table, where)
+
+
+def rollup_ddl(table: str = DEFAULT_TABLE, ttl_days: int | None = None) -> list[str]:
+    """``CREATE ... IF NOT EXISTS`` of the rollup table and its materialized view (in that
+    order) beside the traces table ``table``; run them after :func:`traces_ddl`."""
+    rollup = rollup_table(table)
+    ttl = f"TTL Day + toIntervalDay({int(ttl_days)})" if ttl_days else ""
+    return [_ROLLUP_DDL.format(rollup=rollup, ttl=ttl),
+            _ROLLUP_MV.format(view=rollup_table(table, ROLLUP_SUFFIX + "_mv"), rollup=rollup,
+                              select=rollup_select(table))]
