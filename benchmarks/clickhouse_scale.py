@@ -13,9 +13,15 @@ the answering one, ``error.type`` on a failed one; the root carries the
 ``amm.failover`` event). 5% of requests are cache hits (no chat span), one in twelve
 fails over (two chat spans), 1% fail outright.
 
+The request rollup's materialized view (:func:`analytics.clickhouse.rollup_ddl`) is
+created beside the table first, as a team would add it to its Collector's ClickHouse, so
+it fills as the spans are inserted; the insert and merge times are printed (``--no-rollup``
+generates without it, for the comparison).
+
 Each section is timed in a fresh child process (the engine runs in-process, so the
 child's peak RSS is the engine's too): A/B is ``experiment_sums`` + ``analyse_looks``,
-per-model is ``model_sums`` + ``model_table_from_sums``. The SQLite figures use the same
+per-model is ``model_sums`` + ``model_table_from_sums``, on ClickHouse through the
+rollup and (unless ``--no-raw``) on the raw spans. The SQLite figures use the same
 spans (copied out of chdb) in a local store at a tenth of the size.
 """
 
@@ -30,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 __all__ = ["generate_chdb", "main", "measure", "write_sqlite"]
 
@@ -123,28 +130,37 @@ FROM (
     return [root, select, chat]
 
 
-def generate_chdb(directory: Path, chat_spans: int, days: int = DAYS) -> dict[str, float]:
-    """Fill ``chdb://directory`` with about ``chat_spans`` chat spans; returns counts/time."""
-    from analytics.clickhouse import open_runner, traces_ddl
+def generate_chdb(directory: Path, chat_spans: int, days: int = DAYS, *,
+                  rollup: bool = True) -> dict[str, float]:
+    """Fill ``chdb://directory`` with about ``chat_spans`` chat spans (``rollup``: with the
+    request rollup's materialized view beside the table, filled as the spans are
+    inserted); returns counts and the wall and CPU seconds of the inserts and merges."""
+    from analytics.clickhouse import open_runner, rollup_ddl, rollup_table, traces_ddl
 
     run = open_runner(f"chdb://{directory}")
     table = "otel.otel_traces"
     run.command(traces_ddl(table))
+    for sql in rollup_ddl(table) if rollup else []:
+        run.command(sql)
     requests = math.ceil(chat_spans / CHATS_PER_REQUEST)
     step_ns = days * 86_400 * 10**9 // requests
     per_day = math.ceil(requests / days)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for first in range(0, requests, per_day):
         for sql in _gen_sql(table, first, min(per_day, requests - first), step_ns):
             run.command(sql)
+    inserted, insert_cpu = time.perf_counter(), time.process_time()
     # The inserts leave 3-6 parts a day (some of one row); a server merges them in the
-    # background, so measure the merged state (one part a day), not the fresh one.
-    run.command(f"OPTIMIZE TABLE {table} FINAL")
-    elapsed = time.perf_counter() - started
+    # background, so measure the merged state (one part a day), not the fresh one. The
+    # rollup's parts are merged likewise (one row per request, bar those on two days).
+    for name in [table, rollup_table(table)] if rollup else [table]:
+        run.command(f"OPTIMIZE TABLE {name} FINAL")
     counts = run.frame(f"SELECT countIf(SpanName LIKE 'chat %') AS chats, count() AS spans "
                        f"FROM {table}")
     return {"requests": requests, "chat_spans": int(counts["chats"][0]),
-            "spans": int(counts["spans"][0]), "generate_s": elapsed}
+            "spans": int(counts["spans"][0]), "insert_s": inserted - started,
+            "insert_cpu_s": insert_cpu - cpu, "merge_s": time.perf_counter() - inserted,
+            "merge_cpu_s": time.process_time() - insert_cpu}
 
 
 def write_sqlite(directory: Path, store: Path, limit_requests: int) -> dict[str, float]:
@@ -223,34 +239,45 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(spec: str, section: str) -> dict[str, float]:
-    """Time one section on ``spec`` in this process; peak RSS of the whole process."""
+def measure(spec: str, section: str, raw: bool = False) -> dict[str, object]:
+    """Time one section on ``spec`` in this process; peak RSS of the whole process.
+    ``raw``: a ClickHouse source reads the raw spans even if a rollup is there."""
     from analytics.pushdown import model_table_from_sums, open_source
 
     if section == "ab":  # scipy and the A/B modules: 62 MB the per-model section never uses
         from analytics.ab import analyse_looks
-    source = open_source(spec)
+    source: Any = open_source(spec) if not spec.startswith("chdb://") else None
+    path = "SQLite store"
+    if source is None:
+        from analytics.clickhouse import ClickHouseSource
+
+        source = ClickHouseSource.open(spec, rollup=False if raw else None)
+        path = str(source.path)  # found before the clock starts (a count query)
     rss_before = _peak_rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()
     if section == "ab":
-        looks, agents = source.experiment_sums()  # type: ignore[attr-defined]
+        looks, agents = source.experiment_sums()
         reports = analyse_looks(looks, agents)
         check = float(sum(arm.n for rep in reports for arm in rep.arms))
     else:
-        table = model_table_from_sums(source.model_sums())  # type: ignore[attr-defined]
+        table = model_table_from_sums(source.model_sums())
         check = float(table["attempts"].sum())
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     # CPU seconds of every thread (the engine's too): what the section costs on a shared
     # machine, where the wall time also counts other processes' turns.
     return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": _peak_rss_mb(),
-            "rss_before_mb": rss_before, "check": check}
+            "rss_before_mb": rss_before, "check": check, "path": path}
 
 
-def _child(spec: str, section: str) -> dict[str, float]:
+def _child(spec: str, section: str, raw: bool = False) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "benchmarks.clickhouse_scale", "--measure",
-                          spec, "--section", section], check=True, capture_output=True,
-                         text=True)
+                          spec, "--section", section, *(["--raw"] if raw else [])],
+                         check=True, capture_output=True, text=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,38 +287,51 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sqlite-chat-spans", type=int, default=1_000_000)
     p.add_argument("--dir", help="where the chdb data and the SQLite store go (kept)")
     p.add_argument("--reuse", action="store_true", help="measure what --dir already holds")
+    p.add_argument("--no-rollup", action="store_true",
+                   help="generate without the request rollup's materialized view")
+    p.add_argument("--no-raw", action="store_true",
+                   help="measure ClickHouse through the rollup only (not the raw spans too)")
+    p.add_argument("--no-sqlite", action="store_true", help="neither make nor measure SQLite")
     p.add_argument("--measure", help=argparse.SUPPRESS)
     p.add_argument("--section", help=argparse.SUPPRESS)
+    p.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.measure, args.section)))
+        print(json.dumps(measure(args.measure, args.section, args.raw)))
         return 0
     base = Path(args.dir or tempfile.mkdtemp(prefix="amm-ch-scale-"))
     chdb_dir, store = base / "chdb", base / "sqlite" / "amm.db"
     store.parent.mkdir(parents=True, exist_ok=True)
     if not args.reuse:
-        made = generate_chdb(chdb_dir, args.chat_spans)
+        made = generate_chdb(chdb_dir, args.chat_spans, rollup=not args.no_rollup)
         print(f"chdb: {made['chat_spans']:,} chat spans ({made['spans']:,} spans, "
-              f"{made['requests']:,} requests) made in {made['generate_s']:.0f} s", flush=True)
-        limit = math.ceil(args.sqlite_chat_spans / CHATS_PER_REQUEST)
-        copied = write_sqlite(chdb_dir, store, limit)
-        print(f"sqlite: {copied['chat_spans']:,} chat spans ({copied['spans']:,} spans) "
-              f"copied in {copied['generate_s']:.0f} s", flush=True)
+              f"{made['requests']:,} requests) inserted "
+              f"{'with' if not args.no_rollup else 'without'} the rollup's view in "
+              f"{made['insert_s']:.0f} s ({made['insert_cpu_s']:.0f} CPU s), merged in "
+              f"{made['merge_s']:.0f} s ({made['merge_cpu_s']:.0f} CPU s)", flush=True)
+        if not args.no_sqlite:
+            limit = math.ceil(args.sqlite_chat_spans / CHATS_PER_REQUEST)
+            copied = write_sqlite(chdb_dir, store, limit)
+            print(f"sqlite: {copied['chat_spans']:,} chat spans ({copied['spans']:,} spans) "
+                  f"copied in {copied['generate_s']:.0f} s", flush=True)
         from analytics.clickhouse.runner import _SESSIONS
 
         for session in _SESSIONS.values():  # release the directory for the children
             session.close()
         _SESSIONS.clear()
-    rows = []
-    for label, spec in (("ClickHouse (chdb)", f"chdb://{chdb_dir}"), ("SQLite", str(store))):
+    runs = [("ClickHouse (chdb)", f"chdb://{chdb_dir}", False)]
+    if not args.no_raw:
+        runs.append(("ClickHouse, raw", f"chdb://{chdb_dir}", True))
+    if not args.no_sqlite:
+        runs.append(("SQLite", str(store), False))
+    for label, spec, raw in runs:
         for section, name in (("ab", "A/B (experiment_sums + analyse_looks)"),
                               ("models", "per model (model_sums + table)")):
-            r = _child(spec, section)
-            rows.append((label, name, r))
+            load = _load()
+            r = _child(spec, section, raw)
             print(f"{label:<18} {name:<40} {r['seconds']:>7.2f} s  (CPU {r['cpu_seconds']:.1f} s)"
-                  f"  peak RSS "
-                  f"{r['peak_rss_mb']:>6.0f} MB (after open {r['rss_before_mb']:.0f} MB)  "
-                  f"[{r['check']:,.0f}]", flush=True)
+                  f"  peak RSS {r['peak_rss_mb']:>6.0f} MB (after open {r['rss_before_mb']:.0f} "
+                  f"MB)  [{r['check']:,.0f}]  load {load}  {r['path']}", flush=True)
     print(f"data kept in {base}")
     return 0
 

@@ -109,6 +109,7 @@ def rollup_select_sql(table: str, where: str = "1") -> str:
   maxIf(duration, is_root) AS Duration, sumKahanStateIf(cost, is_chat) AS Cost,
   maxIf(packed_score, score IS NOT NULL) AS Scored,
   argMinStateIf(selection, ts, is_select) AS Selection,
+  maxIf(in_experiment, is_select) AS InExperiment,
   maxIf(final_model, is_chat) AS FinalModel, groupArrayIf(attempt, is_chat) AS Attempts,
   groupArrayArray(failovers) AS FailoversFrom
 FROM (
@@ -120,6 +121,7 @@ FROM (
     {SCORE} AS score, {PACKED_SCORE} AS packed_score,
     if(is_chat, toFloat64OrZero(SpanAttributes['{cv.AMM_COST_USD}']), 0) AS cost,
     if(is_select, {SELECTION}, '') AS selection,
+    is_select AND SpanAttributes['{cv.AMM_EXPERIMENT_NAME}'] != '' AS in_experiment,
     if(is_chat, {_NS} + cityHash64(coalesce({attr(cv.GEN_AI_RESPONSE_MODEL)}, {MODEL})), 0)
       AS final_model,
     CAST((if(is_chat, {MODEL}, ''), Duration, failed, score, cost),
@@ -152,11 +154,16 @@ def _partial(rollup: str, where: str) -> str:
     return f"(SELECT Request FROM {rollup} WHERE Roots = 0 AND {where})"
 
 
-def requests_sql(rollup: str, since: datetime | None = None) -> str:
+def requests_sql(rollup: str, since: datetime | None = None, *,
+                 experiments_only: bool = False) -> str:
     """One row per request (starting at ``since`` or later) from the rollup: the columns
-    of :func:`analytics.clickhouse.facts.requests_sql`. A request whole in one row is
-    read as it is; the few in several rows are merged (``GROUP BY Request``)."""
+    of :func:`analytics.clickhouse.facts.requests_sql` (``experiments_only``: only
+    requests with an ``amm.select`` that names an experiment, as there). A request whole
+    in one row is read as it is; the few in several rows are merged (``GROUP BY
+    Request``)."""
     where = "1" if since is None else f"Day >= '{since.date()}'"
+    only, having = ("InExperiment = 1 AND ", " AND max(InExperiment) = 1") if (
+        experiments_only) else ("", "")
     whole = ", ".join(f"{e} AS {k}" for k, e in _ROW.items())
     merged = ", ".join(f"{e} AS {k}" for k, e in _MERGED.items())
     after = "" if since is None else f" AND time >= {time_sql(since)}"
@@ -171,11 +178,11 @@ SELECT assumeNotNull(time) AS time, agent_type, failed = 1 AS failed,
          AS honoured
 FROM (
   SELECT {whole} FROM {rollup}
-  WHERE Roots > 0 AND {where} AND Request NOT IN {_partial(rollup, where)}
+  WHERE {only}Roots > 0 AND {where} AND Request NOT IN {_partial(rollup, where)}
   UNION ALL
   SELECT {merged} FROM {rollup}
   WHERE {where} AND Request IN {_partial(rollup, where)}
-  GROUP BY Request HAVING roots > 0
+  GROUP BY Request HAVING roots > 0{having}
 ) WHERE 1{after}"""
 
 

@@ -89,6 +89,7 @@ _ROLLUP_DDL = """CREATE TABLE IF NOT EXISTS {rollup} (
     Cost AggregateFunction(sumKahan, Float64) CODEC(ZSTD(1)),
     Scored SimpleAggregateFunction(max, UInt128) CODEC(ZSTD(1)),
     Selection AggregateFunction(argMin, String, DateTime64(9)) CODEC(ZSTD(1)),
+    InExperiment SimpleAggregateFunction(max, UInt8) CODEC(ZSTD(1)),
     FinalModel SimpleAggregateFunction(max, UInt128) CODEC(ZSTD(1)),
     Attempts SimpleAggregateFunction(groupArrayArray, Array(Tuple(
         model String, duration UInt64, failed UInt8, score Nullable(Float64), cost Float64)))

@@ -197,7 +197,8 @@ GROUP BY experiment, agent_type, arm, day, randomised"""
         rollup = self.path.rollup
         if rollup is not None:  # one query: the rollup needs no GROUP BY per request
             return _looks_and_agents(self.runner.frame(
-                f"WITH r AS ({rollup_requests_sql(rollup, since)}){looks}"))
+                f"WITH r AS ({rollup_requests_sql(rollup, since, experiments_only=True)})"
+                f"{looks}"))
         parts = [self.runner.frame(
             f"WITH r AS ({requests_sql(self.table, lo, hi, experiments_only=True)}){looks}")
             for lo, hi in self._chunks(since)]
