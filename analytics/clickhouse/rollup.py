@@ -46,33 +46,51 @@ __all__ = ["QueryPath", "attempts_sql", "backfill", "backfill_sql", "ensure_roll
 
 @dataclass(frozen=True, slots=True)
 class QueryPath:
-    """Where a source's push-down reads: the request rollup (``rollup``, a table name) or,
-    when there is none or it misses requests, the raw spans (``rollup`` None: why)."""
+    """Where a source's push-down reads: the request rollup (``rollup``, a table name;
+    ``first_day``: its rows from that day on, the oldest day ``otel_traces`` still holds)
+    or, when there is none or it misses requests, the raw spans (``rollup`` None: why)."""
 
     rollup: str | None
     reason: str = ""
+    first_day: date | None = None
 
     def __str__(self) -> str:
         if self.rollup is not None:
             return f"aggregates from the request rollup {self.rollup}"
         return f"aggregates from the raw spans ({self.reason})"
 
+    def days(self) -> str:
+        """SQL: the rollup rows to read (those of days ``otel_traces`` still holds)."""
+        return "1" if self.first_day is None else f"Day >= '{self.first_day}'"
+
 
 def find_rollup(run: Runner, table: str) -> QueryPath:
-    """The rollup beside ``table`` if it exists and holds every request (as many roots as
-    ``table`` has ``invoke_agent`` spans: a view created after spans arrived and never
-    backfilled does not), else the raw path and why."""
-    from analytics.clickhouse.schema import rollup_table
+    """The rollup beside ``table`` if it and its view exist and it holds every request
+    ``table`` holds, else the raw path and why.
+
+    Every request: the rollup's roots from the oldest day ``table`` still holds (its TTL
+    keeps two days longer) are counted between two counts of ``table``'s
+    ``invoke_agent`` spans, so spans arriving meanwhile (the view writes them in the same
+    INSERT) do not count as missing; a view created after spans arrived and never
+    backfilled, or dropped, does."""
+    from analytics.clickhouse.schema import ROLLUP_SUFFIX, rollup_table
 
     rollup = rollup_table(table)
-    if not _exists(run, rollup):
-        return QueryPath(None, f"no {rollup}")
-    counts = run.frame(f"SELECT (SELECT count() FROM {table} WHERE {ROOT}) AS spans, "
-                       f"(SELECT sum(Roots) FROM {rollup}) AS rolled")
-    spans, rolled = int(counts["spans"][0]), int(counts["rolled"][0])
-    if spans != rolled:
-        return QueryPath(None, f"{rollup} holds {rolled:,} of {spans:,} requests; backfill it")
-    return QueryPath(rollup)
+    view = rollup_table(table, ROLLUP_SUFFIX + "_mv")
+    for name in (rollup, view):
+        if not _exists(run, name):
+            return QueryPath(None, f"no {name}")
+    raw = f"SELECT min(toDate(Timestamp, 'UTC')) AS first, count() AS n FROM {table} WHERE {ROOT}"
+    before = run.frame(raw)
+    if before.empty or int(before["n"][0]) == 0:
+        return QueryPath(rollup)
+    first = pd.Timestamp(before["first"][0]).date()
+    rolled = run.frame(f"SELECT sum(Roots) AS n FROM {rollup} WHERE Day >= '{first}'")
+    after = run.frame(raw)
+    n, low, high = int(rolled["n"][0]), int(before["n"][0]), int(after["n"][0])
+    if not low <= n <= high:
+        return QueryPath(None, f"{rollup} holds {n:,} of {high:,} requests; backfill it")
+    return QueryPath(rollup, first_day=first)
 
 
 def _exists(run: Runner, table: str) -> bool:
@@ -154,14 +172,15 @@ def _partial(rollup: str, where: str) -> str:
     return f"(SELECT Request FROM {rollup} WHERE Roots = 0 AND {where})"
 
 
-def requests_sql(rollup: str, since: datetime | None = None, *,
+def requests_sql(path: QueryPath, since: datetime | None = None, *,
                  experiments_only: bool = False) -> str:
-    """One row per request (starting at ``since`` or later) from the rollup: the columns
-    of :func:`analytics.clickhouse.facts.requests_sql` (``experiments_only``: only
-    requests with an ``amm.select`` that names an experiment, as there). A request whole
-    in one row is read as it is; the few in several rows are merged (``GROUP BY
+    """One row per request (starting at ``since`` or later) from the rollup of ``path``:
+    the columns of :func:`analytics.clickhouse.facts.requests_sql` (``experiments_only``:
+    only requests with an ``amm.select`` that names an experiment, as there). A request
+    whole in one row is read as it is; the few in several rows are merged (``GROUP BY
     Request``)."""
-    where = "1" if since is None else f"Day >= '{since.date()}'"
+    rollup = path.rollup
+    where = path.days() if since is None else f"{path.days()} AND Day >= '{since.date()}'"
     only, having = ("InExperiment = 1 AND ", " AND max(InExperiment) = 1") if (
         experiments_only) else ("", "")
     whole = ", ".join(f"{e} AS {k}" for k, e in _ROW.items())
@@ -178,23 +197,24 @@ SELECT assumeNotNull(time) AS time, agent_type, failed = 1 AS failed,
          AS honoured
 FROM (
   SELECT {whole} FROM {rollup}
-  WHERE {only}Roots > 0 AND {where} AND Request NOT IN {_partial(rollup, where)}
+  WHERE {only}Roots > 0 AND {where} AND Request NOT IN {_partial(str(rollup), where)}
   UNION ALL
   SELECT {merged} FROM {rollup}
-  WHERE {where} AND Request IN {_partial(rollup, where)}
+  WHERE {where} AND Request IN {_partial(str(rollup), where)}
   GROUP BY Request HAVING roots > 0{having}
 ) WHERE 1{after}"""
 
 
-def attempts_sql(rollup: str) -> str:
+def attempts_sql(path: QueryPath) -> str:
     """The chat attempts of requests (chat spans whose parent is a root span): ``model,
     duration, failed, score, cost``, one row each."""
+    rollup, days = path.rollup, path.days()
     owner = (f"Roots > 0 OR Request IN (SELECT Request FROM {rollup} WHERE Roots > 0 "
-             f"AND Request IN {_partial(rollup, '1')})")
+             f"AND {days} AND Request IN {_partial(str(rollup), days)})")
     return f"""
 SELECT a.model AS model, a.duration AS duration, a.failed = 1 AS failed, a.score AS score,
        a.cost AS cost
-FROM {rollup} ARRAY JOIN Attempts AS a WHERE {owner}"""
+FROM {rollup} ARRAY JOIN Attempts AS a WHERE {days} AND ({owner})"""
 
 
 def backfill_sql(table: str, rollup: str, day: date) -> str:

@@ -11,8 +11,8 @@ Collector made (``create_schema: true``) is used as it is.
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_TABLE", "ROLLUP_SUFFIX", "rollup_ddl", "rollup_select", "rollup_table",
-           "traces_ddl"]
+__all__ = ["DEFAULT_TABLE", "ROLLUP_SUFFIX", "backfill_script", "init_script", "rollup_ddl",
+           "rollup_select", "rollup_table", "traces_ddl"]
 
 DEFAULT_TABLE = "otel_traces"
 """The exporter's default ``traces_table_name``."""
@@ -124,7 +124,35 @@ def rollup_ddl(table: str = DEFAULT_TABLE, ttl_days: int | None = None) -> list[
     """``CREATE ... IF NOT EXISTS`` of the rollup table and its materialized view (in that
     order) beside the traces table ``table``; run them after :func:`traces_ddl`."""
     rollup = rollup_table(table)
-    ttl = f"TTL Day + toIntervalDay({int(ttl_days)})" if ttl_days else ""
+    # Two days longer than the spans' (whose day parts go whole, lazily): the source reads
+    # the rollup's rows of the days otel_traces still holds.
+    ttl = f"TTL Day + toIntervalDay({int(ttl_days) + 2})" if ttl_days else ""
     return [_ROLLUP_DDL.format(rollup=rollup, ttl=ttl),
             _ROLLUP_MV.format(view=rollup_table(table, ROLLUP_SUFFIX + "_mv"), rollup=rollup,
                               select=rollup_select(table))]
+
+
+_BACKFILL_DAY = ("Timestamp >= toDateTime64({day:Date}, 9, 'UTC') "
+                 "AND Timestamp < toDateTime64({day:Date} + 1, 9, 'UTC')")
+
+
+def init_script(database: str = "otel", ttl_days: int | None = 30) -> str:
+    """The SQL a ClickHouse runs once, before the Collector writes to it: the exporter's
+    ``otel_traces`` (the same ``CREATE ... IF NOT EXISTS`` as its ``create_schema``), then
+    the rollup and its view (``deploy/collector/initdb/amm_rollup.sql`` is this text)."""
+    table = f"{database}.{DEFAULT_TABLE}"
+    statements = [f"CREATE DATABASE IF NOT EXISTS {database}", traces_ddl(table, ttl_days),
+                  *rollup_ddl(table, ttl_days)]
+    return ("-- Written by analytics.clickhouse.schema.init_script(); "
+            "tests/test_clickhouse_rollup.py pins it.\n"
+            + ";\n\n".join(statements) + ";\n")
+
+
+def backfill_script(database: str = "otel") -> str:
+    """One day of existing spans into the rollup, ``INSERT ... SELECT`` with the view's
+    SELECT (``clickhouse-client --param_day=2026-11-01 --queries-file ...``; once per day
+    that holds spans from before the view existed)."""
+    table = f"{database}.{DEFAULT_TABLE}"
+    return ("-- Written by analytics.clickhouse.schema.backfill_script(); "
+            "tests/test_clickhouse_rollup.py pins it.\n"
+            f"INSERT INTO {rollup_table(table)}\n{rollup_select(table, _BACKFILL_DAY)};\n")

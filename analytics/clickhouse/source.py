@@ -194,10 +194,10 @@ SELECT experiment, agent_type, arm, toString(toDate(time)) AS day,
        {_ISO.format('max(time)')} AS last, {sums}
 FROM r WHERE experiment IS NOT NULL
 GROUP BY experiment, agent_type, arm, day, randomised"""
-        rollup = self.path.rollup
-        if rollup is not None:  # one query: the rollup needs no GROUP BY per request
+        path = self.path
+        if path.rollup is not None:  # one query: the rollup needs no GROUP BY per request
             return _looks_and_agents(self.runner.frame(
-                f"WITH r AS ({rollup_requests_sql(rollup, since, experiments_only=True)})"
+                f"WITH r AS ({rollup_requests_sql(path, since, experiments_only=True)})"
                 f"{looks}"))
         parts = [self.runner.frame(
             f"WITH r AS ({requests_sql(self.table, lo, hi, experiments_only=True)}){looks}")
@@ -207,9 +207,8 @@ GROUP BY experiment, agent_type, arm, day, randomised"""
     def model_sums(self) -> pd.DataFrame:
         """Per model over attempts of requests: counts, p50/p95 latency of every attempt
         (:func:`analytics.stats.latency_quantiles`), quality and cost sums, failovers away."""
-        rollup = self.path.rollup
-        if rollup is not None:
-            return self._rollup_model_sums(rollup)
+        if self.path.rollup is not None:
+            return self._rollup_model_sums(self.path)
         owned = (f"cityHash64(TraceId, ParentSpanId) IN (SELECT cityHash64(TraceId, SpanId) "
                  f"FROM {self.table} WHERE {ROOT})")
         table = self.runner.frame(f"""
@@ -232,16 +231,17 @@ FROM (SELECT arrayJoin(arrayFilter((a, n) -> n = '{cv.AMM_FAILOVER}', Events.Att
 GROUP BY model""")  # only spans with a failover event expand their events (1.4 -> 0.5 s)
         return _model_frame(table, away)
 
-    def _rollup_model_sums(self, rollup: str) -> pd.DataFrame:
+    def _rollup_model_sums(self, path: QueryPath) -> pd.DataFrame:
         table = self.runner.frame(f"""
 SELECT model, count() AS attempts, countIf(failed) AS errors,
        quantilesExactInclusive(0.5, 0.95)(duration) AS q,
        q[1] / 1e6 AS p50_latency_ms, q[2] / 1e6 AS p95_latency_ms,
        count(score) AS quality_n, {exact_sum('score')} AS quality_s,
        {exact_sum('cost')} AS cost_usd
-FROM ({rollup_attempts_sql(rollup)}) GROUP BY model""", settings=_MODEL_THREADS)
-        away = self.runner.frame(f"SELECT f AS model, count() AS failovers_away FROM {rollup} "
-                                 f"ARRAY JOIN FailoversFrom AS f GROUP BY model")
+FROM ({rollup_attempts_sql(path)}) GROUP BY model""", settings=_MODEL_THREADS)
+        away = self.runner.frame(f"SELECT f AS model, count() AS failovers_away FROM "
+                                 f"{path.rollup} ARRAY JOIN FailoversFrom AS f "
+                                 f"WHERE {path.days()} GROUP BY model")
         return _model_frame(table, away)
 
     def totals(self) -> pd.DataFrame:
@@ -253,12 +253,12 @@ SELECT toString(toDate(time)) AS day, count() AS requests,
        count(quality) AS quality_n, {exact_sum('quality')} AS quality_s,
        {_ISO.format('min(time)')} AS first, {_ISO.format('max(time)')} AS last
 FROM r GROUP BY day ORDER BY day"""
-        rollup = self.path.rollup
-        if rollup is not None:
-            df = self.runner.frame(f"WITH r AS ({rollup_requests_sql(rollup)}){per_day}")
+        path = self.path
+        if path.rollup is not None:
+            df = self.runner.frame(f"WITH r AS ({rollup_requests_sql(path)}){per_day}")
             cost = self.runner.frame(f"SELECT toString(Day) AS day, {exact_sum('a.cost')} AS "
-                                     f"cost_usd FROM {rollup} ARRAY JOIN Attempts AS a "
-                                     f"GROUP BY day")
+                                     f"cost_usd FROM {path.rollup} ARRAY JOIN Attempts AS a "
+                                     f"WHERE {path.days()} GROUP BY day")
             return _totals_frame(df, cost)
         df = _concat([self.runner.frame(
             f"WITH r AS ({requests_sql(self.table, lo, hi, experiments_only=False)}){per_day}")

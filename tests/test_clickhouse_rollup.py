@@ -1,0 +1,60 @@
+"""The request rollup's DDL as shipped in deploy/, and its backfill: a ClickHouse that
+ran the init script and a rollup rebuilt from existing spans give the same report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("chdb")
+
+from analytics.clickhouse import ClickHouseSource, open_runner
+from analytics.clickhouse.schema import backfill_script, init_script
+from analytics.report import report_json
+from benchmarks.clickhouse_scale import _gen_sql
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "collector"
+TABLE = "otel.otel_traces"
+
+
+def test_the_deploy_scripts_are_the_schema_modules():
+    assert (DEPLOY / "initdb" / "amm_rollup.sql").read_text() == init_script()
+    assert (DEPLOY / "amm_rollup_backfill.sql").read_text() == backfill_script()
+
+
+def test_compose_runs_the_init_script_in_clickhouse():
+    compose = (DEPLOY / "compose.yaml").read_text()
+    assert "./initdb:/docker-entrypoint-initdb.d:ro" in compose
+
+
+def _run_script(run, text: str) -> None:
+    for statement in text.split(";\n"):
+        body = "\n".join(line for line in statement.splitlines() if not line.startswith("--"))
+        if body.strip():
+            run.command(body)
+
+
+@pytest.mark.slow
+def test_init_script_then_spans_then_a_backfill_give_the_same_report(tmp_path):
+    url = f"chdb://{tmp_path / 'ch'}"
+    run = open_runner(url)
+    _run_script(run, init_script())
+    step_ns = 3 * 86_400 * 10**9 // 3_000  # 3,000 requests over three days
+    for first in range(0, 3_000, 1_000):
+        for sql in _gen_sql(TABLE, first, 1_000, step_ns):
+            run.command(sql)
+    filled = ClickHouseSource.open(url)
+    assert filled.path.rollup is not None
+    before = report_json(filled)
+    assert before["requests"] == 3_000 and before["experiments"]
+
+    run.command("TRUNCATE TABLE otel.otel_traces_amm_requests")
+    assert ClickHouseSource.open(url).path.rollup is None
+    days = run.frame(f"SELECT DISTINCT toString(toDate(Timestamp)) AS d FROM {TABLE}")["d"]
+    for day in days:
+        _run_script(run, backfill_script().replace("{day:Date}", f"toDate('{day}')"))
+    rebuilt = ClickHouseSource.open(url)
+    assert rebuilt.path.rollup is not None
+    assert report_json(rebuilt) == before
+    assert report_json(ClickHouseSource.open(url, rollup=False)) == before
