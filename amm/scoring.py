@@ -42,7 +42,7 @@ Each factor is normalised to [0, 1] before weighting:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -234,35 +234,45 @@ class WeightedScorer:
 
     def score(self, candidate: Candidate, context: ScoreContext) -> ScoreBreakdown:
         """Weighted capability, cost, performance and availability of ``candidate``."""
+        return self.score_all((candidate,), context)[0]
+
+    def score_all(self, candidates: Sequence[Candidate], context: ScoreContext
+                  ) -> list[ScoreBreakdown]:
+        """:meth:`score` of each of ``candidates`` (same order): one call per selection,
+        the context's terms unpacked once, not once per candidate."""
         d = self._derived
         if d[0] is not context:
             d = self._derive(context)
         (_, w_cap, w_cost, w_perf, w_avail, required, n_required, max_caps, low, inv_span,
          fastest) = d
+        log = math.log
+        out = []
+        for candidate in candidates:
+            caps = candidate.capabilities
+            coverage = len(required & caps) / n_required if n_required else 1.0
+            breadth = len(caps) / max_caps if max_caps else 1.0
+            capability = 0.8 * coverage + 0.2 * (breadth if breadth < 1.0 else 1.0)
 
-        caps = candidate.capabilities
-        coverage = len(required & caps) / n_required if n_required else 1.0
-        breadth = len(caps) / max_caps if max_caps else 1.0
-        capability = 0.8 * coverage + 0.2 * (breadth if breadth < 1.0 else 1.0)
+            if inv_span:
+                cost = 1.0 - (log(candidate.estimated_cost + COST_EPSILON_USD) - low) * inv_span
+                cost = 0.0 if cost < 0.0 else (1.0 if cost > 1.0 else cost)
+            else:
+                cost = 1.0
 
-        if inv_span:
-            cost = 1.0 - (math.log(candidate.estimated_cost + COST_EPSILON_USD) - low) * inv_span
-            cost = 0.0 if cost < 0.0 else (1.0 if cost > 1.0 else cost)
-        else:
-            cost = 1.0
+            latency = candidate.latency_ms
+            speed = fastest / latency if latency > fastest else 1.0
+            success = candidate.success_rate
+            performance = 0.4 * success + 0.3 * speed + 0.3 * candidate.quality
 
-        latency = candidate.latency_ms
-        speed = fastest / latency if latency > fastest else 1.0
-        performance = 0.4 * candidate.success_rate + 0.3 * speed + 0.3 * candidate.quality
+            headroom = candidate.headroom / HEADROOM_COMFORT
+            headroom = 0.0 if headroom < 0.0 else (1.0 if headroom > 1.0 else headroom)
+            availability = headroom * (success if candidate.measured else 1.0)
 
-        headroom = candidate.headroom / HEADROOM_COMFORT
-        headroom = 0.0 if headroom < 0.0 else (1.0 if headroom > 1.0 else headroom)
-        reliability = candidate.success_rate if candidate.measured else 1.0
-        availability = headroom * reliability
-
-        return _new_breakdown(ScoreBreakdown, (
-            w_cap * capability, w_cost * cost, w_perf * performance, w_avail * availability,
-        ))
+            out.append(_new_breakdown(ScoreBreakdown, (
+                w_cap * capability, w_cost * cost, w_perf * performance,
+                w_avail * availability,
+            )))
+        return out
 
     def __repr__(self) -> str:
         return f"WeightedScorer({self._by_priority[Priority.MEDIUM]})"

@@ -217,6 +217,28 @@ class _Entry:
 _Verdicts = tuple[tuple[_Entry, Reason | None, Reason | None], ...]
 
 
+class _Shape:
+    """The registry split by one request shape's verdicts (made once per shape).
+
+    ``passing``: the entries the shape lets through, in registry order. ``stopped``: the
+    others with their verdicts; ``reasons`` their exclusion when no per-request check
+    can change it (nothing excluded by the caller, no key check: ``pre``, else ``post``);
+    ``order`` every id in registry order.
+    """
+
+    __slots__ = ("order", "passing", "reasons", "stopped")
+
+    def __init__(self, verdicts: _Verdicts) -> None:
+        self.passing = tuple(e for e, pre, post in verdicts if pre is None and post is None)
+        self.stopped = tuple(v for v in verdicts if v[1] is not None or v[2] is not None)
+        self.reasons: dict[str, Reason] = {}
+        for e, pre, post in self.stopped:
+            reason = pre or post
+            if reason is not None:
+                self.reasons[e.id] = reason
+        self.order = tuple(e.id for e, _, _ in verdicts)
+
+
 class _Request:
     """Per-request values the filter needs, computed once per selection."""
 
@@ -321,7 +343,7 @@ class ModelSelector:
         self._index_version: int | None = None
         self._entries: tuple[_Entry, ...] = ()
         self._by_id: dict[str, _Entry] = {}
-        self._shapes: dict[tuple[Any, ...], _Verdicts] = {}
+        self._shapes: dict[tuple[Any, ...], _Shape] = {}
 
     # -- registry index -----------------------------------------------------------------
 
@@ -341,23 +363,23 @@ class ModelSelector:
 
     # -- filtering ----------------------------------------------------------------------
 
-    def _verdicts(self, rq: _Request) -> _Verdicts:
+    def _shape(self, rq: _Request) -> _Shape:
         """Every registered model with its :meth:`_Entry.shape_verdicts` for ``rq``, made
         once per request shape and registry version (the hot path's requests mostly share
         one shape: those checks then cost nothing per model)."""
         entries = self._index()
         shapes = self._shapes
         try:
-            verdicts = shapes.get(rq.shape)
+            shape = shapes.get(rq.shape)
         except TypeError:  # an unhashable constraint (not a frozenset): no sharing
-            return tuple((e, *e.shape_verdicts(rq)) for e in entries)
-        if verdicts is None:
-            verdicts = tuple((e, *e.shape_verdicts(rq)) for e in entries)
+            return _Shape(tuple((e, *e.shape_verdicts(rq)) for e in entries))
+        if shape is None:
+            shape = _Shape(tuple((e, *e.shape_verdicts(rq)) for e in entries))
             if self._entries is entries:  # not if the registry changed meanwhile
                 if len(shapes) >= 64:
                     shapes.clear()
-                shapes[rq.shape] = verdicts
-        return verdicts
+                shapes[rq.shape] = shape
+        return shape
 
     def _examine(self, e: _Entry, rq: _Request) -> Candidate | Reason:
         """The candidate for ``e``, or why it is excluded (cheapest checks first)."""
@@ -522,19 +544,30 @@ class ModelSelector:
 
     def _select(self, task: ModelRequest, rq: _Request) -> tuple[
             ModelSelection | None, str, dict[str, str], str | None, str | None, tuple[Any, ...]]:
-        excluded: dict[str, str] = {}
         eligible: list[Candidate] = []
         held_back: list[Candidate] = []  # demoted: a last resort
         demotion = self._demotion
         check = self._check
-        for e, pre, post in self._verdicts(rq):
-            result = check(e, rq, pre, post)
+        shape = self._shape(rq)
+        if rq.exclude or self._key_check is not None:
+            excluded: dict[str, str] = {}
+            for e, pre, post in shape.stopped:
+                verdict = check(e, rq, pre, post)  # a Reason: the shape stopped it
+                if isinstance(verdict, str):
+                    excluded[e.id] = verdict
+        else:
+            excluded = dict(shape.reasons)
+        stopped = len(excluded)
+        for e in shape.passing:
+            result = check(e, rq, None, None)
             if isinstance(result, str):
                 excluded[e.id] = result
             elif e.id in rq.demoted or (demotion is not None and demotion(e.id, rq.agent_type)):
                 held_back.append(result)
             else:
                 eligible.append(result)
+        if stopped and len(excluded) > stopped:  # both kinds: in registry order, as checked
+            excluded = {mid: excluded[mid] for mid in shape.order if mid in excluded}
         note = ""
         if held_back:
             if eligible:
@@ -556,12 +589,14 @@ class ModelSelector:
 
         context = self._context(eligible, rq.required, task)
         scorer = self.scorer
+        score_all = getattr(scorer, "score_all", None)  # one call for all (WeightedScorer)
+        breakdowns = (score_all(eligible, context) if score_all is not None
+                      else [scorer.score(cand, context) for cand in eligible])
         scores: dict[str, float] = {}
         # (-score, id) sorts best first with ties broken by id; ids are unique, so the
         # candidate and breakdown in the tuple are never compared.
         ranked: list[tuple[float, str, Candidate, ScoreBreakdown]] = []
-        for cand in eligible:
-            b = scorer.score(cand, context)
+        for cand, b in zip(eligible, breakdowns, strict=True):
             mid = cand.model.id
             total = b.total
             scores[mid] = total
@@ -619,13 +654,27 @@ class ModelSelector:
     @staticmethod
     def _context(cands: list[Candidate], required: frozenset[str], task: ModelRequest
                  ) -> ScoreContext:
+        first = cands[0]
+        low = high = first.estimated_cost
+        fastest = first.latency_ms
+        most = len(first.capabilities)
+        for c in cands:  # one pass for the four bounds
+            cost = c.estimated_cost
+            if cost < low:
+                low = cost
+            elif cost > high:
+                high = cost
+            if c.latency_ms < fastest:
+                fastest = c.latency_ms
+            if len(c.capabilities) > most:
+                most = len(c.capabilities)
         return ScoreContext(
             required_capabilities=required,
             priority=task.effective_priority,
-            min_cost=min(c.estimated_cost for c in cands),
-            max_cost=max(c.estimated_cost for c in cands),
-            fastest_latency_ms=min(c.latency_ms for c in cands),
-            max_capability_count=max(len(c.capabilities) for c in cands),
+            min_cost=low,
+            max_cost=high,
+            fastest_latency_ms=fastest,
+            max_capability_count=most,
         )
 
     # -- pure scoring -------------------------------------------------------------------

@@ -650,18 +650,30 @@ def _candidates_json(e: SelectionEvent) -> str:
         rows = [f'{_model_key(m)},"score":{_num(s)},"probability":null}}'
                 for m, s in sorted(e.scores.items(), key=lambda kv: (-kv[1], kv[0]))]
         return "[" + ",".join(rows) + "]"
-    rows = []
-    add = rows.append
+    # Every row's pieces into one format call (one C-level pass over all the numbers).
+    values: list[Any] = []
+    extend = values.extend
     ends = _ENDS
     for m, s, p, cost, q, lat, ok in e.candidates:
-        mid = _MID % (s, p, cost)
-        if "n" in mid:  # nan or inf (the keys of _MID have no "n"): null, as _numbers says
-            mid = _NOT_FINITE.sub("null", mid)
         end = ends.get(m)
         if end is None or end[0] != q or end[1] != lat or end[2] != ok:
             end = _ends(m, q, lat, ok)
-        add(end[3] + mid + end[4])
+        extend((end[3], s, p, cost, end[4]))
+    text = _rows_format(len(e.candidates)) % tuple(values)
+    if "nan" not in text and "inf" not in text:
+        return text
+    # A number that JSON cannot hold (or a model named so): row by row, numbers only.
+    rows = []
+    for i in range(0, len(values), 5):
+        head, s, p, cost, tail = values[i:i + 5]
+        rows.append(head + _NOT_FINITE.sub("null", _MID % (s, p, cost)) + tail)
     return "[" + ",".join(rows) + "]"
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_format(n: int) -> str:
+    """The format of ``n`` candidate rows: each a model key, three numbers, a tail."""
+    return "[" + ",".join(["%s" + _MID + "%s"] * n) + "]"
 
 
 @functools.lru_cache(maxsize=4096)
