@@ -161,6 +161,14 @@ class PerformanceMonitor:
         """The rolling statistics this monitor feeds."""
         return self._stats
 
+    @property
+    def snapshot_fn(self) -> Callable[[str, str | None], StatsSnapshot | None]:
+        """What :meth:`snapshot` calls, to call it directly: the selector reads it twice per
+        candidate. A subclass that overrides :meth:`snapshot` returns its own here."""
+        if type(self).snapshot is not PerformanceMonitor.snapshot:
+            return self.snapshot
+        return self._stats.snapshot
+
     # --- reading -----------------------------------------------------------------------
     async def get_model_performance(self, model_id: str, window_hours: int = 24
                                     ) -> PerformanceMetrics:

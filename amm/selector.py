@@ -327,8 +327,8 @@ class ModelSelector:
         # Optional queries (amm.protocols), looked up once: absent ones mean "no
         # information" (a seed-style monitor without ``snapshot``: priors only).
         self._snapshot_fn: Callable[[str, str | None], StatsSnapshot | None] | None = (
-            performance_monitor.snapshot if isinstance(performance_monitor, StatsSource)
-            else None)
+            getattr(performance_monitor, "snapshot_fn", performance_monitor.snapshot)
+            if isinstance(performance_monitor, StatsSource) else None)
         self._headroom_fn: Callable[[str], float] | None = (
             rate_limiter.headroom if isinstance(rate_limiter, HeadroomSource) else None)
         self._status_fn: Callable[[str], ModelAvailability] | None = (
