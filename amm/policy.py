@@ -36,7 +36,9 @@ config), so a test replays the same choices.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -153,17 +155,16 @@ class _Exploring:
         return self.agent_types is None or agent_type in self.agent_types
 
     def draw(self, probabilities: Sequence[float]) -> int:
-        """Inverse-CDF draw with the injected RNG."""
+        """Inverse-CDF draw with the injected RNG: the first index whose running total
+        passes ``u`` (never a zero-probability one: its total equals the one before)."""
         u = self.rng.random()
-        acc = 0.0
-        last = 0
-        for i, p in enumerate(probabilities):
-            if p > 0.0:
-                acc += p
-                last = i
-                if u < acc:
-                    return i
-        return last  # rounding left u above the total
+        cumulative = list(itertools.accumulate(probabilities))
+        i = bisect.bisect_right(cumulative, u)
+        if i < len(cumulative):
+            return i
+        # Rounding left u above the total: the last index with a probability.
+        return next((j for j in range(len(cumulative) - 1, -1, -1) if probabilities[j] > 0.0),
+                    0)
 
     def _bounded(self, ctx: DecisionContext, raw: Sequence[float], greedy: int) -> list[float]:
         """``raw`` restricted to the explorable models, renormalised, then floored."""

@@ -610,9 +610,10 @@ class ModelSelector:
             probs, pick = [0.0] * len(ranked), 0
             probs[0] = 1.0
         else:
-            probs = list(policy.probabilities(DecisionContext(
+            given = policy.probabilities(DecisionContext(
                 rq.agent_type, task.effective_priority, [r[2] for r in ranked],
-                [-r[0] for r in ranked], self._snapshot_fn)))
+                [-r[0] for r in ranked], self._snapshot_fn))
+            probs = given if type(given) is list else list(given)  # ours, changed below
             pick = policy.draw(probs)
         drawn = probs[pick] < 1.0
         if experiment is not None and arm is not None:
