@@ -209,6 +209,13 @@ class ManagedStream:
     async def __anext__(self) -> StreamChunk:
         if not self._opened:
             await self._open()
+        active = self._activate()
+        try:
+            return await self._next()
+        finally:
+            _deactivate(active)
+
+    async def _next(self) -> StreamChunk:
         if self._cached is not None:
             if self._cached:
                 return self._cached.pop(0)
@@ -237,13 +244,23 @@ class ManagedStream:
         self._opened = True
         m, rq = self._manager, self.request
         if not self._sync and ACTIVE_AGENT.get() != (rq.agent_type, rq.task_id):
+            # Current only while amm works on the stream (_activate), never in the
+            # caller's loop body or after it: a loop left by ``break`` leaves nothing.
             self._span = m.recorder.agent_span(rq.agent_type, rq.task_id)
-            self._span.__enter__()
+            self._span.start()
+        active = self._activate()
         try:
             await m._open_stream(self)
         except BaseException as exc:
             self._end_span(exc)
             raise
+        finally:
+            _deactivate(active)
+
+    def _activate(self) -> tuple[Any, Any] | None:
+        """This stream's agent span made current (None: it has none)."""
+        span = self._span
+        return (span, span.activate()) if span is not None else None
 
     async def _finish(self) -> None:
         source = self._source
@@ -270,15 +287,8 @@ class ManagedStream:
 
     def _end_span(self, exc: BaseException | None) -> None:
         span, self._span = self._span, None
-        if span is None:
-            return
-        try:
-            span.__exit__(type(exc) if exc is not None else None, exc, None)
-        except ValueError:
-            # Ended in another context than it began in: a loop left by ``break`` is closed
-            # by its generator's finaliser, in a task of its own, where the caller's context
-            # cannot be restored. The span still ends, and says why.
-            _end_detached(span.span, exc)
+        if span is not None:
+            span.finish(exc)
 
     async def aclose(self) -> None:
         """Stop: the caller gets nothing more; the provider call is closed (after reading
@@ -286,13 +296,17 @@ class ManagedStream:
         rate-limit reservation released, what the provider reported billed (else a flagged
         estimate). Safe to call twice, and after the end."""
         source = self._source
-        if source is not None and not source.done:
-            billed = await source.aclose()
-            self._settle(billed)
-            cancelled = _Cancelled(f"{source.model.id}: the caller closed the stream")
-            self._end_span(cancelled)
-        else:
-            self._end_span(None)
+        active = self._activate()
+        try:
+            if source is not None and not source.done:
+                billed = await source.aclose()
+                self._settle(billed)
+                cancelled = _Cancelled(f"{source.model.id}: the caller closed the stream")
+                self._end_span(cancelled)
+            else:
+                self._end_span(None)
+        finally:
+            _deactivate(active)
         self._cached = None if self._cached is None else []
 
     def __del__(self) -> None:
@@ -349,18 +363,11 @@ class ManagedStream:
 _closing: set[asyncio.Task[None]] = set()
 
 
-def _end_detached(span: Any, exc: BaseException | None) -> None:
-    """End an OpenTelemetry ``span`` outside its context, with ``error.type`` as the
-    recorder would set it."""
-    if not span.is_recording():
-        return
-    if exc is not None:
-        from opentelemetry.trace import Status, StatusCode
-
-        span.set_attribute("error.type", str(getattr(exc, "error_type", None)
-                                             or type(exc).__name__))
-        span.set_status(Status(StatusCode.ERROR, str(exc)))
-    span.end()
+def _deactivate(active: tuple[Any, Any] | None) -> None:
+    """Undo :meth:`ManagedStream._activate` (its span may have ended meanwhile)."""
+    if active is not None:
+        span, tokens = active
+        span.deactivate(tokens)
 
 
 class _Cancelled(Exception):

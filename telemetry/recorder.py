@@ -131,19 +131,27 @@ class _Pending:
 
 
 class AgentSpan:
-    """Context manager of one ``invoke_agent {agent}`` span (from :meth:`Recorder.agent_span`)."""
+    """One ``invoke_agent {agent}`` span (from :meth:`Recorder.agent_span`).
 
-    __slots__ = ("_attrs", "_ctx_token", "_name", "_pending_token", "_recorder", "span")
+    As a context manager it is current inside the ``with`` block. Code that works for an
+    agent in pieces (a stream: opened, read and closed by the caller's loop) uses
+    :meth:`start`, then :meth:`activate`/:meth:`deactivate` around each piece, and
+    :meth:`finish`: the span is current only while amm works, never in the caller's code
+    between the pieces.
+    """
+
+    __slots__ = ("_attrs", "_name", "_pending", "_recorder", "_tokens", "span")
 
     def __init__(self, recorder: Recorder, name: str, attrs: dict[str, Any]) -> None:
         self._recorder = recorder
         self._name = name
         self._attrs = attrs
         self.span: Span = trace.INVALID_SPAN
-        self._ctx_token: object = None
-        self._pending_token: Token[_Pending | None] | None = None
+        self._pending = _Pending()
+        self._tokens: tuple[object, Token[_Pending | None]] | None = None
 
-    def __enter__(self) -> Span:
+    def start(self) -> Span:
+        """Open the span (a child of the current span), without making it current."""
         rec = self._recorder
         outer = rec._scope.get()
         # A nested agent inherits its caller's session and user unless given its own.
@@ -151,29 +159,50 @@ class AgentSpan:
                      **{k: v for k, v in self._attrs.items() if k in _INHERITED}}
         attrs = {**inherited, **self._attrs}
         self.span = rec._tracer.start_span(self._name, kind=SpanKind.INTERNAL, attributes=attrs)
-        self._ctx_token = otel_context.attach(trace.set_span_in_context(self.span))
-        self._pending_token = rec._scope.set(_Pending(self.span, inherited))
+        self._pending = _Pending(self.span, inherited)
         return self.span
+
+    def activate(self) -> tuple[object, Token[_Pending | None]]:
+        """Make the span (and its scope) current; give the result to :meth:`deactivate`,
+        in the same context."""
+        return (otel_context.attach(trace.set_span_in_context(self.span)),
+                self._recorder._scope.set(self._pending))
+
+    def deactivate(self, tokens: tuple[object, Token[_Pending | None]]) -> None:
+        """Undo :meth:`activate`."""
+        self._recorder._scope.reset(tokens[1])
+        otel_context.detach(tokens[0])  # type: ignore[arg-type]
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        """End the span: its pending chat spans first, the counts of what ran in it, and
+        ``error.type`` (the exception's ``error_type`` if it has one, else its class name)
+        with ERROR status when ``exc`` is given."""
+        scope = self._pending
+        scope.end_all()
+        span = self.span
+        if not span.is_recording():
+            return
+        span.set_attributes({
+            c.GEN_AI_INVOKE_AGENT_INFERENCE_CALLS: scope.inference_calls,
+            c.GEN_AI_INVOKE_AGENT_TOOL_CALLS: scope.tool_calls,
+        })
+        if exc is not None:
+            error_type = getattr(exc, "error_type", None) or type(exc).__name__
+            span.set_attribute(c.ERROR_TYPE, str(error_type))
+            span.set_status(Status(StatusCode.ERROR, _status_text(str(exc))))
+        span.end()
+
+    def __enter__(self) -> Span:
+        span = self.start()
+        self._tokens = self.activate()
+        return span
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        rec = self._recorder
-        scope = rec._scope.get()
-        if scope is not None:
-            scope.end_all()
-            if self.span.is_recording():
-                self.span.set_attributes({
-                    c.GEN_AI_INVOKE_AGENT_INFERENCE_CALLS: scope.inference_calls,
-                    c.GEN_AI_INVOKE_AGENT_TOOL_CALLS: scope.tool_calls,
-                })
-        if self._pending_token is not None:
-            rec._scope.reset(self._pending_token)
-        if exc is not None and self.span.is_recording():
-            error_type = getattr(exc, "error_type", None) or type(exc).__name__
-            self.span.set_attribute(c.ERROR_TYPE, str(error_type))
-            self.span.set_status(Status(StatusCode.ERROR, _status_text(str(exc))))
-        otel_context.detach(self._ctx_token)  # type: ignore[arg-type]
-        self.span.end()
+        tokens, self._tokens = self._tokens, None
+        if tokens is not None:
+            self.deactivate(tokens)
+        self.finish(exc)
 
 
 class ToolSpan:

@@ -603,6 +603,45 @@ async def test_breaking_out_of_the_loop_ends_the_streams_agent_span_as_cancelled
     assert "never retrieved" not in caplog.text
 
 
+async def test_a_stream_never_leaves_its_agent_span_current_in_the_callers_context(
+        build_manager, otel):
+    # The caller's own spans, in the loop's body and after a break, are the caller's:
+    # amm's invoke_agent span is current only while amm works (opening, reading, closing).
+    from opentelemetry import trace
+
+    from telemetry.recorder import Recorder
+
+    manager, _, log = build_manager(
+        {"m": ModelProfile(latency_ms=1)}, [agent_model("m", "openai")],
+        recorder=Recorder(tracer_provider=otel.tracer_provider,
+                          meter_provider=otel.meter_provider))
+    tracer = otel.tracer_provider.get_tracer("caller")
+    async with manager:
+        with tracer.start_as_current_span("caller") as outer:
+            stream = manager.stream(ModelRequest(prompt="Tell a long story", task_id="cur",
+                                                 agent_type="chat"))
+            async for _ in stream:
+                assert trace.get_current_span() is outer  # in the loop's body
+                with tracer.start_as_current_span("body"):
+                    pass
+                break
+            assert trace.get_current_span() is outer  # after the break
+            with tracer.start_as_current_span("after"):
+                pass
+            for _ in range(int(CANCEL_DRAIN_S / 0.01) + 50):
+                if log.of(AttemptEvent):
+                    break
+                await asyncio.sleep(0.01)
+        assert trace.get_current_span() is not outer
+    caller, agent = otel.span("caller"), otel.span("invoke_agent chat")
+    assert otel.span("body").parent.span_id == caller.context.span_id
+    assert otel.span("after").parent.span_id == caller.context.span_id
+    assert agent.parent.span_id == caller.context.span_id
+    chat = next(s for s in otel.spans() if s.name.startswith("chat "))
+    assert chat.parent.span_id == agent.context.span_id
+    assert agent.attributes["error.type"] == "cancelled"
+
+
 async def test_a_streams_ledger_row_is_committed_when_its_loop_ends(build_manager):
     manager, _, _ = build_manager({"m": ModelProfile(latency_ms=1)}, [agent_model("m", "openai")])
     async with manager:
