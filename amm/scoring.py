@@ -249,7 +249,9 @@ class WeightedScorer:
         out = []
         for candidate in candidates:
             caps = candidate.capabilities
-            coverage = len(required & caps) / n_required if n_required else 1.0
+            # Selection passes only models with every required capability: no set built.
+            coverage = (1.0 if not n_required or required <= caps
+                        else len(required & caps) / n_required)
             breadth = len(caps) / max_caps if max_caps else 1.0
             capability = 0.8 * coverage + 0.2 * (breadth if breadth < 1.0 else 1.0)
 

@@ -223,6 +223,26 @@ async def test_measured_latency_reason_names_the_p95():
     assert selection.excluded == {"cheap": "latency measured p95 2500 ms > max 2100 ms"}
 
 
+async def test_exclusions_are_listed_in_registry_order_whatever_excluded_them():
+    # Some models are stopped by the request's shape (decided once per shape), others by
+    # per-request checks (health, cost): the reasons still read in the registry's order,
+    # as the span's exclusion list and the selection reason's first few show them.
+    models = [make_model("a-off", enabled=False), make_model("b-down"),
+              make_model("c-nocode", capabilities=["text-generation"]), CHEAP,
+              make_model("d-dear", cost_in=1.0, cost_out=1.0),
+              make_model("e-off", enabled=False)]
+    selector, _, sink = build(models, down=["b-down"])
+    constraints = SelectionConstraints(required_capabilities=["text-generation"],
+                                       max_cost_per_request=0.1)
+    selection = await selector.select_model(request(), "implementation", constraints)
+    assert selection.model_id == "cheap"
+    assert list(selection.excluded) == ["a-off", "b-down", "d-dear", "e-off"]
+    assert list(sink.of(SelectionEvent)[-1].excluded) == list(selection.excluded)
+    assert selection.selection_reason.endswith(
+        "; a-off excluded: disabled; b-down excluded: unavailable; d-dear excluded: estimated "
+        "cost $0.2000 > max $0.1000; +1 more excluded")
+
+
 async def test_unavailable_model_is_excluded_with_reason():
     selector, _, _ = build([CHEAP, DEAR], down=["cheap"])
     selection = await selector.select_model(request(), "implementation")
