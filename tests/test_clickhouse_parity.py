@@ -69,6 +69,18 @@ def test_raw_spans_report_the_same_numbers_as_the_store(demo_store, chdb_url):
     assert a.equals(b)
 
 
+def test_looks_since_a_time_are_the_same_on_every_path(demo_store, chdb_url):
+    times = load_requests(demo_store)["time"].sort_values()
+    since = times.iloc[len(times) // 2].floor("us").to_pydatetime()
+    expected, expected_agents = open_source(demo_store).experiment_sums(since)
+    assert 0 < expected["quality_n"].sum() < arm_looks(load_requests(demo_store))[
+        "quality_n"].sum()
+    for rollup in (None, False):
+        looks, agents = ClickHouseSource.open(chdb_url, rollup=rollup).experiment_sums(since)
+        assert looks.equals(expected), rollup
+        assert list(agents["requests"]) == list(expected_agents["requests"])
+
+
 def test_a_rollup_in_unmerged_pieces_reports_the_same_numbers(demo_store, tmp_path):
     # Batches of 7 spans: most requests' spans land in several insert blocks, so the view
     # writes several partial rows per request and the queries must merge them.

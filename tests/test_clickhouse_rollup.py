@@ -23,6 +23,14 @@ def test_the_deploy_scripts_are_the_schema_modules():
     assert (DEPLOY / "amm_rollup_backfill.sql").read_text() == backfill_script()
 
 
+def test_the_rollup_ddl_has_every_column_the_queries_read():
+    from analytics.clickhouse.rollup import ROLLUP_COLUMNS
+    from analytics.clickhouse.schema import rollup_ddl
+
+    table_ddl = rollup_ddl(TABLE)[0]
+    assert all(f"\n    {c} " in table_ddl for c in ROLLUP_COLUMNS)
+
+
 def test_compose_runs_the_init_script_in_clickhouse():
     compose = (DEPLOY / "compose.yaml").read_text()
     assert "./initdb:/docker-entrypoint-initdb.d:ro" in compose
@@ -49,8 +57,13 @@ def test_init_script_then_spans_then_a_backfill_give_the_same_report(tmp_path):
     before = report_json(filled)
     assert before["requests"] == 3_000 and before["experiments"]
 
-    run.command("TRUNCATE TABLE otel.otel_traces_amm_requests")
-    assert ClickHouseSource.open(url).path.rollup is None
+    run.command("ALTER TABLE otel.otel_traces_amm_requests DROP COLUMN FailoversFrom")
+    older = ClickHouseSource.open(url).path
+    assert older.rollup is None and "has no FailoversFrom; recreate it" in older.reason
+    run.command("DROP VIEW otel.otel_traces_amm_requests_mv")
+    run.command("DROP TABLE otel.otel_traces_amm_requests")
+    _run_script(run, init_script())
+    assert ClickHouseSource.open(url).path.rollup is None  # empty: holds 0 of 3,000
     days = run.frame(f"SELECT DISTINCT toString(toDate(Timestamp)) AS d FROM {TABLE}")["d"]
     for day in days:
         _run_script(run, backfill_script().replace("{day:Date}", f"toDate('{day}')"))

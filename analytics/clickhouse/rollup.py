@@ -41,8 +41,8 @@ from analytics.clickhouse.facts import (
 from analytics.clickhouse.runner import Runner
 from telemetry import conventions as cv
 
-__all__ = ["QueryPath", "attempts_sql", "backfill", "backfill_sql", "ensure_rollup",
-           "find_rollup", "requests_sql", "rollup_select_sql"]
+__all__ = ["ROLLUP_COLUMNS", "QueryPath", "attempts_sql", "backfill", "backfill_sql",
+           "ensure_rollup", "find_rollup", "requests_sql", "rollup_select_sql"]
 
 @dataclass(frozen=True, slots=True)
 class QueryPath:
@@ -80,6 +80,13 @@ def find_rollup(run: Runner, table: str) -> QueryPath:
     for name in (rollup, view):
         if not _exists(run, name):
             return QueryPath(None, f"no {name}")
+    *db, name = rollup.replace("`", "").split(".")
+    where = f"database = '{db[0]}'" if db else "database = currentDatabase()"
+    have = set(run.frame(f"SELECT name FROM system.columns WHERE {where} AND table = '{name}'")
+               .get("name", []))
+    missing = [c for c in ROLLUP_COLUMNS if c not in have]
+    if missing:  # a rollup of an older amm: recreate it (and its view), then backfill
+        return QueryPath(None, f"{rollup} has no {', '.join(missing)}; recreate it")
     raw = f"SELECT min(toDate(Timestamp, 'UTC')) AS first, count() AS n FROM {table} WHERE {ROOT}"
     before = run.frame(raw)
     if before.empty or int(before["n"][0]) == 0:
@@ -91,6 +98,12 @@ def find_rollup(run: Runner, table: str) -> QueryPath:
     if not low <= n <= high:
         return QueryPath(None, f"{rollup} holds {n:,} of {high:,} requests; backfill it")
     return QueryPath(rollup, first_day=first)
+
+
+ROLLUP_COLUMNS = ("Day", "Request", "Roots", "Time", "AgentType", "Failed", "CacheHit",
+                  "Duration", "Cost", "Scored", "Selection", "InExperiment", "FinalModel",
+                  "Attempts", "FailoversFrom")
+"""The rollup's columns the queries read (an older rollup without one is not used)."""
 
 
 def _exists(run: Runner, table: str) -> bool:

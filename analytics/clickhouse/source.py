@@ -12,7 +12,8 @@ whatever order the threads merge in.
 Two paths (:attr:`ClickHouseSource.path`, printed in the report's first line): when the
 request rollup's materialized view sits beside the table and holds every request
 (:mod:`analytics.clickhouse.rollup`), the push-down reads its small typed columns (10M
-chat spans: A/B 4.4 CPU s, per model 2.0 against 19-24 and 9-12 on the raw spans);
+chat spans: A/B 3.1-3.5 CPU s, per model 1.7-1.8, against 17-24 and 8.5-12 on the raw
+spans; ``docs/fleet_analytics.md``);
 otherwise it reads ``otel_traces`` itself, a few days at a time, and the report says why.
 
 Cost at fleet scale: ClickHouse holds no cost ledger; :meth:`ledger` is derived from
