@@ -15,7 +15,10 @@ The SQLite store and ClickHouse compute the same definitions with exactly rounde
 (``math.fsum`` in SQLite; in ClickHouse, mantissas summed per binary exponent and
 combined once in Python:
 :mod:`analytics.clickhouse.exact`), so a store copied into ClickHouse reports the same
-numbers, to the last bit, whatever order the rows are summed in.
+numbers, to the last bit, whatever order the rows are summed in. ClickHouse computes them
+from the request rollup beside ``otel_traces`` when it is there and complete (a
+materialized view: :mod:`analytics.clickhouse.rollup`), else from the raw spans; the
+source's ``path`` says which.
 
     source = open_source("chdb:///var/lib/amm-traces")   # or clickhouse://, or a path
 """
