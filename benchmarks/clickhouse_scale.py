@@ -48,13 +48,15 @@ EXPERIMENT = "impl-a-vs-b"
 CHATS_PER_REQUEST = 0.95 + 1 / 12  # cache hits have none; failovers have two
 
 
-def _gen_sql(table: str, first: int, count: int, step_ns: int) -> list[str]:
-    """The inserts of requests ``first .. first + count - 1`` (roots, selects, chats)."""
+def _gen_sql(table: str, first: int, count: int, step_ns: int,
+             start_ns: int = START_NS) -> list[str]:
+    """The inserts of requests ``first .. first + count - 1`` (roots, selects, chats), the
+    first at ``start_ns`` (a table with a TTL drops what is older: give a recent one)."""
     models = "[" + ", ".join(f"'{m}'" for m in MODELS) + "]"
     agents = "[" + ", ".join(f"'{a}'" for a in AGENTS) + "]"
     req = f"""
 SELECT number AS i,
-  fromUnixTimestamp64Nano(toInt64({START_NS} + i * {step_ns}), 'UTC') AS t,
+  fromUnixTimestamp64Nano(toInt64({start_ns} + i * {step_ns}), 'UTC') AS t,
   lower(hex(cityHash64(i, 'trace'))) || lower(hex(cityHash64(i, 'trace2'))) AS trace,
   lower(hex(cityHash64(i, 'root'))) AS root,
   {agents}[i % 4 + 1] AS agent,

@@ -3,6 +3,7 @@ ran the init script and a rollup rebuilt from existing spans give the same repor
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -48,9 +49,11 @@ def test_init_script_then_spans_then_a_backfill_give_the_same_report(tmp_path):
     url = f"chdb://{tmp_path / 'ch'}"
     run = open_runner(url)
     _run_script(run, init_script())
-    step_ns = 3 * 86_400 * 10**9 // 3_000  # 3,000 requests over three days
+    step_ns = 3 * 86_400 * 10**9 // 3_000  # 3,000 requests over the last three days
+    # Recent days: the deploy DDL's TTL (30 days) would drop older spans.
+    start_ns = (int(time.time()) // 86_400 - 3) * 86_400 * 10**9
     for first in range(0, 3_000, 1_000):
-        for sql in _gen_sql(TABLE, first, 1_000, step_ns):
+        for sql in _gen_sql(TABLE, first, 1_000, step_ns, start_ns):
             run.command(sql)
     filled = ClickHouseSource.open(url)
     assert filled.path.rollup is not None
