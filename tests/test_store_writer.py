@@ -325,3 +325,42 @@ def test_a_bad_record_is_left_out_and_never_blocks_the_rest(
         assert "rejected and left out" in caplog.text
     finally:
         writer.release()
+
+
+def test_multi_row_inserts_leave_the_table_executemany_would(tmp_path: Path) -> None:
+    # The writer writes consecutive rows of one INSERT as multi-row statements (fewer GIL
+    # hand-offs under load); the table must be what executemany leaves, row for row:
+    # OR IGNORE keeps the first of two equal keys, OR REPLACE the last, in any batch size.
+    from telemetry.store_batch import run_batch
+
+    def table(path: Path, via_executemany: bool, sql: str, rows: list[tuple[object, ...]]
+              ) -> list[tuple[object, ...]]:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT, f REAL, b BLOB)")
+        conn.execute("BEGIN")
+        if via_executemany:
+            conn.executemany(sql, rows)
+        else:
+            run_batch(conn, [(sql, r) for r in rows])
+        conn.execute("COMMIT")
+        out = conn.execute("SELECT k, v, f, b FROM t ORDER BY k").fetchall()
+        conn.close()
+        return out
+
+    for n in (2, 3, 31, 32, 33, 300, 1000):
+        rows = [(i % (n // 2 + 1), f"v{i}", i / 7, bytes([i % 256])) for i in range(n)]
+        for verb in ("INSERT OR IGNORE", "INSERT OR REPLACE"):
+            sql = f"{verb} INTO t (k, v, f, b) VALUES (?, ?, ?, ?)"
+            expected = table(tmp_path / f"e{n}{verb[-3:]}.db", True, sql, rows)
+            assert table(tmp_path / f"m{n}{verb[-3:]}.db", False, sql, rows) == expected
+
+
+def test_a_row_of_the_wrong_width_still_fails_its_batch_as_executemany_did(
+        tmp_path: Path) -> None:
+    from telemetry.store_batch import run_batch
+
+    conn = sqlite3.connect(tmp_path / "w.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (a, b)")
+    sql = "INSERT INTO t (a, b) VALUES (?, ?)"
+    with pytest.raises(sqlite3.ProgrammingError):
+        run_batch(conn, [(sql, (1, 2)), (sql, (3,)), (sql, (4, 5))])
