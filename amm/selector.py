@@ -233,7 +233,7 @@ class _Shape:
         self.stopped = tuple(v for v in verdicts if v[1] is not None or v[2] is not None)
         self.reasons: dict[str, Reason] = {}
         for e, pre, post in self.stopped:
-            reason = pre or post
+            reason = pre if pre is not None else post
             if reason is not None:
                 self.reasons[e.id] = reason
         self.order = tuple(e.id for e, _, _ in verdicts)
@@ -613,7 +613,7 @@ class ModelSelector:
             given = policy.probabilities(DecisionContext(
                 rq.agent_type, task.effective_priority, [r[2] for r in ranked],
                 [-r[0] for r in ranked], self._snapshot_fn))
-            probs = given if type(given) is list else list(given)  # ours, changed below
+            probs = given if type(given) is list else list(given)  # only read below
             pick = policy.draw(probs)
         drawn = probs[pick] < 1.0
         if experiment is not None and arm is not None:

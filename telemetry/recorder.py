@@ -147,7 +147,7 @@ class AgentSpan:
         self._name = name
         self._attrs = attrs
         self.span: Span = trace.INVALID_SPAN
-        self._pending = _Pending()
+        self._pending: _Pending | None = None  # made by start()
         self._tokens: tuple[object, Token[_Pending | None]] | None = None
 
     def start(self) -> Span:
@@ -178,8 +178,10 @@ class AgentSpan:
         ``error.type`` (the exception's ``error_type`` if it has one, else its class name)
         with ERROR status when ``exc`` is given."""
         scope = self._pending
-        scope.end_all()
         span = self.span
+        if scope is None:  # never started
+            return
+        scope.end_all()
         if not span.is_recording():
             return
         span.set_attributes({
