@@ -213,11 +213,7 @@ GROUP BY experiment, agent_type, arm, day, randomised"""
         owned = (f"cityHash64(TraceId, ParentSpanId) IN (SELECT cityHash64(TraceId, SpanId) "
                  f"FROM {self.table} WHERE {ROOT})")
         table = self.runner.frame(f"""
-SELECT model, count() AS attempts, countIf(failed) AS errors,
-       quantilesExactInclusive(0.5, 0.95)(Duration) AS q,
-       q[1] / 1e6 AS p50_latency_ms, q[2] / 1e6 AS p95_latency_ms,
-       count(score) AS quality_n, {exact_sum('score')} AS quality_s,
-       {exact_sum('cost')} AS cost_usd
+{_model_aggregates('Duration')}
 FROM (
   SELECT Duration, {MODEL} AS model, {FAILED} AS failed, {SCORE} AS score,
          toFloat64OrZero(SpanAttributes['{cv.AMM_COST_USD}']) AS cost
@@ -234,11 +230,7 @@ GROUP BY model""")  # only spans with a failover event expand their events (1.4 
 
     def _rollup_model_sums(self, path: QueryPath) -> pd.DataFrame:
         table = self.runner.frame(f"""
-SELECT model, count() AS attempts, countIf(failed) AS errors,
-       quantilesExactInclusive(0.5, 0.95)(duration) AS q,
-       q[1] / 1e6 AS p50_latency_ms, q[2] / 1e6 AS p95_latency_ms,
-       count(score) AS quality_n, {exact_sum('score')} AS quality_s,
-       {exact_sum('cost')} AS cost_usd
+{_model_aggregates('duration')}
 FROM ({rollup_attempts_sql(path)}) GROUP BY model""", settings=_MODEL_THREADS)
         away = self.runner.frame(f"SELECT f AS model, count() AS failovers_away FROM "
                                  f"{path.rollup} ARRAY JOIN FailoversFrom AS f "
@@ -347,3 +339,13 @@ def _totals_frame(df: pd.DataFrame, cost: pd.DataFrame) -> pd.DataFrame:
 
 
 _ = (ChdbRunner, HttpRunner)  # the two runners this source is opened with
+
+
+def _model_aggregates(duration: str) -> str:
+    """The per-model SELECT list of both paths (raw spans and the rollup): one
+    definition, so the two give the same numbers."""
+    return f"""SELECT model, count() AS attempts, countIf(failed) AS errors,
+       quantilesExactInclusive(0.5, 0.95)({duration}) AS q,
+       q[1] / 1e6 AS p50_latency_ms, q[2] / 1e6 AS p95_latency_ms,
+       count(score) AS quality_n, {exact_sum('score')} AS quality_s,
+       {exact_sum('cost')} AS cost_usd"""
