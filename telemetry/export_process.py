@@ -47,9 +47,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from telemetry import conventions as c
 from telemetry.export_guard import ExportFailure, ExportGuard
@@ -165,9 +164,6 @@ class ExportProcessSpanProcessor(SpanProcessor):
         return process.pid if process is not None and process.poll() is None else None
 
     # --- the span's end: on the caller's thread -------------------------------------------
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
-
     def on_end(self, span: ReadableSpan) -> None:
         if self._closed or span.context is None or not span.context.trace_flags.sampled:
             return

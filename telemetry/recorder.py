@@ -75,6 +75,7 @@ from telemetry.events import (
     RateLimitedEvent,
     SelectionEvent,
 )
+from telemetry.finished_span import FinishedSpans
 from telemetry.instruments import Instruments
 from telemetry.phoenix import SpanAnnotator, annotator_from_env
 from telemetry.redaction import message_texts, redact
@@ -296,6 +297,7 @@ class Recorder:
         tp = tracer_provider or trace.get_tracer_provider()
         mp = meter_provider or otel_metrics.get_meter_provider()
         self._tracer = tp.get_tracer(c.INSTRUMENTATION_SCOPE)
+        self._finished = FinishedSpans(self._tracer)
         self._instruments = Instruments(mp)
         self._listeners: tuple[EventSink, ...] = tuple(listeners)
         self._content = ContentPolicy.resolve(capture_content)
@@ -444,10 +446,9 @@ class Recorder:
             attrs[c.AMM_EXPERIMENT_ARM] = e.arm
             attrs[c.AMM_SELECTION_ARM_HONOURED] = e.chosen == e.arm
         self._add_common(attrs, c.OI_KIND_CHAIN, self._scope.get())
-        span = self._tracer.start_span(c.SPAN_SELECT, attributes=attrs, start_time=start)
-        if e.chosen is None:
-            span.set_status(Status(StatusCode.ERROR, _status_text(e.reason)))
-        span.end(end_time=end)
+        status = None if e.chosen is not None else Status(StatusCode.ERROR,
+                                                          _status_text(e.reason))
+        self._finished.emit(c.SPAN_SELECT, attrs, start, end, status)
 
     def _on_attempt(self, e: AttemptEvent) -> None:
         scope = self._scope.get()
@@ -553,8 +554,7 @@ class Recorder:
             **{f"amm.quality.{name}": float(value) for name, value in scores.items()},
         }
         self._add_common(attrs, c.OI_KIND_EVALUATOR, scope)
-        span = self._tracer.start_span(c.SPAN_EVALUATE, attributes=attrs, start_time=start)
-        span.end(end_time=end)
+        self._finished.emit(c.SPAN_EVALUATE, attrs, start, end)
 
     def _threshold_label(self, overall: float) -> str | None:
         if self._quality_threshold is None:

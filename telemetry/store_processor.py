@@ -30,9 +30,8 @@ import weakref
 from collections import deque
 from typing import Any
 
-from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
 from telemetry import conventions as c
 from telemetry.processor import DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SCHEDULE_DELAY_MS, env_number
@@ -82,9 +81,6 @@ class SpanStoreProcessor(SpanProcessor):
     def __repr__(self) -> str:
         return (f"SpanStoreProcessor({self.exporter.path}, queued={len(self._queue)}, "
                 f"capacity={self._capacity}, dropped={self.dropped})")
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._closed or span.context is None or not span.context.trace_flags.sampled:
