@@ -43,11 +43,13 @@ class Window:
         "extra_tokens",
         "extra_tokens_until",
         "limits",
+        "memo",
         "provider_until",
         "request_cap",
         "requests",
         "token_cap",
         "tokens",
+        "version",
     )
 
     def __init__(self) -> None:
@@ -64,6 +66,11 @@ class Window:
         self.extra_requests_until = -INF
         self.extra_tokens = 0
         self.extra_tokens_until = -INF
+        # Bumped by every change above; ``memo`` is the selector's last read of the window
+        # (see RateLimiter._view): (version, registry version, valid until, limited,
+        # headroom), replaced whole so a reader without the lock sees one consistent read.
+        self.version = 0
+        self.memo: tuple[int, object, float, bool, float] = (-1, None, -INF, False, 1.0)
 
 
 def capacity(limit: int, threshold: float, window_s: float) -> float:

@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_RETRY_AFTER_S = 60.0
 """How long a provider 429 without a Retry-After keeps a model limited."""
 
+_UNTOUCHED = (False, 1.0)  # (limited, headroom) of a model with no window yet
+
 
 class Reservation:
     """A request slot and its estimated tokens, taken by :meth:`RateLimiter.acquire`.
@@ -184,31 +186,61 @@ class RateLimiter:
 
         Unknown models have no local limits: False unless a provider 429 said otherwise.
         """
-        if model_id not in self._windows:
-            return False  # nothing sent, nothing reported: every state change makes a window
-        with self._lock:
-            w, now = self._window_now(model_id, require_known=False)
-            if w.provider_until <= now and self._has_room(w, now):
-                return False  # the common case, without walking the window for a wait
-            return self._wait_locked(w, now, 1) > 0
+        return self._view(model_id)[0]
 
     def headroom(self, model_id: str) -> float:
         """The share of the model's admitted capacity still free now, in [0, 1]: the
         smaller of the requests' and the tokens' share (0 under a provider 429). The
         selector scores availability by it."""
-        if model_id not in self._windows:
-            return 1.0  # nothing sent yet
+        return self._view(model_id)[1]
+
+    @property
+    def view_fn(self) -> Callable[[str], tuple[bool, float]] | None:
+        """``model_id -> (is_rate_limited, headroom)`` in one call, for the selector, which
+        asks both of every candidate; None when a subclass overrides either query (the
+        selector then calls them)."""
+        cls = type(self)
+        if (cls.is_rate_limited is not RateLimiter.is_rate_limited
+                or cls.headroom is not RateLimiter.headroom):
+            return None
+        return self._view
+
+    def _view(self, model_id: str) -> tuple[bool, float]:
+        """(limited, headroom) now. The selector asks both of every candidate, so the
+        answer is kept on the window with the moment time alone would change it (the
+        oldest entry leaving, a 429 hold or a header's reset ending) and read without
+        the lock while the window, the registry and that moment stand."""
+        w = self._windows.get(model_id)
+        if w is None:
+            return _UNTOUCHED  # nothing sent, nothing reported: every change makes a window
+        registry_version = getattr(self._registry, "version", None)
+        now = self._clock()
+        version, seen_registry, until, limited, headroom = w.memo  # before w.version
+        if (version == w.version and now < until and seen_registry == registry_version
+                and registry_version is not None):
+            return limited, headroom
         with self._lock:
             w, now = self._window_now(model_id, require_known=False)
+            limited = not (w.provider_until <= now and self._has_room(w, now)) and (
+                self._wait_locked(w, now, 1) > 0)  # the walk only when there is no room
             if w.provider_until > now:
-                return 0.0
-            if w.limits is None:
-                return 1.0
-            free_req = self._remaining(w.requests, w.extra_requests, w.extra_requests_until,
-                                       w.request_cap, now) / max(w.request_cap, 1.0)
-            free_tok = self._remaining(w.tokens, w.extra_tokens, w.extra_tokens_until,
-                                       w.token_cap, now) / max(w.token_cap, 1.0)
-        return max(0.0, min(1.0, free_req, free_tok))
+                headroom = 0.0
+            elif w.limits is None:
+                headroom = 1.0
+            else:
+                free_req = self._remaining(w.requests, w.extra_requests,
+                                           w.extra_requests_until, w.request_cap,
+                                           now) / max(w.request_cap, 1.0)
+                free_tok = self._remaining(w.tokens, w.extra_tokens, w.extra_tokens_until,
+                                           w.token_cap, now) / max(w.token_cap, 1.0)
+                headroom = max(0.0, min(1.0, free_req, free_tok))
+            until = min([t for t in (w.provider_until, w.extra_requests_until,
+                                     w.extra_tokens_until) if t > now],
+                        default=INF)
+            if w.entries:
+                until = min(until, w.entries[0].t + self._window_s)
+            w.memo = (w.version, registry_version, until, limited, headroom)
+        return limited, headroom
 
     @staticmethod
     def _has_room(w: Window, now: float) -> bool:
@@ -359,6 +391,7 @@ class RateLimiter:
                 w.extra_tokens = max(0, used - w.tokens)
                 w.extra_tokens_until = now + (
                     self._window_s if reset_tokens_s is None else reset_tokens_s)
+            w.version += 1
 
     def record(self, event: Event) -> None:
         """Listener: a provider ``RateLimitedEvent`` limits the model. Never raises.
@@ -390,6 +423,7 @@ class RateLimiter:
                     w.requests -= entry.requests
                     entry.requests = 0
             entry.tokens = tokens
+            w.version += 1
 
     def _window_now(self, model_id: str, *, require_known: bool) -> tuple[Window, float]:
         limits = self._limits_of(model_id)
@@ -403,6 +437,7 @@ class RateLimiter:
             w = self._windows[model_id] = Window()
         if limits is not w.limits:
             w.limits = limits
+            w.version += 1
             if limits is None:
                 w.request_cap = w.token_cap = INF
             else:
@@ -427,17 +462,20 @@ class RateLimiter:
             e = entries.popleft()
             w.requests -= e.requests
             w.tokens -= e.tokens
+            w.version += 1
 
     def _append(self, w: Window, now: float, tokens: int) -> Entry:
         entry = Entry(now, tokens)
         w.entries.append(entry)
         w.requests += 1
         w.tokens += tokens
+        w.version += 1
         return entry
 
     def _limit_until(self, w: Window, now: float, retry_after_s: float | None) -> None:
         secs = DEFAULT_RETRY_AFTER_S if retry_after_s is None else float(retry_after_s)
         w.provider_until = max(w.provider_until, now + secs)
+        w.version += 1
 
     def _wait_locked(self, w: Window, now: float, tokens: int) -> float:
         wait = max(0.0, w.provider_until - now)

@@ -331,6 +331,9 @@ class ModelSelector:
             if isinstance(performance_monitor, StatsSource) else None)
         self._headroom_fn: Callable[[str], float] | None = (
             rate_limiter.headroom if isinstance(rate_limiter, HeadroomSource) else None)
+        # Both of a candidate's rate-limit reads in one call, where the limiter has it.
+        self._limit_fn: Callable[[str], tuple[bool, float]] | None = getattr(
+            rate_limiter, "view_fn", None)
         self._status_fn: Callable[[str], ModelAvailability] | None = (
             health_checker.get_model_status if isinstance(health_checker, StatusSource)
             else None)
@@ -409,11 +412,16 @@ class ModelSelector:
             error = status.last_error if status is not None else None
             return Reason(f"unavailable: {error}" if error else "unavailable",
                           Exclusion.UNAVAILABLE)
-        if self.rate_limiter.is_rate_limited(mid):
+        limit_fn = self._limit_fn
+        if limit_fn is not None:
+            limited, headroom = limit_fn(mid)
+        else:
+            limited, headroom = self.rate_limiter.is_rate_limited(mid), None
+        if limited:
             reset = self._reset_fn(mid) if self._reset_fn is not None else None
             return Reason(f"rate-limited (resets in {reset}s)" if reset else "rate-limited",
                           Exclusion.RATE_LIMITED)
-        cand = self._candidate(e, cost, rq.agent_type)
+        cand = self._candidate(e, cost, rq.agent_type, headroom=headroom)
         if rq.max_latency is not None and cand.p95_latency_ms > rq.max_latency:
             source = "measured p95" if cand.measured else "expected"
             return Reason(f"latency {source} {cand.p95_latency_ms:.0f} ms > "
@@ -421,7 +429,8 @@ class ModelSelector:
         return cand
 
     def _candidate(self, e: _Entry, cost: float, agent_type: str | None,
-                   performance_data: PerformanceMetrics | None = None) -> Candidate:
+                   performance_data: PerformanceMetrics | None = None, *,
+                   headroom: float | None = None) -> Candidate:
         """The scorer's view of ``e``: measured statistics when there are enough, else priors."""
         snap = None
         if performance_data is None and self._snapshot_fn is not None:
@@ -442,7 +451,9 @@ class ModelSelector:
         else:
             cand = Candidate(e.model, e.caps, cost, e.latency, PRIOR_SUCCESS_RATE,
                              PRIOR_QUALITY, False, e.latency)
-        if self._headroom_fn is not None:
+        if headroom is not None:
+            cand.headroom = headroom
+        elif self._headroom_fn is not None:
             cand.headroom = self._headroom_fn(e.id)
         return cand
 

@@ -110,15 +110,15 @@ def _merge(target: dict[Any, int], source: dict[Any, int], sign: int) -> None:
 class _Series:
     """The ring and running total of one key."""
 
-    __slots__ = ("cached", "cached_tick", "cached_version", "slots", "total", "version")
+    __slots__ = ("memo", "slots", "total", "version")
 
     def __init__(self) -> None:
         self.slots: dict[int, _Agg] = {}
         self.total = _Agg()
         self.version = 0
-        self.cached: StatsSnapshot | None = None
-        self.cached_tick = -1
-        self.cached_version = -1
+        # (tick, version, snapshot): the last snapshot and when it was true. One attribute,
+        # replaced whole, so a reader without the lock sees a consistent triple.
+        self.memo: tuple[int, int, StatsSnapshot | None] = (-1, -1, None)
 
     def expire(self, oldest_kept: int) -> None:
         for tick in [t for t in self.slots if t < oldest_kept]:
@@ -216,19 +216,25 @@ class RollingStats:
 
         None when nothing was observed for the key within the window.
         """
-        key = (model_id, agent_type)
-        if key not in self._series:  # never observed: no lock, no clock (a dict read is atomic)
+        series = self._series.get((model_id, agent_type))
+        if series is None:  # never observed: no lock, no clock (a dict read is atomic)
             return None
         now = self._tick(None)
+        # Unchanged since the last snapshot in this tick: no lock either. The memo is read
+        # before the version, so a writer's change in between reads as a miss.
+        tick, version, snap = series.memo
+        if tick == now and version == series.version:
+            return snap
         with self._lock:
-            series = self._series.get(key)
+            series = self._series.get((model_id, agent_type))
             if series is None:
                 return None
-            if series.cached_tick == now and series.cached_version == series.version:
-                return series.cached
+            tick, version, snap = series.memo
+            if tick == now and version == series.version:
+                return snap
             series.expire(now - self._n + 1)
             snap = _snapshot(model_id, agent_type, series.total)
-            series.cached, series.cached_tick, series.cached_version = snap, now, series.version
+            series.memo = (now, series.version, snap)
             return snap
 
     def models(self) -> list[str]:

@@ -327,3 +327,58 @@ async def test_two_limiters_do_not_share_state(clock: FakeClock) -> None:
     for _ in range(9):
         await a.record_request("m", 1)
     assert a.is_rate_limited("m") and not b.is_rate_limited("m")
+
+
+def test_the_selectors_kept_view_always_equals_a_fresh_reading():
+    """``is_rate_limited``/``headroom`` are kept per window and read without the lock while
+    nothing changed: over 3,000 random steps (reservations taken, settled and released,
+    requests recorded, 429s, holds, provider headers, time moving by small and large
+    steps, the registry's limits changing) each kept answer equals one computed afresh."""
+    import dataclasses
+    import random
+
+    rng = random.Random(11)
+    clock = FakeClock()
+    model = ModelMetadata(id="m", provider="openai", name="m", capabilities=["text-generation"],
+                          cost_per_1k_input_tokens=0.001, cost_per_1k_output_tokens=0.002,
+                          rate_limits=RateLimits(requests_per_minute=12,
+                                                 tokens_per_minute=3_000),
+                          context_window=8_192, average_response_time_ms=300.0)
+    registry = ModelRegistry.from_models([model])
+    limiter = RateLimiter(registry, clock=clock, wall_clock=clock.wall)
+    open_reservations = []
+    changes = 0
+    for step in range(3_000):
+        action = rng.randrange(9)
+        if action == 0:
+            reservation = limiter.acquire("m", rng.randrange(1, 600))
+            if reservation is not None:
+                open_reservations.append(reservation)
+        elif action == 1 and open_reservations:
+            open_reservations.pop(rng.randrange(len(open_reservations))).settle(
+                rng.randrange(0, 800))
+        elif action == 2 and open_reservations:
+            open_reservations.pop(rng.randrange(len(open_reservations))).release()
+        elif action == 3:
+            limiter.provider_limited("m", rng.choice([None, 0.5, 3.0, 20.0]))
+        elif action == 4:
+            limiter.hold("m", rng.choice([0.0, 1.0, 7.5]))
+        elif action == 5:
+            limiter.update_from_headers("m", remaining_requests=rng.randrange(0, 13),
+                                        remaining_tokens=rng.randrange(0, 3_001),
+                                        reset_requests_s=rng.choice([None, 2.0, 30.0]),
+                                        reset_tokens_s=rng.choice([None, 1.0, 45.0]))
+        elif action == 6:
+            clock.t += rng.choice([0.001, 0.3, 2.0, 11.0, 61.0])
+        elif action == 7 and step % 50 == 0:
+            limits = RateLimits(requests_per_minute=rng.choice([2, 5, 12, 40]),
+                                tokens_per_minute=rng.choice([300, 500, 3_000]))
+            registry.update_model("m", dataclasses.replace(model, rate_limits=limits))
+            changes += 1
+        kept = (limiter.is_rate_limited("m"), limiter.headroom("m"))
+        window = limiter._windows.get("m")
+        if window is not None:
+            window.memo = (-1, None, float("-inf"), False, 1.0)  # forget: read afresh
+        fresh = (limiter.is_rate_limited("m"), limiter.headroom("m"))
+        assert kept == fresh, (step, action, kept, fresh)
+    assert changes > 5

@@ -425,3 +425,33 @@ async def test_an_overall_score_at_the_threshold_passes():
         ModelResponse(content="x", model_id="m", token_usage=TokenUsage(1, 1), latency_ms=1.0,
                       cost=0.0), ModelRequest(prompt="p", task_id="t", agent_type="review"))
     assert listener.events[0].label == "pass"
+
+
+def test_the_candidates_json_holds_every_row_and_no_number_json_cannot_hold(otel):
+    """Each row's numbers as given (6 significant digits), NaN and infinities as null,
+    model names quoted (also one that reads like a number JSON cannot hold), the same
+    text whether a row's statistics are new or were seen before."""
+    nan, inf = float("nan"), float("inf")
+    rows = (("m-a", 0.8125, 0.5, 0.00123, 0.9, 310.0, 0.99),
+            ('in"f', 0.5, 0.25, 2e-5, 0.7, 420.5, 1.0),
+            ("nan-model", 0.25, 0.25, 0.0, 0.7, 420.5, 1.0))
+    rec = Recorder(tracer_provider=otel.tracer_provider, meter_provider=otel.meter_provider)
+    expected = [
+        {"model": "m-a", "score": 0.8125, "probability": 0.5, "cost_usd": 0.00123,
+         "quality": 0.9, "latency_ms": 310.0, "success_rate": 0.99},
+        {"model": 'in"f', "score": 0.5, "probability": 0.25, "cost_usd": 2e-5,
+         "quality": 0.7, "latency_ms": 420.5, "success_rate": 1.0},
+        {"model": "nan-model", "score": 0.25, "probability": 0.25, "cost_usd": 0.0,
+         "quality": 0.7, "latency_ms": 420.5, "success_rate": 1.0}]
+    odd = (("m-b", nan, 1.0, inf, nan, 0.0, 1.0), ("m-c", -inf, 0.0, 1.0, 0.5, inf, 0.5))
+    for n, candidates in enumerate((rows, rows, odd)):
+        rec.record(SelectionEvent(agent_type="a", task_id=f"t{n}", chosen=candidates[0][0],
+                                  reason="r", candidates=candidates))
+    texts = [s.attributes["amm.selection.candidates"] for s in otel.spans()
+             if s.name == "amm.select"]
+    assert json.loads(texts[0]) == expected and texts[1] == texts[0]
+    assert json.loads(texts[2]) == [
+        {"model": "m-b", "score": None, "probability": 1.0, "cost_usd": None,
+         "quality": None, "latency_ms": 0.0, "success_rate": 1.0},
+        {"model": "m-c", "score": None, "probability": 0.0, "cost_usd": 1.0,
+         "quality": 0.5, "latency_ms": None, "success_rate": 0.5}]
