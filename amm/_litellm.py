@@ -16,24 +16,34 @@ price map on every reply: with both, a managed call's median is below a default
 Billing a stream that ends early. A provider bills the tokens it generated until it
 noticed the client had left, and tells the client only in-band: OpenAI (with
 ``include_usage``) and Ollama at the very end, Anthropic the input in ``message_start``
-and the output at the end, Gemini cumulative counts on every chunk. So when the caller
-cancels (:meth:`LiteLLMStream.aclose`), amm does not drop the connection at once: it
-reads on, passing nothing to the caller, while chunks keep coming within
-:data:`CANCEL_DRAIN_GAP_S` of each other and for :data:`CANCEL_DRAIN_S` at most. If the
-provider's stream ends in that time (the rest of a short or fast answer was already on
-its way, or the caller stopped at a tool call just before the end) the bill is the
-provider's own report, exact. Otherwise amm closes the connection and books an estimate,
-flagged ``usage_estimated``: the counts the provider reported so far (a floor) and amm's
-token estimate of everything received from the wire for the rest. It stays an estimate
-because the tokens generated between the client's last read and the provider noticing
-reach no client; counting chunks as tokens would not change that (and real chunks hold
-several tokens), and no provider here offers a request's usage afterwards. The cost of
-reading on is at most :data:`CANCEL_DRAIN_S` more of generation and of the caller's wait.
+and the output at the end, Gemini cumulative counts on every chunk. No provider here
+offers a request's usage afterwards. So a stream the caller leaves has two endings
+(the manager's ``on_cancel``, :mod:`amm._drains`):
+
+- :meth:`LiteLLMStream.drain` (the default): read the rest, passing nothing on, to the
+  provider's final usage report, which is then the bill, exact. It runs in the
+  background, so the caller does not wait for it; the provider generates (and bills)
+  the rest of the answer meanwhile, up to ``max_tokens``. Once the caller holds the
+  stream (after the first content chunk), a reader task of the stream's own reads
+  litellm's iterator and the caller takes from it, so that a cancel of the caller's
+  task mid-read cancels only its wait and not litellm's iterator (which would end with
+  the interrupted read): the drain goes on from where the reader is. (The whole
+  stream's time and CPU are unchanged by it within the noise of ``make bench``'s mock;
+  the first chunk is read without it.)
+- :meth:`LiteLLMStream.aclose`: close the connection at once. The provider stops when
+  it notices, and the bill is an estimate, flagged ``usage_estimated``: the counts the
+  provider reported so far (a floor) and amm's token estimate of everything received
+  for the rest. It stays an estimate because the tokens generated between the client's
+  last read and the provider noticing reach no client.
+
+A drain that runs out of time, or a stream that breaks without a report, is closed and
+billed the same estimate.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import threading
@@ -294,28 +304,21 @@ async def _call(litellm: ModuleType, kwargs: dict[str, Any], model: ModelMetadat
         ) from exc
 
 
-CANCEL_DRAIN_S = 0.25
-"""After a caller's cancel, how long at most a stream reads on for the provider's final
-usage report (see the module docstring)."""
-
-CANCEL_DRAIN_GAP_S = 0.05
-"""... and how long it waits for each next chunk meanwhile: a provider that pauses is left
-then, a stream whose rest is already on its way is read to its end. Not less: litellm
-takes a few milliseconds to hand over a stream's last chunk (tens on a busy machine)."""
-
-
 class LiteLLMStream:
     """One streamed attempt through litellm: an async iterator of :class:`StreamChunk`.
 
     Chunks without text or tool-call pieces (role-only, finish, usage) are read through,
     keeping ``finish_reason`` and the last reported ``usage`` (None: none reported). A
     provider error during iteration is raised mapped to :mod:`amm.errors`. A stream the
-    caller closes early is billed as the module docstring says: ``usage`` is then the
-    provider's final report, or an estimate with ``metadata["usage_estimated"]`` set.
+    caller leaves early ends with :meth:`drain` (read to its end: ``usage`` is the
+    provider's final report) or :meth:`aclose` (closed at once); where no final report
+    came, ``usage`` is an estimate and ``metadata["usage_estimated"]`` is set (see the
+    module docstring).
     """
 
-    __slots__ = ("_closed", "_ended", "_final", "_model", "_raw", "_received", "_secret",
-                 "_task_id", "finish_reason", "metadata", "rate_limit", "usage")
+    __slots__ = ("_closed", "_ended", "_final", "_model", "_pump", "_queue", "_raw",
+                 "_received", "_secret", "_task_id", "_waiter", "finish_reason", "metadata",
+                 "rate_limit", "usage")
 
     def __init__(self, raw: Any, model: ModelMetadata, task_id: str, secret: str | None) -> None:
         self._raw = raw
@@ -325,6 +328,12 @@ class LiteLLMStream:
         self._ended = False  # litellm's iterator has nothing more of the provider's to give
         self._final = False  # the provider's last chunk came (its finish reason): usage is final
         self._closed = False
+        # The reader task once the caller holds the stream (see _read), what it has read
+        # and not yet handed over (litellm's chunk, or the exception that ended it), and
+        # the future of a read waiting for it.
+        self._pump: asyncio.Task[None] | None = None
+        self._queue: collections.deque[tuple[bool, Any]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
         self._received = Accumulator()  # every content chunk read, also after a cancel
         self.finish_reason: str | None = None
         self.usage: TokenUsage | None = None
@@ -340,15 +349,16 @@ class LiteLLMStream:
     async def __anext__(self) -> StreamChunk:
         while True:
             try:
-                chunk = await self._raw.__anext__()
+                chunk = await self._read()
             except StopAsyncIteration:
                 self._ended = True
                 self._harvest_usage()
                 raise
             except asyncio.CancelledError:
-                # litellm's iterator ends with the interrupted read (and would then make up
-                # a last chunk): nothing more of the provider's can be read from it.
-                self._ended = True
+                if self._pump is None:
+                    # A read of its own (the first): litellm's iterator ends with it (and
+                    # would then make up a last chunk): nothing more can be read from it.
+                    self._ended = True
                 raise
             except APIModelError:
                 self._harvest_usage()
@@ -361,6 +371,54 @@ class LiteLLMStream:
             if out:
                 self._received.add(out)
                 return out
+
+    async def _read(self) -> Any:
+        """litellm's next chunk. The first content chunk (which the time to first chunk
+        measures) is read here; after it, while the caller holds the stream, a reader
+        task of the stream's own (:meth:`_run_pump`) reads and this takes from it. A
+        cancel of the caller's task mid-read then cancels only the wait, not litellm's
+        iterator (which would end with the interrupted read), so :meth:`drain` can read
+        on to the provider's usage report. A drain without a reader reads itself."""
+        if self._pump is None:
+            if not self._received.chunks or self._closed:
+                return await self._raw.__anext__()
+            self._pump = asyncio.get_running_loop().create_task(self._run_pump())
+        queue = self._queue
+        while not queue:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            await waiter
+        ok, item = queue.popleft()
+        if ok:
+            return item
+        raise item
+
+    async def _run_pump(self) -> None:
+        """Read litellm's chunks into the queue, in order, to the end of the stream."""
+        raw = self._raw
+        ok, item = True, None
+        try:
+            while ok:
+                try:
+                    item = await raw.__anext__()
+                except Exception as exc:  # StopAsyncIteration too: handed over in order
+                    ok, item = False, exc
+                self._queue.append((ok, item))
+                if self._wake():
+                    # The reader waited: let it take the chunk before the next is read
+                    # (a burst already received would otherwise all be read first).
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:  # closed: a read waiting must not wait forever
+            self._queue.append((False, ConnectionError("the stream was closed")))
+            self._wake()
+            raise
+
+    def _wake(self) -> bool:
+        """Wake a read waiting for the queue; True when there was one."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            return False
+        waiter.set_result(None)
+        return True
 
     def _harvest_usage(self) -> None:
         """The last usage the provider reported, also from chunks litellm received but
@@ -405,53 +463,53 @@ class LiteLLMStream:
                 name=getattr(fn, "name", None), arguments=getattr(fn, "arguments", None) or ""))
         return StreamChunk(text, tuple(deltas), self._model.id)
 
-    async def aclose(self) -> None:
-        """The caller cancels: read on briefly for the provider's final usage report, then
-        close the provider's HTTP response (idempotent; never raises)."""
+    async def drain(self, timeout_s: float) -> None:
+        """The caller left: read the rest, passing nothing on, to the provider's final
+        usage report (exact), for ``timeout_s`` at most; then close. Where the stream
+        ends without a report, breaks, runs out of time or this is cancelled (a manager
+        closing), ``usage`` is an estimate (flagged). Idempotent; raises only a cancel."""
         if self._closed:
             return
         self._closed = True
-        cancelled_again = False
-        if not self._ended:
-            cancelled_again = await self._read_on()
+        seen = self.finish_reason  # the caller's answer did not finish: it was cancelled
+        try:
+            if not self._ended:
+                async with asyncio.timeout(timeout_s):
+                    while True:
+                        self._received.add(self._take(await self._read()))
+        except StopAsyncIteration:
+            self._ended = True
+        except Exception:  # out of time, or a broken stream: nothing more to read
+            pass
+        finally:
+            self.finish_reason = seen
+            self._settle_usage()
+            await self._close_raw()
+
+    async def aclose(self) -> None:
+        """Close the provider's HTTP response now (the provider stops generating when it
+        notices); ``usage`` is what it reported so far, the rest estimated (flagged).
+        Idempotent; never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        self._settle_usage()
+        await self._close_raw()
+
+    def _settle_usage(self) -> None:
         self._harvest_usage()
         if not self._final:
             self._estimate_rest()
+
+    async def _close_raw(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None and not pump.done():
+            pump.cancel()  # its read unwound before the response is closed under it
+            await asyncio.wait([pump])  # (wait() never raises what ended the pump)
         close = getattr(self._raw, "aclose", None)
         if close is not None:
             with contextlib.suppress(Exception):  # a broken stream: nothing left to save
                 await close()
-        if cancelled_again:
-            # The cancel that came while reading on was held until the bill was made;
-            # it lands at the caller's next await, as it would have without us.
-            task = asyncio.current_task()
-            if task is not None:
-                task.cancel()
-
-    async def _read_on(self) -> bool:
-        """Read, passing nothing on, while chunks come within :data:`CANCEL_DRAIN_GAP_S`,
-        for :data:`CANCEL_DRAIN_S` at most or to the stream's end. True when the task was
-        cancelled (again) meanwhile."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CANCEL_DRAIN_S
-        seen = self.finish_reason  # the caller's answer did not finish: it was cancelled
-        try:
-            while (left := deadline - loop.time()) > 0:
-                async with asyncio.timeout(min(left, CANCEL_DRAIN_GAP_S)):
-                    chunk = await self._raw.__anext__()
-                self._received.add(self._take(chunk))
-        except StopAsyncIteration:
-            self._ended = True
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()  # re-requested by aclose() once the bill is made
-            return True
-        except Exception:  # a pause (TimeoutError) or a broken stream: nothing more to read
-            pass
-        finally:
-            self.finish_reason = seen
-        return False
 
     def _estimate_rest(self) -> None:
         """No final report: keep what the provider counted so far (Anthropic's input,

@@ -562,9 +562,11 @@ class AttemptStream:
     It settles itself exactly once: at the end of the stream (``response`` holds the
     whole answer, its usage and cost, and the attempt is recorded as a success); on a
     provider error mid-stream (recorded as failed, billed for what was received, and
-    raised as :class:`~amm.errors.StreamInterruptedError`); or on :meth:`aclose`
-    before the end (recorded with ``error.type`` ``cancelled``, billed for what the
-    provider reported, else an estimate).
+    raised as :class:`~amm.errors.StreamInterruptedError`); or when the caller leaves
+    before the end, recorded with ``error.type`` ``cancelled`` and billed for what the
+    provider reported, else an estimate: by :meth:`aclose` (the provider's response
+    closed now), or by :meth:`leave` (nothing more for the caller) then :meth:`drain`
+    (the rest read to the provider's final report, in the background).
     """
 
     __slots__ = (
@@ -652,11 +654,41 @@ class AttemptStream:
         if self.done:
             return None
         self.done = True
-        await self._provider.aclose()
+        try:
+            await self._provider.aclose()
+        finally:  # billed even when a second cancel interrupts the close
+            billed = self._record_cancel()
+        return billed
+
+    def leave(self) -> ModelResponse | None:
+        """The caller leaves before the end: nothing more reaches it, nothing is recorded
+        yet (:meth:`drain` does that). Returns amm's estimate of what was used so far, to
+        settle the holds with now (None when the stream had already settled)."""
+        if self.done:
+            return None
+        self.done = True
+        return self._billed()
+
+    async def drain(self, timeout_s: float) -> ModelResponse:
+        """After :meth:`leave`: read the rest to the provider's final usage report (for
+        ``timeout_s`` at most; an adapter's stream without ``drain`` is closed), then
+        record the attempt as cancelled, billed that report, else an estimate (flagged).
+        Returns what was billed; it is recorded also when the drain is cancelled."""
+        drain = getattr(self._provider, "drain", None)
+        try:
+            if drain is not None:
+                await drain(timeout_s)
+            else:
+                await self._provider.aclose()
+        finally:
+            billed = self._record_cancel()
+        return billed
+
+    def _record_cancel(self) -> ModelResponse:
         err = ProviderError(f"{self.model.id}: the caller closed the stream",
                             model_id=self.model.id, task_id=self.request.task_id or None,
                             error_type=CANCELLED, is_retryable=False)
-        billed = self._billed()
+        billed = self._billed_last = self._billed()
         self._client._record_failure(self.model, self.request, self._attempt, err,
                                      self._elapsed_ms(), self._start_ns, billed=billed,
                                      stream=self._stream_fields())

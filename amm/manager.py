@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from amm._drains import StreamDrains
 from amm.errors import (
     APIModelError,
     BudgetExceededError,
@@ -81,7 +82,8 @@ if TYPE_CHECKING:
     from telemetry.recorder import Recorder
     from telemetry.setup import Telemetry
 
-__all__ = ["ACTIVE_AGENT", "BudgetPolicy", "ManagerSettings", "ModelManager", "warm_up"]
+__all__ = ["ACTIVE_AGENT", "BudgetPolicy", "ManagerSettings", "ModelManager", "OnCancel",
+           "warm_up"]
 
 #: (agent type, task id) of the agent invocation whose span is open in this context.
 #: ``@managed_model`` sets it; ``complete`` then records under that span instead of
@@ -127,6 +129,43 @@ class BudgetPolicy(enum.StrEnum):
     DOWNGRADE = "downgrade"  # route to the cheapest model that fits the request
 
 
+class OnCancel(enum.StrEnum):
+    """What a stream does when its caller leaves it before the end (``break``,
+    ``aclose()``, leaving ``async with``, the caller's task cancelled).
+
+    Either way the caller gets control back at once and its rate-limit and budget holds
+    are settled then. The difference is the bill (see :mod:`amm._drains`).
+    """
+
+    # Read the provider's stream to its end in the background (cancel_drain_timeout_s at
+    # most) and book its own final usage report: exact, but the rest is generated and paid.
+    DRAIN = "drain"
+    # Close the connection at once: the provider stops when it notices; amm books its
+    # estimate of what was used, flagged (ledger source ``attempt:estimated``).
+    CLOSE = "close"
+
+
+DRAIN_GRACE_S = 5.0
+"""How long :meth:`ModelManager.stop` lets pending stream drains finish before it closes
+them (each then books amm's estimate, flagged)."""
+
+
+def _stream_settings(on_cancel: object, cancel_drain_timeout_s: object) -> OnCancel:
+    """``on_cancel`` as an OnCancel; a ConfigurationError naming a bad value."""
+    try:
+        mode = OnCancel(on_cancel)  # type: ignore[arg-type]  # checked: a ValueError
+    except ValueError:
+        raise ConfigurationError(
+            f"on_cancel: must be one of {', '.join(m.value for m in OnCancel)}; got "
+            f"{on_cancel!r}", field="on_cancel") from None
+    t = cancel_drain_timeout_s
+    if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < float("inf"):
+        raise ConfigurationError(
+            f"cancel_drain_timeout_s: must be a number of seconds > 0; got {t!r}",
+            field="cancel_drain_timeout_s")
+    return mode
+
+
 @dataclass(frozen=True, slots=True)
 class ManagerSettings:
     """Settings of the request path (not of any one component)."""
@@ -140,6 +179,13 @@ class ManagerSettings:
     request_timeout_s: float = 120.0  # the whole request: every retry and failover within it
     # start() imports litellm in the background: the first call does not wait 5-8 s
     warm: bool = True
+    # a stream its caller leaves: read to the end for an exact bill, or closed (OnCancel)
+    on_cancel: OnCancel = OnCancel.DRAIN
+    cancel_drain_timeout_s: float = 60.0  # how long at most a drain reads on
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "on_cancel",
+                           _stream_settings(self.on_cancel, self.cancel_drain_timeout_s))
 
 
 class ModelManager:
@@ -193,6 +239,7 @@ class ModelManager:
         self._watch: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.state: FleetState | None = None  # the fleet's shared state (state_url)
+        self.stream_drains = StreamDrains()  # streams callers left, read on (on_cancel)
 
     # ------------------------------------------------------------------ building
 
@@ -225,6 +272,8 @@ class ModelManager:
         # The routing policy (amm.policy): {"kind": "softmax", ...}; None: the registry's.
         policy: Any = None,
         state_url: str | None = None,  # the fleet's shared state; None: $AMM_STATE_URL, registry
+        on_cancel: OnCancel | str = OnCancel.DRAIN,
+        cancel_drain_timeout_s: float = 60.0,
     ) -> ModelManager:
         """Build every component from one registry file and one data directory.
 
@@ -238,6 +287,12 @@ class ModelManager:
         ``request_timeout_s`` the whole request with its retries and failovers (120 s):
         each attempt gets at most the time that is left. If building fails (a bad
         registry, an unwritable data directory), nothing is left running or open.
+
+        A stream its caller leaves early (``on_cancel``): ``"drain"`` reads the provider's
+        stream to its end in the background, ``cancel_drain_timeout_s`` (60 s) at most,
+        and bills the provider's own usage report, exact, paying for the rest of the
+        answer; ``"close"`` closes the connection at once and bills amm's estimate,
+        flagged (:class:`OnCancel`, :mod:`amm._drains`).
         """
         from amm._store import open_store
         from amm.api_client import APIClientManager
@@ -257,6 +312,7 @@ class ModelManager:
         # The registry and settings first: bad input fails before any thread, file or
         # exporter exists.
         registry = ModelRegistry(Path(config_path))
+        cancel_mode = _stream_settings(on_cancel, cancel_drain_timeout_s)
         try:
             budget = BudgetPolicy(budget_policy)
         except ValueError:
@@ -334,7 +390,8 @@ class ModelManager:
                     budget_policy=budget, cache_enabled=cache_enabled,
                     retries_per_model=retries_per_model,
                     degradation_check_interval_s=degradation_check_interval_s,
-                    request_timeout_s=request_timeout_s, warm=warm,
+                    request_timeout_s=request_timeout_s, warm=warm, on_cancel=cancel_mode,
+                    cancel_drain_timeout_s=cancel_drain_timeout_s,
                 ),
                 telemetry=tel, start_health_checks=start_health_checks, store=store,
             )
@@ -395,6 +452,8 @@ class ModelManager:
                 await self._watch
             self._watch = None
         await self.health_checker.stop()
+        # Streams callers left are booked before the ledger and the clients close.
+        await self.stream_drains.close(DRAIN_GRACE_S)
         if self.state is not None:
             await self.state.stop()  # pending settlements first, then the connections
         self.recorder.end_pending()
@@ -441,6 +500,17 @@ class ModelManager:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def drain_streams(self, timeout_s: float | None = None) -> bool:
+        """Wait until every stream a caller left (``on_cancel="drain"``) has been read to
+        its end and its attempt booked in the ledger; ``timeout_s`` at most (None: up to
+        each drain's own ``cancel_drain_timeout_s``). True when none is pending
+        (``manager.stream_drains.pending`` counts them). ``stop()`` does this too, for
+        :data:`DRAIN_GRACE_S`, then closes what is left (booked as flagged estimates).
+
+        >>> await manager.drain_streams()   # e.g. before reading the ledger
+        """
+        return await self.stream_drains.wait(timeout_s)
 
     def flush(self) -> None:
         """Write everything pending (ledger, performance rows, spans) now."""

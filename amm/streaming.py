@@ -12,10 +12,13 @@ Honest semantics: retries and failover happen only before the first chunk reache
 the caller. After that a provider error ends the stream with
 :class:`~amm.errors.StreamInterruptedError` (partial text, usage so far, billed);
 closing the stream early (``break``, ``await stream.aclose()``, leaving ``async with``,
-or the caller's task cancelled) cancels the provider call and bills what the provider
-reported: the built-in adapter reads on briefly, passing nothing on, for the provider's
-final usage report, and where none comes books an estimate flagged ``usage_estimated``
-(see :mod:`amm._litellm` for why a stream left mid-generation cannot be billed exactly).
+or the caller's task cancelled) ends it for the caller at once and settles its
+rate-limit and budget holds. By default (``on_cancel="drain"``) the manager then reads
+the provider's stream to its end in the background and bills the provider's own usage
+report, exact (the rest of the answer is paid for); with ``on_cancel="close"`` the
+connection is closed at once and the bill is an estimate flagged ``usage_estimated``
+(see :mod:`amm._drains` and :mod:`amm._litellm`). ``await manager.drain_streams()``
+waits for pending bills.
 
 This module holds the value objects and the accumulator; the provider side is in
 :mod:`amm._litellm` and :mod:`amm.api_client`, the request path in :mod:`amm.manager`.
@@ -291,16 +294,16 @@ class ManagedStream:
             span.finish(exc)
 
     async def aclose(self) -> None:
-        """Stop: the caller gets nothing more; the provider call is closed (after reading
-        on for its usage report, at most :data:`amm._litellm.CANCEL_DRAIN_S`), the
-        rate-limit reservation released, what the provider reported billed (else a flagged
-        estimate). Safe to call twice, and after the end."""
+        """Stop: the caller gets nothing more, at once; the rate-limit reservation and
+        the budget hold are settled now. The provider's stream is then read to its end
+        in the background and billed its own usage report (``on_cancel="drain"``, the
+        default), or closed now and billed an estimate, flagged (``"close"``); see
+        :mod:`amm._drains`. Safe to call twice, and after the end."""
         source = self._source
         active = self._activate()
         try:
             if source is not None and not source.done:
-                billed = await source.aclose()
-                self._settle(billed)
+                await self._leave(source)
                 cancelled = _Cancelled(f"{source.model.id}: the caller closed the stream")
                 self._end_span(cancelled)
             else:
@@ -308,6 +311,22 @@ class ManagedStream:
         finally:
             _deactivate(active)
         self._cached = None if self._cached is None else []
+
+    async def _leave(self, source: Any) -> None:
+        m = self._manager
+        settings = m.settings
+        if settings.on_cancel == "close":
+            try:
+                await source.aclose()
+            finally:  # settled even when a second cancel interrupts the close
+                self._settle(source.response_or_billed())
+            return
+        holds = self._reservation
+        self._settle(source.leave())  # no await from the caller's leaving to here
+        # Started while the agent span is current: the chat span the drain records when
+        # it books the attempt is that span's child (and may end after it).
+        m.stream_drains.start(source, holds[0] if holds is not None else None,
+                              timeout_s=settings.cancel_drain_timeout_s)
 
     def __del__(self) -> None:
         # Dropped mid-stream without aclose(): close it on its loop, so the provider's

@@ -13,9 +13,13 @@ from typing import Any
 
 import pytest
 
-from amm._litellm import CANCEL_DRAIN_S
 from amm.decorator import managed_model
-from amm.errors import FailoverError, ModelUnavailableError, StreamInterruptedError
+from amm.errors import (
+    ConfigurationError,
+    FailoverError,
+    ModelUnavailableError,
+    StreamInterruptedError,
+)
 from amm.models import ModelRequest
 from amm.sim import ModelProfile
 from amm.sim.streams import TOKENS_PER_PIECE
@@ -58,6 +62,16 @@ def ledger_by_model(manager: Any) -> dict[str, tuple[int, int]]:
 
 def billed(sim: Any) -> dict[str, tuple[int, int]]:
     return {m: t for m, t in sim.billed().items() if t != (0, 0)}
+
+
+async def booked(manager: Any, log: Any) -> None:
+    """Wait for a stream the caller left to be booked: its drain starts once the loop's
+    generator is finalised (a few loop turns after a ``break``), then reads to the end."""
+    for _ in range(200):
+        if manager.stream_drains.pending or log.of(AttemptEvent):
+            break
+        await asyncio.sleep(0.005)
+    assert await manager.drain_streams(timeout_s=10.0)
 
 
 # -- tools ---------------------------------------------------------------------------------
@@ -277,9 +291,11 @@ async def test_a_stream_cut_mid_way_raises_with_the_partial_text_and_is_billed(b
         assert ledger_by_model(manager) == billed(sim)
 
 
-async def test_a_cancelled_stream_releases_its_rate_limit_reservation(build_manager):
+@pytest.mark.parametrize("on_cancel", ["drain", "close"])
+async def test_a_cancelled_stream_releases_its_rate_limit_reservation(build_manager, on_cancel):
     manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1)},
-                                      [agent_model("m", "openai", tpm=20_000)])
+                                      [agent_model("m", "openai", tpm=20_000)],
+                                      daily_budget=10.0, on_cancel=on_cancel)
     gate = sim.stream_gate("m")
     limiter = manager.rate_limiter
     async with manager:
@@ -289,13 +305,25 @@ async def test_a_cancelled_stream_releases_its_rate_limit_reservation(build_mana
         first = await stream.__anext__()
         assert first.delta
         during = (await limiter.check_rate_limit("m", 0)).tokens_remaining
+        assert manager.cost_tracker.reserved() > 0
         await stream.aclose()
+        # Right after the cancel returns (the provider is still held at the gate): the
+        # 4,000-token reservation and the budget hold are gone; what was used so far
+        # (amm's estimate: the prompt and the chunk read) still counts.
+        released = (await limiter.check_rate_limit("m", 0)).tokens_remaining
+        assert before - 20 <= released < before
+        assert manager.cost_tracker.reserved() == 0.0
         gate.release()
+        assert await manager.drain_streams(timeout_s=10.0)
         after = (await limiter.check_rate_limit("m", 0)).tokens_remaining
     assert during <= before - 4000  # the reservation holds the estimate while streaming
     attempt = log.of(AttemptEvent)[-1]
     assert attempt.error_type == "cancelled" and not attempt.success
+    assert attempt.usage_estimated == (on_cancel == "close")
+    # the window counts what was billed, once: the provider's report under "drain"
     assert after == before - (attempt.input_tokens + attempt.output_tokens)
+    if on_cancel == "drain":
+        assert (attempt.input_tokens, attempt.output_tokens) == sim.billed()["m"]
 
 
 async def test_a_cached_answer_is_streamed(build_manager):
@@ -412,29 +440,24 @@ def mixed_run_models() -> tuple[dict[str, ModelProfile], list[dict[str, Any]]]:
     return profiles, models
 
 
-ESTIMATED = ("-mid-way", "an-cut", "an-cut-tool", "ol-cut")
-"""Task-id endings of the mixed run's rows no client can bill exactly: a stream left while
-the provider still generated (it bills the chunk it was writing when it noticed), and cut
-Anthropic and Ollama streams (they count the output only at the end)."""
-
-EXACT_IF_IN_TIME = ("-break-after-finish", "-aclose-at-tool-call")
-"""... and of the rows exact when the rest of the stream, already sent, is read within
-``CANCEL_DRAIN_GAP_S`` a chunk (pinned alone by the test after the mixed run's)."""
+ESTIMATED = ("an-cut", "an-cut-tool", "ol-cut")
+"""Task ids of the mixed run's rows no client can bill exactly: cut Anthropic and Ollama
+streams (they count the output only at the end, and the connection dropped before it).
+Every cancelled row is exact, those left while the provider still generated too: the
+manager reads the provider's stream to its end (``on_cancel="drain"``)."""
 
 
 async def test_the_ledger_equals_the_billed_tokens_over_a_mixed_run(build_manager):
-    # Every ledger row against its own request's bill, on all four protocols: exact where
-    # the provider reported the usage, flagged an estimate within a bound where it could not.
+    # Every ledger row against its own request's bill, on all four protocols: exact
+    # wherever the provider reported the usage (every cancel included), flagged an
+    # estimate within a bound only where a cut stream left it no report.
     manager, sim, log = build_manager(*mixed_run_models())
     async with manager:
         runs = await asyncio.gather(*(mixed_run(manager, sim, p) for p in PROTOCOLS))
         task_ids = [t for run in runs for t in run]
-        # A stalled stream is billed when the simulator next writes and finds the client gone.
-        for _ in range(300):
-            if len(sim.bills()) == len(task_ids):
-                break
-            await asyncio.sleep(0.01)
-        assert manager.cost_tracker.reserved() == 0.0
+        assert manager.cost_tracker.reserved() == 0.0  # the cancels' holds went with them
+        assert await manager.drain_streams(timeout_s=30.0)
+        assert manager.stream_drains.pending == 0
     every_bill, every_row = sim.bills(), ledger_rows(manager)
     assert len(every_bill) == len(every_row) == len(task_ids)  # one row per billed request
     bills = {t: b for t in task_ids for b in every_bill if f"[{t}]" in b.prompt}
@@ -446,14 +469,14 @@ async def test_the_ledger_equals_the_billed_tokens_over_a_mixed_run(build_manage
         model, tokens_in, tokens_out, source = rows[task]
         bill = bills[task]
         assert model == bill.model
-        assert (bill.ended == "client_left") == task.endswith("-mid-way"), (task, bill)
+        # No stream was left unread: the provider finished every cancelled one.
+        assert bill.ended in ("complete", "cut"), (task, bill)
+        assert bill.ended == "complete" or task.endswith(("-cut", "-cut-tool")), (task, bill)
         if source == "attempt":
             assert not task.endswith(ESTIMATED), task
             assert (tokens_in, tokens_out) == (bill.input_tokens, bill.output_tokens), task
             continue
         assert source == "attempt:estimated", task
-        if task.endswith(EXACT_IF_IN_TIME):
-            continue  # not read in time: an estimate of what was read before the close
         assert task.endswith(ESTIMATED), task
         # amm estimates ceil(chars / 4) where the simulator counts words and marks, and
         # cannot see the chunk the provider generated after the client left.
@@ -486,17 +509,49 @@ async def test_a_stream_closed_after_the_provider_finished_is_billed_its_own_rep
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_a_stream_left_while_the_provider_generates_is_an_estimate_never_exact(
+async def test_a_stream_left_while_the_provider_generates_returns_at_once_and_is_billed_exactly(
         build_manager, protocol):
-    # What the provider generated after the caller left reaches no client: the row says so.
+    # The caller's close returns while the provider is held at the gate (it cannot have
+    # finished); the manager reads the rest in the background and books the provider's
+    # own final report once the provider ends.
     manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1)},
                                       [agent_model("m", protocol)])
     gate = sim.stream_gate("m")
     async with manager:
         stream = manager.stream(ModelRequest(prompt="Explain how a ring buffer wraps",
                                              task_id="left", agent_type="chat"))
+        first = await stream.__anext__()
+        await stream.aclose()
+        assert gate.closed and not sim.bills()  # the provider is still generating
+        assert manager.stream_drains.pending == 1 and not log.of(AttemptEvent)
+        gate.release()
+        assert await manager.drain_streams(timeout_s=10.0)
+        assert manager.stream_drains.pending == 0
+    (bill,) = sim.bills()
+    assert bill.ended == "complete"
+    attempt = log.of(AttemptEvent)[-1]
+    assert attempt.error_type == "cancelled" and not attempt.usage_estimated
+    assert (attempt.input_tokens, attempt.output_tokens) == (bill.input_tokens,
+                                                             bill.output_tokens)
+    assert [(r[1], r[2], r[3], r[4]) for r in ledger_rows(manager)] == [
+        ("left", bill.input_tokens, bill.output_tokens, "attempt")]
+    assert first.delta and stream.response is None  # the caller got only what it read
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_on_cancel_close_stops_the_provider_and_books_a_flagged_estimate(
+        build_manager, protocol):
+    # What the provider generated after the caller left reaches no client: the row says so.
+    manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1)},
+                                      [agent_model("m", protocol)], on_cancel="close")
+    gate = sim.stream_gate("m")
+    async with manager:
+        stream = manager.stream(ModelRequest(prompt="Explain how a ring buffer wraps",
+                                             task_id="left", agent_type="chat"))
         await stream.__anext__()
         await stream.aclose()
+        assert manager.stream_drains.pending == 0
+        assert log.of(AttemptEvent)[-1].usage_estimated  # booked by the close itself
         await asyncio.sleep(0.2)  # the closed connection reaches the simulator
         gate.release()
         while not sim.bills():
@@ -511,6 +566,72 @@ async def test_a_stream_left_while_the_provider_generates_is_an_estimate_never_e
         assert rows[0][2] == bill.input_tokens
     # amm's estimate of what arrived; the chunk the provider wrote on noticing never did.
     assert rows[0][3] > 0 and abs(rows[0][3] - bill.output_tokens) <= TOKENS_PER_PIECE + 4
+
+
+async def test_a_drain_past_its_bound_closes_and_books_a_flagged_estimate(build_manager):
+    manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1)},
+                                      [agent_model("m", "openai")], cancel_drain_timeout_s=0.1)
+    gate = sim.stream_gate("m")
+    async with manager:
+        stream = manager.stream(ModelRequest(prompt="Explain how a ring buffer wraps",
+                                             task_id="slow", agent_type="chat"))
+        await stream.__anext__()
+        await stream.aclose()
+        assert await manager.drain_streams(timeout_s=10.0)  # the bound, not the gate, ends it
+        assert gate.closed
+        gate.release()
+        while not sim.bills():
+            await asyncio.sleep(0.005)
+    (bill,) = sim.bills()
+    assert bill.ended == "client_left"
+    attempt = log.of(AttemptEvent)[-1]
+    assert attempt.error_type == "cancelled" and attempt.usage_estimated
+    assert [(r[1], r[4]) for r in ledger_rows(manager)] == [("slow", "attempt:estimated")]
+
+
+@pytest.mark.parametrize("provider_ends", [True, False])
+async def test_stopping_the_manager_books_a_pending_drain_never_loses_it(
+        build_manager, monkeypatch, provider_ends):
+    # stop() gives pending drains DRAIN_GRACE_S: one the provider ends in time is booked
+    # exactly, one it does not is closed and booked as a flagged estimate.
+    import amm.manager
+
+    monkeypatch.setattr(amm.manager, "DRAIN_GRACE_S", 3.0 if provider_ends else 0.3)
+    stall = 0.05 if provider_ends else 10.0
+    manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1, stream_stall_s=stall)},
+                                      [agent_model("m", "openai")])
+    async with manager:
+        stream = manager.stream(ModelRequest(prompt="Explain how a ring buffer wraps",
+                                             task_id="shut", agent_type="chat"))
+        await stream.__anext__()
+        await stream.aclose()
+        assert manager.stream_drains.pending == 1
+    assert manager.stream_drains.pending == 0
+    (attempt,) = log.of(AttemptEvent)
+    assert attempt.error_type == "cancelled"
+    rows = ledger_rows(manager)
+    assert len(rows) == 1 and rows[0][1] == "shut"
+    if provider_ends:
+        (bill,) = sim.bills()
+        assert rows[0][2:] == (bill.input_tokens, bill.output_tokens, "attempt")
+    else:
+        assert attempt.usage_estimated and rows[0][4] == "attempt:estimated"
+        assert rows[0][3] > 0
+
+
+@pytest.mark.parametrize(("setting", "value"), [("on_cancel", "abandon"),
+                                                ("on_cancel", None),
+                                                ("cancel_drain_timeout_s", 0),
+                                                ("cancel_drain_timeout_s", float("nan"))])
+def test_a_bad_stream_cancel_setting_is_a_configuration_error_naming_it(
+        build_manager, setting, value):
+    from amm.manager import ManagerSettings
+
+    with pytest.raises(ConfigurationError) as info:
+        build_manager({"m": ModelProfile()}, [agent_model("m", "openai")], **{setting: value})
+    assert info.value.field == setting and repr(value) in str(info.value)
+    with pytest.raises(ConfigurationError):
+        ManagerSettings(**{setting: value})
 
 
 async def test_cancelling_the_callers_task_mid_stream_cancels_the_provider_call(build_manager):
@@ -532,10 +653,14 @@ async def test_cancelling_the_callers_task_mid_stream_cancels_the_provider_call(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert manager.cost_tracker.reserved() == 0.0  # released with the cancel
         gate.release()
+        assert await manager.drain_streams(timeout_s=10.0)
         after = (await manager.rate_limiter.check_rate_limit("m", 0)).tokens_remaining
     attempt = log.of(AttemptEvent)[-1]
-    assert attempt.error_type == "cancelled"
+    assert attempt.error_type == "cancelled" and not attempt.usage_estimated
+    # The read the cancel interrupted went on: the provider's own report is the bill.
+    assert (attempt.input_tokens, attempt.output_tokens) == sim.billed()["m"]
     assert after == before - (attempt.input_tokens + attempt.output_tokens)
     assert manager.cost_tracker.reserved() == 0.0
 
@@ -550,16 +675,18 @@ async def test_breaking_out_of_the_loop_cancels_the_provider_call(build_manager)
         async for chunk in stream:
             assert chunk.delta
             break
-        # The generator's finaliser runs on the next loop turns; the stream then reads on
-        # for the provider's final report for CANCEL_DRAIN_S at most (it is held here).
-        for _ in range(int(CANCEL_DRAIN_S / 0.01) + 50):
+        # The generator's finaliser runs on the next loop turns; it settles the holds at
+        # once, while the provider is still held at the gate.
+        for _ in range(100):
             if manager.cost_tracker.reserved() == 0.0:
                 break
             await asyncio.sleep(0.01)
+        assert manager.cost_tracker.reserved() == 0.0 and gate.closed
         gate.release()
-        assert manager.cost_tracker.reserved() == 0.0
+        await booked(manager, log)
     attempt = log.of(AttemptEvent)[-1]
     assert attempt.error_type == "cancelled" and stream.response is None
+    assert (attempt.input_tokens, attempt.output_tokens) == sim.billed()["m"]
 
 
 async def test_streams_the_caller_cancels_count_neither_against_health_nor_statistics(
@@ -594,13 +721,45 @@ async def test_breaking_out_of_the_loop_ends_the_streams_agent_span_as_cancelled
                                              agent_type="chat"))
         async for _ in stream:
             break
-        for _ in range(int(CANCEL_DRAIN_S / 0.01) + 50):
-            if log.of(AttemptEvent):
-                break
-            await asyncio.sleep(0.01)
+        await booked(manager, log)
     span = otel.span("invoke_agent chat")
     assert span.attributes["error.type"] == "cancelled"
     assert "never retrieved" not in caplog.text
+
+
+async def test_a_drained_attempts_chat_span_ends_when_it_is_booked_with_the_exact_usage(
+        build_manager, otel):
+    # The agent span ends when the caller leaves; the chat span of the attempt, its child,
+    # when the drain books it (after its parent, as OpenTelemetry allows).
+    from telemetry.recorder import Recorder
+
+    manager, sim, log = build_manager(
+        {"m": ModelProfile(latency_ms=1)}, [agent_model("m", "anthropic")],
+        recorder=Recorder(tracer_provider=otel.tracer_provider,
+                          meter_provider=otel.meter_provider))
+    gate = sim.stream_gate("m")
+    async with manager:
+        stream = manager.stream(ModelRequest(prompt="Tell a long story", task_id="sp",
+                                             agent_type="chat"))
+        async for _ in stream:
+            break
+        for _ in range(100):
+            if any(s.name == "invoke_agent chat" for s in otel.spans()):
+                break
+            await asyncio.sleep(0.01)
+        agent = otel.span("invoke_agent chat")
+        assert agent.attributes["error.type"] == "cancelled"
+        assert not any(s.name.startswith("chat ") for s in otel.spans())  # still draining
+        gate.release()
+        await booked(manager, log)
+    (bill,) = sim.bills()
+    chat = otel.span("chat m")
+    assert chat.parent.span_id == agent.context.span_id and chat.end_time >= agent.end_time
+    assert chat.attributes["error.type"] == "cancelled"
+    assert (chat.attributes["gen_ai.usage.input_tokens"],
+            chat.attributes["gen_ai.usage.output_tokens"]) == (bill.input_tokens,
+                                                               bill.output_tokens)
+    assert "amm.usage.estimated" not in chat.attributes
 
 
 async def test_a_stream_never_leaves_its_agent_span_current_in_the_callers_context(
@@ -628,10 +787,7 @@ async def test_a_stream_never_leaves_its_agent_span_current_in_the_callers_conte
             assert trace.get_current_span() is outer  # after the break
             with tracer.start_as_current_span("after"):
                 pass
-            for _ in range(int(CANCEL_DRAIN_S / 0.01) + 50):
-                if log.of(AttemptEvent):
-                    break
-                await asyncio.sleep(0.01)
+            await booked(manager, log)
         assert trace.get_current_span() is not outer
     caller, agent = otel.span("caller"), otel.span("invoke_agent chat")
     assert otel.span("body").parent.span_id == caller.context.span_id
