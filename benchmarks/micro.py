@@ -101,6 +101,10 @@ async def bench_select_model(bench: AmmBench, sizes: tuple[int, ...], *,
     manager's real recorder (so each selection also builds its ``amm.select`` span);
     a second measurement with no event sink isolates selection itself.
 
+    ``_softmax_traffic`` is the exploring policy again after every model has had traffic
+    (:func:`_traffic`): the state a running service selects in, where each candidate's
+    statistics and rate window are real reads rather than "nothing observed".
+
     Each call runs as the manager runs it, inside its own ``invoke_agent`` span, and
     ``p50_us``/``p99_us``/``mean_us`` time the ``select_model`` call alone: building the
     request and opening and ending the agent span are the caller's, the same whatever
@@ -126,10 +130,13 @@ async def bench_select_model(bench: AmmBench, sizes: tuple[int, ...], *,
             # The exploring policy (softmax with a floor) chooses among the same scores.
             softmax = {"kind": "softmax", "temperature": 0.1, "floor": 0.01, "seed": 7}
             for label, events, policy in (("", recorder, None), ("_no_events", None, None),
-                                          ("_softmax", recorder, softmax)):
+                                          ("_softmax", recorder, softmax),
+                                          ("_softmax_traffic", recorder, softmax)):
                 kwargs: dict[str, Any] = {"events": events} if events is not None else {}
                 if policy is not None:
                     kwargs["policy"] = policy
+                if label == "_softmax_traffic":  # as after a minute of traffic
+                    _traffic(registry, perf, limiter)
                 selector = ModelSelector(registry, health, limiter, perf, **kwargs)
                 counter = iter(range(10**9))
 
@@ -153,6 +160,28 @@ async def bench_select_model(bench: AmmBench, sizes: tuple[int, ...], *,
         finally:
             perf.close()
     return out
+
+
+def _traffic(registry: Any, perf: Any, limiter: Any) -> None:
+    """Give every model what a minute of traffic leaves: measured statistics for the
+    benchmark's agent type (40 attempts, 40 quality scores) and a rate-limit window with
+    20 settled requests, so selection reads real snapshots and windows, not the priors."""
+    import random
+
+    from telemetry.events import AttemptEvent, QualityEvent
+
+    rng = random.Random(7)
+    for model in registry.models():
+        for k in range(40):
+            perf.record(AttemptEvent(model.id, model.provider, AGENT_TYPE, f"warm-{k}", 1,
+                                     200.0 + rng.random() * 300.0, rng.random() < 0.95,
+                                     100, 50, 0.001))
+            q = 0.5 + rng.random() / 2
+            perf.record(QualityEvent(model.id, AGENT_TYPE, f"warm-{k}", q, q, q, q))
+        for _ in range(20):
+            reservation = limiter.acquire(model.id, 300)
+            if reservation is not None:
+                reservation.settle(250)
 
 
 async def bench_cache_hit(bench: AmmBench, *, iterations: int) -> dict[str, Any]:

@@ -124,6 +124,10 @@ BUDGETS: tuple[Budget, ...] = (
     Budget("select_model_50_softmax_p50_us",
            "select_model over 50 models with the exploring (softmax) policy, p50", "us", 150.0,
            lambda r: _get(r, "micro", "select_model_50_softmax", "p50_us")),
+    Budget("select_model_50_softmax_traffic_p50_us",
+           "select_model over 50 models with the exploring (softmax) policy after traffic "
+           "(every model with measured statistics and a rate-limit window), p50", "us", 150.0,
+           lambda r: _get(r, "micro", "select_model_50_softmax_traffic", "p50_us")),
     Budget("cache_hit_p50_us", "cache hit through llm.complete, p50", "us", 300.0,
            lambda r: _get(r, "micro", "cache_hit", "p50_us")),
     Budget("cache_hit_provider_calls", "provider calls made by cache hits", "calls", 0.0,
