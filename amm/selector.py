@@ -328,14 +328,20 @@ class ModelSelector:
         self._key_check = key_check
         # Optional queries (amm.protocols), looked up once: absent ones mean "no
         # information" (a seed-style monitor without ``snapshot``: priors only).
+        # The direct reads (snapshot_fn, view_fn) only where the class itself offers them:
+        # a wrapper that delegates attributes (FleetStats merges the fleet's statistics
+        # into ``snapshot``) must be asked through its own methods.
+        monitor: Any = performance_monitor
+        limits: Any = rate_limiter
         self._snapshot_fn: Callable[[str, str | None], StatsSnapshot | None] | None = (
-            getattr(performance_monitor, "snapshot_fn", performance_monitor.snapshot)
-            if isinstance(performance_monitor, StatsSource) else None)
+            None if not isinstance(performance_monitor, StatsSource)
+            else monitor.snapshot_fn if hasattr(type(monitor), "snapshot_fn")
+            else performance_monitor.snapshot)
         self._headroom_fn: Callable[[str], float] | None = (
             rate_limiter.headroom if isinstance(rate_limiter, HeadroomSource) else None)
         # Both of a candidate's rate-limit reads in one call, where the limiter has it.
-        self._limit_fn: Callable[[str], tuple[bool, float]] | None = getattr(
-            rate_limiter, "view_fn", None)
+        self._limit_fn: Callable[[str], tuple[bool, float]] | None = (
+            limits.view_fn if hasattr(type(limits), "view_fn") else None)
         self._status_fn: Callable[[str], ModelAvailability] | None = (
             health_checker.get_model_status if isinstance(health_checker, StatusSource)
             else None)

@@ -527,3 +527,27 @@ async def test_experiments_apply_only_to_their_agent_type():
     selection = await selector.select_model(request(task_id=task_with_arm("dear"),
                                                     agent_type="review"), "review")
     assert (selection.model_id, selection.experiment) == ("cheap", None)
+
+
+async def test_selection_over_fleet_statistics_reads_the_merged_snapshot(tmp_path):
+    """In a fleet the selector is given FleetStats, which merges the other workers'
+    statistics into ``snapshot``; selection must read them through it (not around it
+    through the wrapped monitor): another worker's 200 requests at quality 0.95 and
+    success 1.0 make ``dear`` a measured candidate here, with nothing observed locally."""
+    import json as _json
+
+    from amm.state.stats import FleetStats
+
+    monitor = PerformanceMonitor(tmp_path / "perf.db")
+    try:
+        fleet = FleetStats(monitor)
+        other = [200, 200, 900.0, 850.0, 1500.0, 2000.0, 0.95 * 200, 200, 0.5, 40_000, 20_000]
+        fleet.merge({"worker-2": _json.dumps({"spend": 0.5, "models": {"dear": other}})})
+        selector, _, sink = build([CHEAP, DEAR], monitor=fleet)
+        await selector.select_model(request(agent_type="review"), "review")
+        rows = {row[0]: row for row in sink.events[-1].candidates}
+        assert rows["dear"][4] == pytest.approx(0.95)  # quality: the fleet's, measured
+        assert rows["dear"][5] == pytest.approx(850.0)  # p50 latency: the fleet's
+        assert rows["cheap"][4] != pytest.approx(0.95)  # nothing anywhere: the prior
+    finally:
+        monitor.close()
