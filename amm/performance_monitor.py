@@ -28,7 +28,7 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -160,6 +160,15 @@ class PerformanceMonitor:
     def stats(self) -> RollingStats:
         """The rolling statistics this monitor feeds."""
         return self._stats
+
+    @property
+    def snapshots_fn(self) -> Callable[[Iterable[str], str | None],
+                                       list[StatsSnapshot | None]] | None:
+        """``RollingStats.snapshots``: every candidate's snapshot in one call, for the
+        selector; None when a subclass overrides :meth:`snapshot`."""
+        if type(self).snapshot is not PerformanceMonitor.snapshot:
+            return None
+        return self._stats.snapshots
 
     @property
     def snapshot_fn(self) -> Callable[[str, str | None], StatsSnapshot | None]:

@@ -29,7 +29,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -204,6 +204,32 @@ class RateLimiter:
                 or cls.headroom is not RateLimiter.headroom):
             return None
         return self._view
+
+    @property
+    def views_fn(self) -> Callable[[Iterable[str]], list[tuple[bool, float]]] | None:
+        """:meth:`views`, for the selector (None as for :attr:`view_fn`)."""
+        return self.views if self.view_fn is not None else None
+
+    def views(self, model_ids: Iterable[str]) -> list[tuple[bool, float]]:
+        """``(is_rate_limited, headroom)`` of each of ``model_ids``, in order, at one
+        moment (the clock and the registry's version read once)."""
+        windows = self._windows.get
+        registry_version = getattr(self._registry, "version", None)
+        now = self._clock()
+        out: list[tuple[bool, float]] = []
+        append = out.append
+        for model_id in model_ids:
+            w = windows(model_id)
+            if w is None:
+                append(_UNTOUCHED)
+                continue
+            version, seen_registry, until, limited, headroom = w.memo  # before w.version
+            if (version == w.version and now < until and seen_registry == registry_version
+                    and registry_version is not None):
+                append((limited, headroom))
+            else:
+                append(self._view(model_id))
+        return out
 
     def _view(self, model_id: str) -> tuple[bool, float]:
         """(limited, headroom) now. The selector asks both of every candidate, so the

@@ -342,6 +342,12 @@ class ModelSelector:
         # Both of a candidate's rate-limit reads in one call, where the limiter has it.
         self._limit_fn: Callable[[str], tuple[bool, float]] | None = (
             limits.view_fn if hasattr(type(limits), "view_fn") else None)
+        # ... and every candidate's at once, where the sources offer it.
+        self._limits_fn: Callable[[Iterable[str]], list[tuple[bool, float]]] | None = (
+            limits.views_fn if hasattr(type(limits), "views_fn") else None)
+        self._snapshots_fn: Callable[[Iterable[str], str | None],
+                                     list[StatsSnapshot | None]] | None = (
+            monitor.snapshots_fn if hasattr(type(monitor), "snapshots_fn") else None)
         self._status_fn: Callable[[str], ModelAvailability] | None = (
             health_checker.get_model_status if isinstance(health_checker, StatusSource)
             else None)
@@ -411,9 +417,15 @@ class ModelSelector:
         limited_fn = self.rate_limiter.is_rate_limited
         snapshot, min_samples = self._snapshot_fn, self.min_samples
         headroom_fn = self._headroom_fn
+        # Every model's rate-limit view and statistics in two calls (each reads its clock
+        # once); a model excluded before them is read for nothing, which costs less.
+        ids = [e.id for e, _, _ in items]
+        views = self._limits_fn(ids) if self._limits_fn is not None else None
+        snaps = (self._snapshots_fn(ids, agent_type) if self._snapshots_fn is not None
+                 else None)
         out: list[Candidate | Reason] = []
         append = out.append
-        for e, pre, post in items:
+        for i, (e, pre, post) in enumerate(items):
             mid = e.id
             if mid in exclude:
                 append(_ALREADY_TRIED)
@@ -443,7 +455,9 @@ class ModelSelector:
                 append(Reason(f"unavailable: {error}" if error else "unavailable",
                               Exclusion.UNAVAILABLE))
                 continue
-            if limit_fn is not None:
+            if views is not None:
+                limited, headroom = views[i]
+            elif limit_fn is not None:
                 limited, headroom = limit_fn(mid)
             else:
                 limited, headroom = limited_fn(mid), 1.0
@@ -452,11 +466,11 @@ class ModelSelector:
                 append(Reason(f"rate-limited (resets in {reset}s)" if reset else "rate-limited",
                               Exclusion.RATE_LIMITED))
                 continue
-            if limit_fn is None and headroom_fn is not None:
+            if views is None and limit_fn is None and headroom_fn is not None:
                 headroom = headroom_fn(mid)
             snap = None
             if snapshot is not None:
-                snap = snapshot(mid, agent_type)
+                snap = snaps[i] if snaps is not None else snapshot(mid, agent_type)
                 if (snap is None or snap.count < min_samples) and agent_type is not None:
                     snap = snapshot(mid, None)  # all agent types: more samples
             cand = _measured(e, cost, snap, min_samples, headroom)

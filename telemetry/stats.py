@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +225,29 @@ class RollingStats:
         tick, version, snap = series.memo
         if tick == now and version == series.version:
             return snap
+        return self._made(model_id, agent_type, now)
+
+    def snapshots(self, model_ids: Iterable[str], agent_type: str | None = None
+                  ) -> list[StatsSnapshot | None]:
+        """:meth:`snapshot` of each of ``model_ids`` for ``agent_type``, in order, at one
+        moment (the clock read once: the selector asks for all its candidates)."""
+        get = self._series.get
+        now = self._tick(None)
+        out: list[StatsSnapshot | None] = []
+        append = out.append
+        for model_id in model_ids:
+            series = get((model_id, agent_type))
+            if series is None:
+                append(None)
+                continue
+            tick, version, snap = series.memo
+            append(snap if tick == now and version == series.version
+                   else self._made(model_id, agent_type, now))
+        return out
+
+    def _made(self, model_id: str, agent_type: str | None, now: int) -> StatsSnapshot | None:
+        """The snapshot at tick ``now``, made under the lock (and kept) unless another
+        thread made it meanwhile."""
         with self._lock:
             series = self._series.get((model_id, agent_type))
             if series is None:

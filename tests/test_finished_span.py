@@ -34,6 +34,17 @@ def _provider(**kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter]:
     return tp, exporter
 
 
+def _record(fast: bool, tracer: Any, spans: FinishedSpans, attrs: dict[str, Any],
+            status: Status | None) -> None:
+    if fast:
+        spans.emit("amm.select", dict(attrs), 1_000, 2_000, status)
+        return
+    span = tracer.start_span("amm.select", attributes=dict(attrs), start_time=1_000)
+    if status is not None:
+        span.set_status(status)
+    span.end(end_time=2_000)
+
+
 def _both(attrs: dict[str, Any], status: Status | None = None, *, parent: bool = True,
           **kwargs: Any) -> tuple[list[ReadableSpan], list[ReadableSpan], FinishedSpans]:
     """The spans exported when ``attrs`` is recorded the fast way and the SDK's way."""
@@ -43,21 +54,11 @@ def _both(attrs: dict[str, Any], status: Status | None = None, *, parent: bool =
         tp, exporter = _provider(**kwargs)
         tracer = tp.get_tracer("amm")
         spans = FinishedSpans(tracer)
-
-        def record() -> None:
-            if fast:
-                spans.emit("amm.select", dict(attrs), 1_000, 2_000, status)
-            else:
-                span = tracer.start_span("amm.select", attributes=dict(attrs), start_time=1_000)
-                if status is not None:
-                    span.set_status(status)
-                span.end(end_time=2_000)
-
         if parent:
             with tracer.start_as_current_span("invoke_agent review"):
-                record()
+                _record(fast, tracer, spans, attrs, status)
         else:
-            record()
+            _record(fast, tracer, spans, attrs, status)
         out.append([s for s in exporter.get_finished_spans() if s.name == "amm.select"])
         if fast:
             finished = spans

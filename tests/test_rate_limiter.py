@@ -330,10 +330,11 @@ async def test_two_limiters_do_not_share_state(clock: FakeClock) -> None:
 
 
 def test_the_selectors_kept_view_always_equals_a_fresh_reading():
-    """``is_rate_limited``/``headroom`` are kept per window and read without the lock while
-    nothing changed: over 3,000 random steps (reservations taken, settled and released,
-    requests recorded, 429s, holds, provider headers, time moving by small and large
-    steps, the registry's limits changing) each kept answer equals one computed afresh."""
+    """``is_rate_limited``/``headroom`` (and ``views``, all models at once) are kept per
+    window and read without the lock while nothing changed: over 3,000 random steps
+    (reservations taken, settled and released, requests recorded, 429s, holds, provider
+    headers, time moving by small and large steps, the registry's limits changing) each
+    kept answer equals one computed afresh."""
     import dataclasses
     import random
 
@@ -376,6 +377,7 @@ def test_the_selectors_kept_view_always_equals_a_fresh_reading():
             registry.update_model("m", dataclasses.replace(model, rate_limits=limits))
             changes += 1
         kept = (limiter.is_rate_limited("m"), limiter.headroom("m"))
+        assert limiter.views(["m", "never-used"]) == [kept, (False, 1.0)]
         window = limiter._windows.get("m")
         if window is not None:
             window.memo = (-1, None, float("-inf"), False, 1.0)  # forget: read afresh

@@ -155,6 +155,9 @@ def test_a_kept_snapshot_always_equals_one_made_afresh():
             stats.observe_quality(model, agent, rng.random())
         elif action == 2:
             now[0] += rng.choice([0.5, 7.0, 15.0, 70.0])
+        for agent in ("review", "plan", None):
+            assert stats.snapshots(["m1", "m2", "m3"], agent) == [
+                stats.snapshot(m, agent) for m in ("m1", "m2", "m3")]
         for key in keys:
             kept = stats.snapshot(*key)
             series = stats._series.get(key)
