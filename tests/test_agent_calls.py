@@ -619,6 +619,33 @@ async def test_stopping_the_manager_books_a_pending_drain_never_loses_it(
         assert rows[0][3] > 0
 
 
+def test_a_loop_that_ends_with_a_drain_pending_books_it_and_leaves_no_task(build_manager,
+                                                                           caplog):
+    # asyncio.run (as pytest-asyncio's runner) cancels what is left when its loop ends: the
+    # drain books amm's estimate, flagged, closes its connection and ends quietly.
+    manager, sim, log = build_manager({"m": ModelProfile(latency_ms=1)},
+                                      [agent_model("m", "openai")])
+    gate = sim.stream_gate("m")
+
+    async def leave_a_stream() -> None:
+        await manager.start()
+        stream = manager.stream(ModelRequest(prompt="Explain how a ring buffer wraps",
+                                             task_id="end", agent_type="chat"))
+        await stream.__anext__()
+        await stream.aclose()
+        assert manager.stream_drains.pending == 1
+
+    asyncio.run(leave_a_stream())
+    assert manager.stream_drains.pending == 0
+    manager.close()
+    gate.release()
+    (attempt,) = log.of(AttemptEvent)
+    assert attempt.error_type == "cancelled" and attempt.usage_estimated
+    assert [(r[1], r[4]) for r in ledger_rows(manager)] == [("end", "attempt:estimated")]
+    assert "destroyed but it is pending" not in caplog.text
+    assert "never retrieved" not in caplog.text
+
+
 @pytest.mark.parametrize(("setting", "value"), [("on_cancel", "abandon"),
                                                 ("on_cancel", None),
                                                 ("cancel_drain_timeout_s", 0),
