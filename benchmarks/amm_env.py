@@ -11,6 +11,7 @@ tracer provider counts every span ended, so emitted and received can be compared
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import tempfile
@@ -66,6 +67,7 @@ class SpanCounter(SpanProcessor):
         self._lock = threading.Lock()
         self.count = 0
         self.chat_count = 0  # provider attempts: ``chat {model}`` spans
+        self.chat_by_trace: collections.Counter[int] = collections.Counter()
 
     def on_end(self, span: ReadableSpan) -> None:
         if span.context is not None and span.context.trace_flags.sampled:
@@ -73,6 +75,7 @@ class SpanCounter(SpanProcessor):
                 self.count += 1
                 if span.name.startswith("chat "):
                     self.chat_count += 1
+                    self.chat_by_trace[span.context.trace_id] += 1
 
 
 class DurableTimer:

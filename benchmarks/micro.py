@@ -182,17 +182,22 @@ def _traffic(registry: Any, perf: Any, limiter: Any) -> None:
             reservation = limiter.acquire(model.id, 300)
             if reservation is not None:
                 reservation.settle(250)
+    perf.flush()  # its rows written now, not by the store's thread while selection is timed
+    gc.collect()
 
 
 async def bench_cache_hit(bench: AmmBench, *, iterations: int) -> dict[str, Any]:
     """``llm.complete`` answered from the cache, inside one ``@managed_model`` agent call."""
+    from opentelemetry import trace
+
     from amm.decorator import managed_model
 
     result: dict[str, Any] = {}
-    calls_before = _mock_calls(bench)
+    traces: list[int] = []
 
     @managed_model(agent_type=AGENT_TYPE, manager=bench.manager)
     async def repeat(*, llm: Any) -> None:
+        traces.append(trace.get_current_span().get_span_context().trace_id)
         text = "What is the capital of France? Answer in one word."
         first = await llm.complete(text, max_tokens=MAX_TOKENS, temperature=0.0)  # fills the cache
 
@@ -204,13 +209,13 @@ async def bench_cache_hit(bench: AmmBench, *, iterations: int) -> dict[str, Any]
         result.update(await time_async(hit, iterations=iterations))
 
     await repeat()
-    result["provider_calls_during_hits"] = _mock_calls(bench) - calls_before - 1
+    # Provider attempts in this agent call's trace (``chat`` spans), less the fill: not a
+    # count over all traces, where other sections' spans still ending would show up.
+    calls = bench.spans.chat_by_trace[traces[0]]
+    if calls < 1:
+        raise RuntimeError("the cache fill's chat span was not seen: nothing to count against")
+    result["provider_calls_during_hits"] = calls - 1
     return result
-
-
-def _mock_calls(bench: AmmBench) -> int:
-    """Provider attempts so far (``chat`` spans ended)."""
-    return bench.spans.chat_count
 
 
 async def bench_recorder(bench: AmmBench, *, iterations: int) -> dict[str, Any]:
