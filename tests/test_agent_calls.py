@@ -734,15 +734,20 @@ async def test_streams_the_caller_cancels_count_neither_against_health_nor_stati
     assert snapshot is None  # a caller's cancel says nothing of the model's speed or success
 
 
+def traced_manager(build_manager, otel, protocol: str):
+    """One model ``m`` on ``protocol`` whose spans go to ``otel``'s in-memory exporter."""
+    from telemetry.recorder import Recorder
+
+    return build_manager(
+        {"m": ModelProfile(latency_ms=1)}, [agent_model("m", protocol)],
+        recorder=Recorder(tracer_provider=otel.tracer_provider,
+                          meter_provider=otel.meter_provider))
+
+
 async def test_breaking_out_of_the_loop_ends_the_streams_agent_span_as_cancelled(
         build_manager, otel, caplog):
     # The loop's generator is closed by its finaliser, in a task and context of its own.
-    from telemetry.recorder import Recorder
-
-    manager, _, log = build_manager(
-        {"m": ModelProfile(latency_ms=1)}, [agent_model("m", "openai")],
-        recorder=Recorder(tracer_provider=otel.tracer_provider,
-                          meter_provider=otel.meter_provider))
+    manager, _, log = traced_manager(build_manager, otel, "openai")
     async with manager:
         stream = manager.stream(ModelRequest(prompt="Tell a long story", task_id="sp",
                                              agent_type="chat"))
@@ -758,12 +763,7 @@ async def test_a_drained_attempts_chat_span_ends_when_it_is_booked_with_the_exac
         build_manager, otel):
     # The agent span ends when the caller leaves; the chat span of the attempt, its child,
     # when the drain books it (after its parent, as OpenTelemetry allows).
-    from telemetry.recorder import Recorder
-
-    manager, sim, log = build_manager(
-        {"m": ModelProfile(latency_ms=1)}, [agent_model("m", "anthropic")],
-        recorder=Recorder(tracer_provider=otel.tracer_provider,
-                          meter_provider=otel.meter_provider))
+    manager, sim, log = traced_manager(build_manager, otel, "anthropic")
     gate = sim.stream_gate("m")
     async with manager:
         stream = manager.stream(ModelRequest(prompt="Tell a long story", task_id="sp",
@@ -795,12 +795,7 @@ async def test_a_stream_never_leaves_its_agent_span_current_in_the_callers_conte
     # amm's invoke_agent span is current only while amm works (opening, reading, closing).
     from opentelemetry import trace
 
-    from telemetry.recorder import Recorder
-
-    manager, _, log = build_manager(
-        {"m": ModelProfile(latency_ms=1)}, [agent_model("m", "openai")],
-        recorder=Recorder(tracer_provider=otel.tracer_provider,
-                          meter_provider=otel.meter_provider))
+    manager, _, log = traced_manager(build_manager, otel, "openai")
     tracer = otel.tracer_provider.get_tracer("caller")
     async with manager:
         with tracer.start_as_current_span("caller") as outer:
