@@ -195,20 +195,14 @@ class RateLimiter:
         return self._view(model_id)[1]
 
     @property
-    def view_fn(self) -> Callable[[str], tuple[bool, float]] | None:
-        """``model_id -> (is_rate_limited, headroom)`` in one call, for the selector, which
-        asks both of every candidate; None when a subclass overrides either query (the
-        selector then calls them)."""
+    def views_fn(self) -> Callable[[Iterable[str]], list[tuple[bool, float]]] | None:
+        """:meth:`views`, for the selector, which asks both queries of every candidate;
+        None when a subclass overrides either (the selector then calls them)."""
         cls = type(self)
         if (cls.is_rate_limited is not RateLimiter.is_rate_limited
                 or cls.headroom is not RateLimiter.headroom):
             return None
-        return self._view
-
-    @property
-    def views_fn(self) -> Callable[[Iterable[str]], list[tuple[bool, float]]] | None:
-        """:meth:`views`, for the selector (None as for :attr:`view_fn`)."""
-        return self.views if self.view_fn is not None else None
+        return self.views
 
     def views(self, model_ids: Iterable[str]) -> list[tuple[bool, float]]:
         """``(is_rate_limited, headroom)`` of each of ``model_ids``, in order, at one

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from amm.errors import ConfigurationError, InvalidRequestError
@@ -328,7 +328,7 @@ class ModelSelector:
         self._key_check = key_check
         # Optional queries (amm.protocols), looked up once: absent ones mean "no
         # information" (a seed-style monitor without ``snapshot``: priors only).
-        # The direct reads (snapshot_fn, view_fn) only where the class itself offers them:
+        # The direct reads (snapshot_fn, ...) only where the class itself offers them:
         # a wrapper that delegates attributes (FleetStats merges the fleet's statistics
         # into ``snapshot``) must be asked through its own methods.
         monitor: Any = performance_monitor
@@ -339,10 +339,8 @@ class ModelSelector:
             else performance_monitor.snapshot)
         self._headroom_fn: Callable[[str], float] | None = (
             rate_limiter.headroom if isinstance(rate_limiter, HeadroomSource) else None)
-        # Both of a candidate's rate-limit reads in one call, where the limiter has it.
-        self._limit_fn: Callable[[str], tuple[bool, float]] | None = (
-            limits.view_fn if hasattr(type(limits), "view_fn") else None)
-        # ... and every candidate's at once, where the sources offer it.
+        # Every candidate's rate-limit view and statistics at once, where the sources
+        # offer it.
         self._limits_fn: Callable[[Iterable[str]], list[tuple[bool, float]]] | None = (
             limits.views_fn if hasattr(type(limits), "views_fn") else None)
         self._snapshots_fn: Callable[[Iterable[str], str | None],
@@ -402,7 +400,7 @@ class ModelSelector:
         """The candidate for ``e``, or why it is excluded (cheapest checks first)."""
         return self._check_all(((e, *e.shape_verdicts(rq)),), rq)[0]
 
-    def _check_all(self, items: Iterable[tuple[_Entry, Reason | None, Reason | None]],
+    def _check_all(self, items: Sequence[tuple[_Entry, Reason | None, Reason | None]],
                    rq: _Request) -> list[Candidate | Reason]:
         """:meth:`_examine` of each entry given its shape verdicts for ``rq``, in order.
 
@@ -413,7 +411,6 @@ class ModelSelector:
         prompt_tokens, out_tokens, agent_type = rq.prompt_tokens, rq.out_tokens, rq.agent_type
         key_check, status_fn, reset_fn = self._key_check, self._status_fn, self._reset_fn
         available = self.health_checker.is_model_available
-        limit_fn = self._limit_fn
         limited_fn = self.rate_limiter.is_rate_limited
         snapshot, min_samples = self._snapshot_fn, self.min_samples
         headroom_fn = self._headroom_fn
@@ -457,8 +454,6 @@ class ModelSelector:
                 continue
             if views is not None:
                 limited, headroom = views[i]
-            elif limit_fn is not None:
-                limited, headroom = limit_fn(mid)
             else:
                 limited, headroom = limited_fn(mid), 1.0
             if limited:
@@ -466,7 +461,7 @@ class ModelSelector:
                 append(Reason(f"rate-limited (resets in {reset}s)" if reset else "rate-limited",
                               Exclusion.RATE_LIMITED))
                 continue
-            if views is None and limit_fn is None and headroom_fn is not None:
+            if views is None and headroom_fn is not None:
                 headroom = headroom_fn(mid)
             snap = None
             if snapshot is not None:
