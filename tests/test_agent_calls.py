@@ -552,7 +552,9 @@ async def test_on_cancel_close_stops_the_provider_and_books_a_flagged_estimate(
         await stream.aclose()
         assert manager.stream_drains.pending == 0
         assert log.of(AttemptEvent)[-1].usage_estimated  # booked by the close itself
-        await asyncio.sleep(0.2)  # the closed connection reaches the simulator
+        async with asyncio.timeout(10):  # the closed connection reaches the simulator
+            while not gate.client_gone.is_set():
+                await asyncio.sleep(0.005)
         gate.release()
         while not sim.bills():
             await asyncio.sleep(0.005)

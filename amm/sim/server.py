@@ -382,7 +382,8 @@ class Simulator:
                 await response.write(encoder.piece(piece, sent))
                 if index == 0:
                     if gate is not None and gate.closed:
-                        await gate.passed()
+                        await gate.passed(lambda: request.transport is None
+                                          or request.transport.is_closing())
                     if profile.stream_stall_s > 0:
                         await asyncio.sleep(profile.stream_stall_s)
             await response.write(encoder.closing())

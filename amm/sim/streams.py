@@ -16,6 +16,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -50,11 +51,14 @@ class StreamGate:
     >>> gate.release()
     """
 
-    __slots__ = ("_released", "first_chunk_sent")
+    __slots__ = ("_released", "client_gone", "first_chunk_sent")
 
     def __init__(self) -> None:
         self.first_chunk_sent = threading.Event()
         """Set by the server once a gated stream has written its first content chunk."""
+        self.client_gone = threading.Event()
+        """Set by the server when a client closed its connection while its stream waited at
+        the gate (the stream's next write then fails: billed as ``client_left``)."""
         self._released = threading.Event()
 
     def __repr__(self) -> str:
@@ -70,10 +74,13 @@ class StreamGate:
         """Let every waiting and later stream go on (thread-safe, idempotent)."""
         self._released.set()
 
-    async def passed(self) -> None:
-        """Called by a stream after its first content chunk: wait while closed."""
+    async def passed(self, gone: Callable[[], bool] | None = None) -> None:
+        """Called by a stream after its first content chunk: wait while closed, noting
+        (``client_gone``) when ``gone()`` says the client closed the connection."""
         self.first_chunk_sent.set()
         while not self._released.is_set():
+            if gone is not None and not self.client_gone.is_set() and gone():
+                self.client_gone.set()
             await asyncio.sleep(_GATE_POLL_S)
 
 
