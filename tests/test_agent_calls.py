@@ -581,6 +581,9 @@ async def test_a_drain_past_its_bound_closes_and_books_a_flagged_estimate(build_
         await stream.aclose()
         assert await manager.drain_streams(timeout_s=10.0)  # the bound, not the gate, ends it
         assert gate.closed
+        async with asyncio.timeout(10):  # the closed connection reaches the simulator
+            while not gate.client_gone.is_set():
+                await asyncio.sleep(0.005)
         gate.release()
         while not sim.bills():
             await asyncio.sleep(0.005)
