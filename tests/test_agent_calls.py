@@ -538,6 +538,17 @@ async def test_a_stream_left_while_the_provider_generates_returns_at_once_and_is
     assert first.delta and stream.response is None  # the caller got only what it read
 
 
+async def release_once_the_client_left(gate, sim) -> None:
+    """Wait until the simulator saw the client close the stream held at ``gate`` (so
+    its next write fails), release the gate, and wait for the stream's bill."""
+    async with asyncio.timeout(10):
+        while not gate.client_gone.is_set():
+            await asyncio.sleep(0.005)
+    gate.release()
+    async with asyncio.timeout(10):
+        while not sim.bills():
+            await asyncio.sleep(0.005)
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_on_cancel_close_stops_the_provider_and_books_a_flagged_estimate(
         build_manager, protocol):
@@ -552,12 +563,7 @@ async def test_on_cancel_close_stops_the_provider_and_books_a_flagged_estimate(
         await stream.aclose()
         assert manager.stream_drains.pending == 0
         assert log.of(AttemptEvent)[-1].usage_estimated  # booked by the close itself
-        async with asyncio.timeout(10):  # the closed connection reaches the simulator
-            while not gate.client_gone.is_set():
-                await asyncio.sleep(0.005)
-        gate.release()
-        while not sim.bills():
-            await asyncio.sleep(0.005)
+        await release_once_the_client_left(gate, sim)
     (bill,) = sim.bills()
     assert bill.ended == "client_left"
     attempt = log.of(AttemptEvent)[-1]
@@ -581,12 +587,7 @@ async def test_a_drain_past_its_bound_closes_and_books_a_flagged_estimate(build_
         await stream.aclose()
         assert await manager.drain_streams(timeout_s=10.0)  # the bound, not the gate, ends it
         assert gate.closed
-        async with asyncio.timeout(10):  # the closed connection reaches the simulator
-            while not gate.client_gone.is_set():
-                await asyncio.sleep(0.005)
-        gate.release()
-        while not sim.bills():
-            await asyncio.sleep(0.005)
+        await release_once_the_client_left(gate, sim)
     (bill,) = sim.bills()
     assert bill.ended == "client_left"
     attempt = log.of(AttemptEvent)[-1]
